@@ -1,0 +1,81 @@
+"""The one configuration object that describes a feature run, and its stable hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from diffpath.errors import ConfigError
+
+__all__ = ["FeatureConfig", "Method"]
+
+Method = Literal["diffpathv2", "diffpath6d", "diffpath1d"]
+
+# Fields that change how fast features are computed, never their values (tests prove it),
+# so they stay out of the hash: a rerun with another batch size reuses cached features.
+EXECUTION_FIELDS = frozenset({"batch_size", "forward_batch"})
+
+
+class FeatureConfig(BaseModel):
+    """Everything that determines the features of an image.
+
+    `method` picks DiffPathV2 (``diffpathv2``: SSIM-weighted score error, 6-D) or the
+    DiffPath baseline on the DDIM-inversion path (``diffpath6d``/``diffpath1d``).
+    Timesteps index the model's training schedule; ``t_end=None`` means its last step.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Method = "diffpathv2"
+    model: str = Field("default", description="model source: 'default', a folder or a hub id")
+    timesteps: int = Field(10, ge=2, le=1000, description="K timesteps (or N DDIM steps)")
+    t_start: int = Field(0, ge=0)
+    t_end: int | None = Field(None, ge=1, description="last timestep; None = model's last")
+    spacing: Literal["leading", "linear", "quadratic"] = "leading"
+    seed: int = Field(0, ge=0)
+    shared_noise: bool = Field(True, description="one noise draw per image shared by all t")
+    image_size: int = Field(32, ge=8, le=1024)
+    center_crop: int | None = Field(None, ge=8, description="crop side before resize")
+    ssim_window: int = Field(5, ge=3, le=31)
+    ssim_weighting: bool = True
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = Field(64, ge=1, description="images per batch (not hashed)")
+    forward_batch: int = Field(640, ge=1, description="UNet inputs per call (not hashed)")
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureConfig:
+        if self.ssim_window % 2 == 0:
+            raise ValueError(f"ssim_window must be odd, got {self.ssim_window}")
+        if self.t_end is not None and self.t_end - self.t_start + 1 < self.timesteps:
+            raise ValueError(
+                f"timestep range [{self.t_start}, {self.t_end}] holds fewer than "
+                f"{self.timesteps} distinct timesteps"
+            )
+        return self
+
+    @classmethod
+    def parse(cls, **values: object) -> FeatureConfig:
+        """Build a config, turning pydantic's validation error into `ConfigError`."""
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise ConfigError(str(err)) from err
+
+    @property
+    def torch_dtype(self):
+        """The torch dtype the model runs in for this config."""
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def canonical_json(self) -> str:
+        """The hashed fields as sorted, compact JSON."""
+        fields = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+    def config_hash(self) -> str:
+        """sha256 of `canonical_json`, first 16 hex digits: goes into every output."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]

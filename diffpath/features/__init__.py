@@ -1,0 +1,60 @@
+"""Per-image features for OOD scoring: DiffPathV2 and the DiffPath baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from diffpath.config import FeatureConfig, Method
+from diffpath.errors import ConfigError
+from diffpath.features.diffpath import FEATURE_NAMES_1D, FEATURE_NAMES_6D, diffpath_features
+from diffpath.features.v2 import FEATURE_NAMES, v2_features
+from diffpath.model import DiffusionModel
+
+__all__ = ["extract_features", "feature_names"]
+
+
+def feature_names(method: Method) -> tuple[str, ...]:
+    """Column names of the features a method produces."""
+    return {"diffpathv2": FEATURE_NAMES, "diffpath6d": FEATURE_NAMES_6D}.get(
+        method, FEATURE_NAMES_1D
+    )
+
+
+def extract_features(
+    model: DiffusionModel,
+    images: torch.Tensor,
+    keys: Sequence[str],
+    config: FeatureConfig,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Features (N, D) of images (N, C, H, W) in [−1, 1], in `config.batch_size` batches.
+
+    `keys` identify the images (they seed each image's noise); `progress(n)` is called
+    with the number of images done after each batch.
+    """
+    if len(keys) != len(images):
+        raise ConfigError(f"{len(images)} images but {len(keys)} keys")
+    if images.shape[-1] != config.image_size or images.shape[-2] != config.image_size:
+        raise ConfigError(
+            f"images are {tuple(images.shape[-2:])}, config expects {config.image_size}px"
+        )
+    if model.dtype != config.torch_dtype:
+        raise ConfigError(
+            f"model runs in {model.dtype} but the config asks for {config.dtype}; "
+            f"load it with load_model(..., dtype=config.torch_dtype)"
+        )
+    out = np.empty((len(images), len(feature_names(config.method))), dtype=np.float32)
+    for start in range(0, len(images), config.batch_size):
+        batch = images[start : start + config.batch_size]
+        batch_keys = keys[start : start + config.batch_size]
+        if config.method == "diffpathv2":
+            values = v2_features(model, batch, batch_keys, config)
+        else:
+            values = diffpath_features(model, batch, config)
+        out[start : start + len(batch)] = values.numpy()
+        if progress:
+            progress(len(batch))
+    return out

@@ -1,0 +1,70 @@
+"""DiffPathV2 features: SSIM-weighted score error along K noise levels (Abdi et al. 2025).
+
+For an image batch x (B, C, H, W) and timesteps t_1 < … < t_K:
+
+1. x_t = √ᾱ_t · x + √(1−ᾱ_t) · ε,  ε seeded per image              (forward process)
+2. ε̂ = ε_θ(x_t, t) for all K timesteps in one stacked forward (B·K, C, H, W)
+3. e_t = ε̂ − ε                                                     (Stein score error)
+4. x̂0_t = clip((x_t − √(1−ᾱ_t) · ε̂) / √ᾱ_t, −1, 1)                 (Tweedie estimate)
+5. u_t = (1 − SSIM(x, x̂0_t)) ⊙ e_t,  SSIM per pixel and channel   (perceptual weight)
+6. f = [Σ_k ‖u_k‖_p]_{p=1,2,3} ⧺ [Σ_k ‖K·(u_{k+1} − u_k)‖_p]_{p=1,2,3}   (6 numbers)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import kornia
+import torch
+
+from diffpath.config import FeatureConfig
+from diffpath.model import DiffusionModel
+from diffpath.schedule import image_noise, select_timesteps
+
+__all__ = ["FEATURE_NAMES", "predict_stacked", "v2_features"]
+
+FEATURE_NAMES = ("err_l1", "err_l2", "err_l3", "deriv_l1", "deriv_l2", "deriv_l3")
+
+
+def predict_stacked(
+    model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """ε̂ for every (image, timestep) pair: x_t (N, C, H, W), t (N,), `chunk` rows per call."""
+    return torch.cat(
+        [model.predict_noise(xs, ts) for xs, ts in zip(x_t.split(chunk), t.split(chunk))]
+    )
+
+
+def _norms(u: torch.Tensor) -> list[torch.Tensor]:
+    """Σ over the time axis of ‖u‖_p over (C, H, W) for p = 1, 2, 3: u (B, K, C, H, W) → 3×(B,)."""
+    flat = u.flatten(2)
+    return [torch.linalg.vector_norm(flat, ord=p, dim=-1).sum(1) for p in (1, 2, 3)]
+
+
+def v2_features(
+    model: DiffusionModel, x: torch.Tensor, keys: Sequence[str], config: FeatureConfig
+) -> torch.Tensor:
+    """DiffPathV2 features of images x (B, C, H, W) in [−1, 1] → (B, 6), float32 on CPU."""
+    b, c, h, w = x.shape
+    t = select_timesteps(config, model.num_train_timesteps)
+    k = len(t)
+    x = x.to(model.device, torch.float32)
+    noise = image_noise(keys, config.seed, (c, h, w), 1 if config.shared_noise else k)
+    eps = noise.to(model.device).expand(b, k, c, h, w)
+    a = model.alpha_bar(t).view(1, k, 1, 1, 1)
+    x0 = x.unsqueeze(1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # step 1
+    eps_hat = predict_stacked(model, x_t.flatten(0, 1), t.repeat(b), config.forward_batch)
+    eps_hat = eps_hat.view(b, k, c, h, w)  # step 2
+    error = eps_hat - eps  # step 3
+    if config.ssim_weighting:
+        x0_hat = ((x_t - (1 - a).sqrt() * eps_hat) / a.sqrt()).clamp(-1, 1)  # step 4
+        ssim = kornia.metrics.ssim(
+            x0.expand_as(x0_hat).flatten(0, 1),
+            x0_hat.flatten(0, 1),
+            config.ssim_window,
+            max_val=2.0,
+        ).view(b, k, c, h, w)
+        error = (1 - ssim) * error  # step 5
+    derivative = k * (error[:, 1:] - error[:, :-1])
+    return torch.stack(_norms(error) + _norms(derivative), dim=1).cpu()  # step 6

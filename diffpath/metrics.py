@@ -1,0 +1,73 @@
+"""OOD detection metrics on anomaly scores (higher = more anomalous).
+
+Conventions: in-distribution (ID) samples are the negatives of an anomaly detector.
+FPR@95 follows Hendrycks & Gimpel / OpenOOD: the fraction of OOD samples accepted as ID
+at the threshold that keeps 95% of ID samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from diffpath.errors import ConfigError
+
+__all__ = ["aupr_in", "aupr_out", "auroc", "calibrate_threshold", "fpr_at_tpr", "ood_metrics", "roc"]
+
+
+def _labelled(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    id_scores, ood_scores = np.asarray(id_scores, float), np.asarray(ood_scores, float)
+    if len(id_scores) == 0 or len(ood_scores) == 0:
+        raise ConfigError("metrics need at least one in-distribution and one OOD score")
+    labels = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]
+    return labels, np.r_[id_scores, ood_scores]
+
+
+def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """Area under the ROC curve for telling OOD (positive) from ID by anomaly score."""
+    return float(roc_auc_score(*_labelled(id_scores, ood_scores)))
+
+
+def roc(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) of the ROC curve, OOD positive."""
+    fpr, tpr, _ = roc_curve(*_labelled(id_scores, ood_scores))
+    return fpr, tpr
+
+
+def aupr_out(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """Average precision with OOD as the positive class."""
+    return float(average_precision_score(*_labelled(id_scores, ood_scores)))
+
+
+def aupr_in(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """Average precision with ID as the positive class (scores negated)."""
+    labels, scores = _labelled(id_scores, ood_scores)
+    return float(average_precision_score(1 - labels, -scores))
+
+
+def fpr_at_tpr(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
+    """Fraction of OOD scores at or below the threshold that accepts `tpr` of ID scores."""
+    id_scores, ood_scores = np.asarray(id_scores, float), np.asarray(ood_scores, float)
+    _labelled(id_scores, ood_scores)
+    threshold = np.sort(id_scores)[int(np.ceil(tpr * len(id_scores))) - 1]
+    return float(np.mean(ood_scores <= threshold))
+
+
+def calibrate_threshold(id_scores: np.ndarray, target_fpr: float = 0.05) -> float:
+    """Smallest threshold flagging (score > threshold) at most `target_fpr` of ID scores."""
+    if not 0 <= target_fpr < 1:
+        raise ConfigError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    scores = np.sort(np.asarray(id_scores, float))
+    if len(scores) == 0:
+        raise ConfigError("calibration needs in-distribution scores")
+    return float(scores[int(np.ceil((1 - target_fpr) * len(scores))) - 1])
+
+
+def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
+    """AUROC, FPR@95, AUPR-in and AUPR-out in one dict."""
+    return {
+        "auroc": auroc(id_scores, ood_scores),
+        "fpr95": fpr_at_tpr(id_scores, ood_scores),
+        "aupr_in": aupr_in(id_scores, ood_scores),
+        "aupr_out": aupr_out(id_scores, ood_scores),
+    }

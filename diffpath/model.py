@@ -1,0 +1,149 @@
+"""Load a pretrained diffusion model (diffusers UNet2DModel + noise schedule) offline."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from diffpath.errors import ModelError
+
+__all__ = ["DEFAULT_MODEL_DIR", "DiffusionModel", "load_model", "model_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default-model"
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+@dataclass(frozen=True)
+class DiffusionModel:
+    """A noise-prediction network ε̂(x_t, t) with the ᾱ_t of the schedule it was trained on.
+
+    `unet` is any module called as ``unet(x_t, t)`` that returns (B, C', H, W) or an
+    object with ``.sample``; with C' = 2C (learned variance) the first C channels are ε̂.
+    """
+
+    unet: nn.Module
+    alphas_cumprod: torch.Tensor  # (T,) float64 on CPU
+    model_id: str = "unnamed"
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        """ᾱ_t for integer timesteps t, as float32 on the model's device."""
+        return self.alphas_cumprod[t.cpu()].to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε̂(x_t, t) in float32: x_t (N, C, H, W), t (N,) integer timesteps."""
+        out = self.unet(x_t.to(self.device, self.dtype), t.to(self.device))
+        out = getattr(out, "sample", out)
+        return out[:, : x_t.shape[1]].float()
+
+
+def model_fingerprint(folder: Path) -> str:
+    """sha256 (16 hex) of a model's weights and schedule: identifies it in every output."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in (".safetensors", ".json") and path.name != "README.md":
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _resolve_folder(source: str) -> Path:
+    """A local folder for `source`: 'default', a path, or a hub id from the local HF cache."""
+    if source == "default":
+        if not (DEFAULT_MODEL_DIR / "unet" / WEIGHTS).exists():
+            raise ModelError(f"the bundled default model is missing from {DEFAULT_MODEL_DIR}")
+        return DEFAULT_MODEL_DIR
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model source {source!r} is a file; pass its folder")
+        return path
+    if source.count("/") != 1 or source.startswith((".", "/")):
+        raise ModelError(f"model folder {source!r} does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except LocalEntryNotFoundError as err:
+        raise ModelError(
+            f"model {source!r} is not in the local Hugging Face cache and nothing is "
+            f"downloaded at run time; run `huggingface-cli download {source}` where a "
+            "network is available, or pass a local folder"
+        ) from err
+
+
+def _layout(folder: Path) -> tuple[Path, Path]:
+    """(unet folder, scheduler config file) for pipeline or flat layout, checking files."""
+    if (folder / "unet").is_dir():
+        unet_dir, scheduler_file = folder / "unet", folder / "scheduler" / "scheduler_config.json"
+    else:
+        unet_dir, scheduler_file = folder, folder / "scheduler_config.json"
+    missing = [
+        str(p.relative_to(folder))
+        for p in (unet_dir / "config.json", unet_dir / WEIGHTS, scheduler_file)
+        if not p.exists()
+    ]
+    if missing:
+        pickled = (unet_dir / "diffusion_pytorch_model.bin").exists()
+        hint = "; weights must be safetensors, .bin pickles are never loaded" if pickled else ""
+        raise ModelError(f"model folder {folder} lacks {', '.join(missing)}{hint}")
+    return unet_dir, scheduler_file
+
+
+def _default_device_dtype() -> tuple[torch.device, torch.dtype]:
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def load_model(
+    source: str = "default",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> DiffusionModel:
+    """Load a UNet2DModel and its DDPM schedule from `source`, never over the network.
+
+    `source` is ``"default"`` (the bundled CelebA model), a diffusers folder in pipeline
+    layout (``unet/``, ``scheduler/``) or flat layout (config.json, weights and
+    scheduler_config.json at the top), or a hub id already in the local cache.
+    Device/dtype default to CUDA+bf16 when present, else CPU+fp32.
+    """
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    folder = _resolve_folder(source)
+    unet_dir, scheduler_file = _layout(folder)
+    default_device, default_dtype = _default_device_dtype()
+    device = torch.device(device) if device is not None else default_device
+    dtype = dtype or (default_dtype if device.type == "cuda" else torch.float32)
+    try:
+        unet = UNet2DModel.from_pretrained(
+            unet_dir, use_safetensors=True, local_files_only=True, torch_dtype=dtype
+        )
+        config = DDPMScheduler.load_config(scheduler_file.parent)
+        scheduler = DDPMScheduler.from_config(config)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"cannot load model from {folder}: {err}") from err
+    unet = unet.to(device).eval().requires_grad_(False)
+    model_id = model_fingerprint(folder)
+    log.info("loaded model %s from %s on %s/%s", model_id, folder, device, dtype)
+    return DiffusionModel(
+        unet=unet,
+        alphas_cumprod=scheduler.alphas_cumprod.to(torch.float64),
+        model_id=model_id,
+        device=device,
+        dtype=dtype,
+    )

@@ -1,0 +1,85 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffpath.errors import DecodeError
+from diffpath.images import decode_image, decode_images
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def gradient(width: int = 40, height: int = 30) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.uint8)
+    y = np.linspace(0, 255, height, dtype=np.uint8)
+    rgb = np.stack(np.broadcast_arrays(x[None, :], y[:, None], np.full((height, width), 128)), -1)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def test_rgb_png_to_range_and_shape() -> None:
+    tensor = decode_image(encode(gradient(), "PNG"), "a.png", size=16)
+    assert tensor.shape == (3, 16, 16) and tensor.dtype == torch.float32
+    assert tensor.min() >= -1 and tensor.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["L", "P", "RGBA", "LA", "CMYK", "I;16", "1"],
+)
+def test_every_mode_becomes_rgb(mode: str) -> None:
+    image = gradient().convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG")
+    tensor = decode_image(encode(image, fmt), f"img.{fmt.lower()}", size=8)
+    assert tensor.shape == (3, 8, 8)
+    assert torch.isfinite(tensor).all()
+
+
+def test_transparent_pixels_become_white() -> None:
+    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    tensor = decode_image(encode(image, "PNG"), "clear.png", size=8)
+    assert torch.allclose(tensor, torch.ones_like(tensor))
+
+
+def test_exif_orientation_is_applied() -> None:
+    image = Image.new("RGB", (20, 10), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 10, 10))  # white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    data = encode(image, "PNG", exif=exif)
+    tensor = decode_image(data, "rot.png", size=10)
+    # displayed image is 10 wide, 20 tall; its centre square is split top (white) / bottom (black)
+    assert tensor[:, :4].mean() > 0.9 and tensor[:, -4:].mean() < -0.9
+
+
+def test_center_crop_takes_the_middle() -> None:
+    image = Image.new("RGB", (30, 30), (0, 0, 0))
+    image.paste((255, 255, 255), (10, 10, 20, 20))
+    tensor = decode_image(encode(image, "PNG"), "c.png", size=10, center_crop=10)
+    assert torch.allclose(tensor, torch.ones_like(tensor))
+
+
+def test_undecodable_bytes_raise_decode_error_with_key() -> None:
+    with pytest.raises(DecodeError, match="broken/0001.jpg"):
+        decode_image(b"not an image", "broken/0001.jpg")
+
+
+def test_decode_images_records_failures_per_item() -> None:
+    good = encode(gradient(), "PNG")
+    images, keys, errors = decode_images([("a", good), ("bad", b"\x00\x01"), ("b", good)], size=8)
+    assert keys == ["a", "b"] and images.shape == (2, 3, 8, 8)
+    assert list(errors) == ["bad"] and "bad" in errors["bad"]
+
+
+def test_jpeg_dataset_sample_decodes(shared_data) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(shared_data / "celeba" / "test.parquet").slice(0, 2)
+    for row in table.to_pylist():
+        tensor = decode_image(row["image"], row["path"], size=32, center_crop=140)
+        assert tensor.shape == (3, 32, 32)

@@ -1,0 +1,65 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffpath.errors import ModelError
+from diffpath.model import load_model
+from tests.conftest import save_tiny_model
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "flat"])
+def test_both_layouts_load_the_same_network(tmp_path: Path, layout: str) -> None:
+    model = load_model(str(save_tiny_model(tmp_path / layout, layout)), device="cpu")
+    x = torch.zeros(2, 3, 16, 16)
+    eps = model.predict_noise(x, torch.tensor([0, 500]))
+    assert eps.shape == (2, 3, 16, 16) and eps.dtype == torch.float32
+    assert model.num_train_timesteps == 1000
+    assert model.alphas_cumprod[0] > model.alphas_cumprod[-1]
+
+
+def test_learned_variance_model_uses_first_three_channels(tmp_path: Path) -> None:
+    model = load_model(str(save_tiny_model(tmp_path, out_channels=6)), device="cpu")
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([10])
+    full = model.unet(x, t).sample
+    assert full.shape[1] == 6
+    assert torch.equal(model.predict_noise(x, t), full[:, :3])
+
+
+@pytest.mark.parametrize(
+    "remove", ["unet/diffusion_pytorch_model.safetensors", "scheduler", "unet/config.json"]
+)
+def test_missing_files_raise_model_error_naming_them(tmp_path: Path, remove: str) -> None:
+    folder = save_tiny_model(tmp_path)
+    target = folder / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(ModelError, match="lacks"):
+        load_model(str(folder), device="cpu")
+
+
+def test_missing_folder_and_uncached_hub_id(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(ModelError, match="local Hugging Face cache"):
+        load_model("someone/not-cached")
+
+
+def test_hub_id_resolves_from_local_cache(tmp_path: Path, monkeypatch) -> None:
+    """A model in the HF cache layout (refs/main → snapshots/<rev>) loads offline."""
+    revision = "0" * 40
+    snapshot = tmp_path / "hub" / "models--acme--tiny-ddpm" / "snapshots" / revision
+    save_tiny_model(snapshot, layout="flat")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = load_model("acme/tiny-ddpm", device="cpu")
+    assert model.predict_noise(torch.zeros(1, 3, 16, 16), torch.tensor([3])).shape == (1, 3, 16, 16)
+
+
+def test_model_id_is_a_content_fingerprint(tmp_path: Path) -> None:
+    a = load_model(str(save_tiny_model(tmp_path / "a")), device="cpu")
+    b = load_model(str(save_tiny_model(tmp_path / "b")), device="cpu")
+    assert a.model_id == b.model_id and len(a.model_id) == 16
