@@ -43,8 +43,10 @@ def main() -> None:
         train(config, out, max_minutes=args.minutes, samples=0)
         history = json.loads(Path(out, "history.json").read_text())
         rows.append((name, params, history[-1]["step"], history[-1]["val_loss"]))
-        print(f"{name}: {params / 1e6:.2f}M params, {rows[-1][2]} steps, val {rows[-1][3]:.4f}",
-              flush=True)
+        print(
+            f"{name}: {params / 1e6:.2f}M params, {rows[-1][2]} steps, val {rows[-1][3]:.4f}",
+            flush=True,
+        )
     print("\ncandidate | params | steps | val loss (EMA) after", args.minutes, "min")
     for name, params, steps, val in rows:
         print(f"{name} | {params / 1e6:.2f}M | {steps} | {val:.4f}")

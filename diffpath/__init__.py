@@ -1,11 +1,11 @@
 """diffpath: zero-shot image OOD screening with a pretrained diffusion model.
 
-    >>> from diffpath import FeatureConfig, GMMDensity, extract_features, load_model
-    >>> config = FeatureConfig()                       # DiffPathV2, K=10
-    >>> model = load_model(config.model, dtype=config.torch_dtype)
-    >>> features = extract_features(model, images, keys, config)   # images (N,3,32,32)
-    >>> density = GMMDensity().fit(reference_features)
-    >>> anomaly = density.anomaly_score(features)      # higher = more anomalous
+>>> from diffpath import FeatureConfig, GMMDensity, extract_features, load_model
+>>> config = FeatureConfig()                       # DiffPathV2, K=10
+>>> model = load_model(config.model, dtype=config.torch_dtype)
+>>> features = extract_features(model, images, keys, config)   # images (N,3,32,32)
+>>> density = GMMDensity().fit(reference_features)
+>>> anomaly = density.anomaly_score(features)      # higher = more anomalous
 """
 
 from diffpath.config import FeatureConfig

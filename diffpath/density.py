@@ -148,7 +148,9 @@ class GMMDensity(DensityModel):
         }
 
     def _mixture(self, n: int, covariance_type: str) -> GaussianMixture:
-        return GaussianMixture(n, covariance_type=covariance_type, random_state=self.seed, reg_covar=1e-5)
+        return GaussianMixture(
+            n, covariance_type=covariance_type, random_state=self.seed, reg_covar=1e-5
+        )
 
     def _criterion(self, Z: np.ndarray, n: int, covariance_type: str) -> float:
         """Lower is better: BIC, or minus the mean held-out log-likelihood."""
@@ -162,7 +164,11 @@ class GMMDensity(DensityModel):
         return -float(np.mean(held_out))
 
     def _fit(self, Z: np.ndarray) -> None:
-        candidates = [(n, c) for n, c in product(self.n_components, self.covariance_types) if n <= len(Z) // 2 or n == 1]
+        candidates = [
+            (n, c)
+            for n, c in product(self.n_components, self.covariance_types)
+            if n <= len(Z) // 2 or n == 1
+        ]
         scores = {cand: self._criterion(Z, *cand) for cand in candidates}
         self.n_components_, self.covariance_type_ = min(scores, key=scores.get)
         self.mixture_ = self._mixture(self.n_components_, self.covariance_type_).fit(Z)
@@ -186,7 +192,10 @@ class GMMDensity(DensityModel):
         self.covariance_type_ = str(state["covariance_type_"])
         m = self._mixture(self.n_components_, self.covariance_type_)
         m.weights_, m.means_ = state["weights_"], state["means_"]
-        m.covariances_, m.precisions_cholesky_ = state["covariances_"], state["precisions_cholesky_"]
+        m.covariances_, m.precisions_cholesky_ = (
+            state["covariances_"],
+            state["precisions_cholesky_"],
+        )
         self.mixture_ = m
 
 

@@ -12,7 +12,15 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from diffpath.errors import ConfigError
 
-__all__ = ["aupr_in", "aupr_out", "auroc", "calibrate_threshold", "fpr_at_tpr", "ood_metrics", "roc"]
+__all__ = [
+    "aupr_in",
+    "aupr_out",
+    "auroc",
+    "calibrate_threshold",
+    "fpr_at_tpr",
+    "ood_metrics",
+    "roc",
+]
 
 
 def _labelled(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ __all__ = ["DEFAULT_MODEL_DIR", "DiffusionModel", "load_model", "model_fingerpri
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default-model"
+CPU = torch.device("cpu")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
@@ -31,7 +32,7 @@ class DiffusionModel:
     unet: nn.Module
     alphas_cumprod: torch.Tensor  # (T,) float64 on CPU
     model_id: str = "unnamed"
-    device: torch.device = torch.device("cpu")
+    device: torch.device = CPU
     dtype: torch.dtype = torch.float32
 
     @property

@@ -49,9 +49,7 @@ def _key_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def image_noise(
-    keys: Sequence[str], seed: int, shape: Sequence[int], draws: int
-) -> torch.Tensor:
+def image_noise(keys: Sequence[str], seed: int, shape: Sequence[int], draws: int) -> torch.Tensor:
     """Standard normal noise (B, draws, *shape), each image's from a generator seeded by
     (seed, key): an image gets the same noise in any batch, order or device."""
     out = torch.empty(len(keys), draws, *shape)

@@ -6,18 +6,20 @@ returns bytes per key, with unreadable items recorded rather than raised.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffpath.errors import StorageError
 from diffpath.images import IMAGE_EXTENSIONS
-from diffpath.storage import filesystem
+from diffpath.storage import filesystem, write_bytes
 
-__all__ = ["ImageRef", "list_source", "read_refs"]
+__all__ = ["ImageRef", "list_source", "read_listing", "read_refs", "subsample", "write_listing"]
 
 
 @dataclass(frozen=True, order=True)
@@ -29,7 +31,7 @@ class ImageRef:
     row: int | None = None
 
 
-def _protocol_prefix(fs: object, uri: str) -> str:
+def _protocol_prefix(uri: str) -> str:
     return uri.split("://", 1)[0] + "://" if "://" in uri else ""
 
 
@@ -66,7 +68,7 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
     refs: list[ImageRef] = []
     for uri in [uris] if isinstance(uris, str) else uris:
         fs, root = filesystem(uri)
-        prefix = _protocol_prefix(fs, uri)
+        prefix = _protocol_prefix(uri)
         if not fs.exists(root):
             raise StorageError(f"source {uri!r} does not exist")
         if fs.isfile(root):
@@ -119,3 +121,32 @@ def read_refs(refs: Sequence[ImageRef]) -> tuple[list[tuple[str, bytes]], dict[s
             for ref in group:
                 errors[ref.key] = f"cannot read {uri}: {err}"
     return [(r.key, found[r]) for r in refs if r in found], errors
+
+
+def subsample(refs: Sequence[ImageRef], n: int | None, seed: int = 0) -> list[ImageRef]:
+    """A deterministic random subset of `n` refs, kept in listing order (all if n is None)."""
+    if n is None or n >= len(refs):
+        return list(refs)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(refs), size=n, replace=False))
+    return [refs[i] for i in chosen]
+
+
+def write_listing(refs: Sequence[ImageRef], uri: str) -> str:
+    """Save a listing as Parquet (key, uri, row) so shard tasks can read their slice."""
+    table = pa.table(
+        {
+            "key": [r.key for r in refs],
+            "uri": [r.uri for r in refs],
+            "row": pa.array([r.row for r in refs], pa.int64()),
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return write_bytes(uri, buffer.getvalue())
+
+
+def read_listing(uri: str) -> list[ImageRef]:
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as handle:
+        rows = pq.read_table(handle).to_pylist()
+    return [ImageRef(key=r["key"], uri=r["uri"], row=r["row"]) for r in rows]

@@ -164,9 +164,7 @@ class _Run:
         for key, value in part("optim.").items():
             index, name = key.split(".", 1)
             optim_state.setdefault(int(index), {})[name] = value
-        self.optimizer.load_state_dict(
-            {"state": optim_state, "param_groups": meta["param_groups"]}
-        )
+        self.optimizer.load_state_dict({"state": optim_state, "param_groups": meta["param_groups"]})
         self.generator.set_state(tensors["rng"])
         self.step = meta["step"]
         self.history = meta["history"]
@@ -208,8 +206,7 @@ def validation_loss(unet: nn.Module, alphas_cumprod: torch.Tensor, images: torch
     """Denoising loss on `images` with fixed noise and timesteps (comparable across steps)."""
     generator = torch.Generator().manual_seed(1234)
     losses = [
-        denoising_loss(unet, alphas_cumprod, batch, generator).item()
-        for batch in images.split(128)
+        denoising_loss(unet, alphas_cumprod, batch, generator).item() for batch in images.split(128)
     ]
     return float(sum(losses) / max(1, len(losses)))
 
@@ -228,7 +225,7 @@ def sample_grid(unet: nn.Module, config: TrainConfig, n: int = 64, steps: int = 
     for t in scheduler.timesteps:
         x = scheduler.step(unet(x, t.to(device)).sample, t, x).prev_sample
     pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
-    side = int(math.ceil(math.sqrt(n)))
+    side = math.ceil(math.sqrt(n))
     size = config.image_size
     grid = torch.zeros(3, side * size, side * size, dtype=torch.uint8)
     for i, image in enumerate(pixels):
@@ -246,7 +243,11 @@ def _plot_loss(history: list[dict[str, float]]) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train (EMA of batch loss)")
+    ax.plot(
+        [h["step"] for h in history],
+        [h["loss"] for h in history],
+        label="train (EMA of batch loss)",
+    )
     val = [h for h in history if "val_loss" in h]
     if val:
         ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", label="validation")
@@ -288,7 +289,11 @@ def train(
     device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     images = load_image_tensor(config.data, config, config.max_images)
     val_images = load_image_tensor(config.val_data, config, 512) if config.val_data else None
-    log.info("training on %d images (%d validation)", len(images), 0 if val_images is None else len(val_images))
+    log.info(
+        "training on %d images (%d validation)",
+        len(images),
+        0 if val_images is None else len(val_images),
+    )
     run = _Run(config, device_)
     if resume and not _load_checkpoint(run, out):
         log.info("no checkpoint under %s; starting fresh", out)

@@ -60,3 +60,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared image data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session, flow heartbeats off."""
+    from prefect.settings import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}), prefect_test_harness():
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_model_dir: Path):
+    """A fast feature config on the tiny model at the samples' 32 px."""
+    from diffpath.config import FeatureConfig
+
+    return FeatureConfig(model=str(tiny_model_dir), timesteps=3, batch_size=32)

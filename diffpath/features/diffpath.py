@@ -29,7 +29,7 @@ FEATURE_NAMES_1D = ("deriv_l2",)
 def ddim_inversion_eps(
     model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, chunk: int
 ) -> torch.Tensor:
-    """The ε_i recorded along DDIM inversion of x (B, C, H, W) over timesteps t (N,) → (B, N, C, H, W)."""
+    """ε_i along the DDIM inversion of x (B, C, H, W) over timesteps t (N,) → (B, N, C, H, W)."""
     x_t = x.to(model.device, torch.float32)
     a = model.alpha_bar(t)
     recorded = []
@@ -43,7 +43,9 @@ def ddim_inversion_eps(
     return torch.stack(recorded, dim=1)
 
 
-def diffpath_features(model: DiffusionModel, x: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+def diffpath_features(
+    model: DiffusionModel, x: torch.Tensor, config: FeatureConfig
+) -> torch.Tensor:
     """DiffPath 6-D (B, 6) or 1-D (B, 1) features of images x (B, C, H, W), float32 on CPU."""
     t = select_timesteps(config, model.num_train_timesteps)
     eps = ddim_inversion_eps(model, x, t, config.forward_batch).flatten(2).double()

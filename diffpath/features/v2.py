@@ -30,9 +30,8 @@ def predict_stacked(
     model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor, chunk: int
 ) -> torch.Tensor:
     """ε̂ for every (image, timestep) pair: x_t (N, C, H, W), t (N,), `chunk` rows per call."""
-    return torch.cat(
-        [model.predict_noise(xs, ts) for xs, ts in zip(x_t.split(chunk), t.split(chunk))]
-    )
+    chunks = zip(x_t.split(chunk), t.split(chunk), strict=True)
+    return torch.cat([model.predict_noise(xs, ts) for xs, ts in chunks])
 
 
 def _norms(u: torch.Tensor) -> list[torch.Tensor]:

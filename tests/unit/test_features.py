@@ -40,7 +40,9 @@ def config(**kw) -> FeatureConfig:
 
 
 def oracle_model(tiny_model: DiffusionModel, x0: torch.Tensor, error: float) -> DiffusionModel:
-    return DiffusionModel(OracleNoise(x0, tiny_model.alphas_cumprod, error), tiny_model.alphas_cumprod)
+    return DiffusionModel(
+        OracleNoise(x0, tiny_model.alphas_cumprod, error), tiny_model.alphas_cumprod
+    )
 
 
 def test_oracle_model_gives_zero_features(tiny_model) -> None:
@@ -81,7 +83,9 @@ def test_seed_controls_the_noise(tiny_model) -> None:
     a = extract_features(tiny_model, x, k, config(seed=1))
     np.testing.assert_array_equal(a, extract_features(tiny_model, x, k, config(seed=1)))
     assert not np.allclose(a, extract_features(tiny_model, x, k, config(seed=2)))
-    assert not np.allclose(a, extract_features(tiny_model, x, k, config(seed=1, shared_noise=False)))
+    assert not np.allclose(
+        a, extract_features(tiny_model, x, k, config(seed=1, shared_noise=False))
+    )
 
 
 def test_v2_matches_per_timestep_reference(tiny_model) -> None:

@@ -65,7 +65,7 @@ def test_center_crop_takes_the_middle() -> None:
 
 
 def test_undecodable_bytes_raise_decode_error_with_key() -> None:
-    with pytest.raises(DecodeError, match="broken/0001.jpg"):
+    with pytest.raises(DecodeError, match=r"broken/0001\.jpg"):
         decode_image(b"not an image", "broken/0001.jpg")
 
 

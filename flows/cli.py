@@ -1,0 +1,349 @@
+"""The `diffpath` command line: fit-reference, screen, audit, evaluate, train, demo.
+
+Every command runs its Prefect flow in-process (ephemeral mode, no server needed).
+Exit codes: 0 ok, 2 bad arguments or mismatched configs, 1 other failures (unreadable
+source, missing model); the last line printed says why.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from diffpath.config import FeatureConfig, Method
+from diffpath.errors import ConfigError, DiffPathError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="model: 'default', a folder or a cached hub id")
+]
+MethodOpt = Annotated[
+    Method | None, typer.Option("--method", help="diffpathv2 | diffpath6d | diffpath1d")
+]
+TimestepsOpt = Annotated[int | None, typer.Option("--timesteps", help="K timesteps (default 10)")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="images per batch")]
+CropOpt = Annotated[
+    int | None, typer.Option("--center-crop", help="crop side before resize (CelebA: 140)")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
+]
+MaxOpt = Annotated[
+    int | None, typer.Option("--max-images", help="deterministic subsample of N images")
+]
+ShardOpt = Annotated[int, typer.Option("--shard-size", help="images per shard")]
+FeaturesOpt = Annotated[
+    str | None, typer.Option("--features", help="feature cache URI (default OUT/features)")
+]
+
+
+def _config(base: FeatureConfig | None = None, **options: Any) -> FeatureConfig:
+    """A config from CLI options, on top of `base` (e.g. a reference's config)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    values = (base.model_dump() if base else {}) | given
+    return FeatureConfig.parse(**values)
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Run a command, turning our errors into a one-line reason and an exit code."""
+    from prefect.settings import temporary_settings
+
+    try:
+        # in-process flows need no heartbeat (it costs ~1 s per flow run)
+        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            return action()
+    except (ConfigError, ValidationError) as err:
+        console.print(f"[red]error:[/red] {str(err).splitlines()[0]}")
+        raise typer.Exit(2) from None
+    except (DiffPathError, OSError) as err:
+        console.print(f"[red]error:[/red] {str(err).splitlines()[0]}")
+        raise typer.Exit(1) from None
+
+
+@app.command("fit-reference")
+def fit_reference(
+    source: Annotated[
+        list[str], typer.Argument(help="trusted in-distribution images (folder or Parquet URIs)")
+    ],
+    out: Annotated[str, typer.Option("--out", help="output URI (reference.json goes here)")],
+    density: Annotated[str, typer.Option(help="gmm | gaussian | kde")] = "gmm",
+    target_fpr: Annotated[
+        float, typer.Option(help="in-distribution flag rate of the threshold")
+    ] = 0.05,
+    model: ModelOpt = None,
+    method: MethodOpt = None,
+    timesteps: TimestepsOpt = None,
+    batch_size: BatchOpt = None,
+    center_crop: CropOpt = None,
+    device: DeviceOpt = None,
+    max_images: MaxOpt = None,
+    shard_size: ShardOpt = 2048,
+    features: FeaturesOpt = None,
+) -> None:
+    """Fit a density model + flag threshold on trusted in-distribution images."""
+    from flows.pipeline import fit_reference_flow
+
+    def action() -> str:
+        config = _config(
+            model=model,
+            method=method,
+            timesteps=timesteps,
+            batch_size=batch_size,
+            center_crop=center_crop,
+        )
+        return fit_reference_flow(
+            source,
+            out,
+            config,
+            density,
+            target_fpr,
+            features_root=features,
+            shard_size=shard_size,
+            max_images=max_images,
+            device=device,
+            progress=True,
+        )
+
+    console.print(f"reference: {_run(action)}")
+
+
+def _reference_config(reference: str, **options: Any) -> FeatureConfig:
+    from diffpath.reference import load_reference
+
+    return _config(load_reference(reference).config, **options)
+
+
+@app.command()
+def screen(
+    source: Annotated[list[str], typer.Argument(help="incoming images (folder or Parquet URIs)")],
+    reference: Annotated[
+        str, typer.Option("--reference", help="reference.json from fit-reference")
+    ],
+    out: Annotated[str, typer.Option("--out", help="output URI for scores, summary, report")],
+    model: ModelOpt = None,
+    method: MethodOpt = None,
+    timesteps: TimestepsOpt = None,
+    batch_size: BatchOpt = None,
+    center_crop: CropOpt = None,
+    device: DeviceOpt = None,
+    max_images: MaxOpt = None,
+    shard_size: ShardOpt = 2048,
+    features: FeaturesOpt = None,
+) -> None:
+    """Score incoming images against a reference: scores, flags, summary and HTML report."""
+    from flows.pipeline import screen_flow
+
+    def action() -> dict[str, str]:
+        config = _reference_config(
+            reference,
+            model=model,
+            method=method,
+            timesteps=timesteps,
+            batch_size=batch_size,
+            center_crop=center_crop,
+        )
+        return screen_flow(
+            source, reference, out, config, features, shard_size, max_images, device, True
+        )
+
+    outputs = _run(action)
+    _print_summary(outputs)
+
+
+def _print_summary(outputs: dict[str, str]) -> None:
+    from diffpath.storage import read_bytes
+
+    summary = json.loads(read_bytes(outputs["summary"]))
+    console.print(
+        f"{summary['n_images']} images: {summary['n_flagged']} flagged "
+        f"({100 * summary['flagged_fraction']:.1f}%), {summary['n_errors']} unreadable"
+    )
+    for name, uri in outputs.items():
+        console.print(f"  {name}: {uri}")
+
+
+@app.command()
+def audit(
+    source: Annotated[list[str], typer.Argument(help="a training set with unknown contamination")],
+    out: Annotated[str, typer.Option("--out", help="output URI")],
+    density: Annotated[str, typer.Option(help="gmm | gaussian | kde")] = "gmm",
+    folds: Annotated[int, typer.Option(help="cross-fitting folds")] = 5,
+    model: ModelOpt = None,
+    method: MethodOpt = None,
+    timesteps: TimestepsOpt = None,
+    batch_size: BatchOpt = None,
+    center_crop: CropOpt = None,
+    device: DeviceOpt = None,
+    max_images: MaxOpt = None,
+    shard_size: ShardOpt = 2048,
+    features: FeaturesOpt = None,
+) -> None:
+    """Rank every image of a set by a density not fitted on it; estimate contamination."""
+    from flows.pipeline import audit_flow
+
+    def action() -> dict[str, str]:
+        config = _config(
+            model=model,
+            method=method,
+            timesteps=timesteps,
+            batch_size=batch_size,
+            center_crop=center_crop,
+        )
+        return audit_flow(
+            source, out, config, density, folds, features, shard_size, max_images, device, True
+        )
+
+    outputs = _run(action)
+    _print_summary(outputs)
+
+
+@app.command()
+def evaluate(
+    in_dist: Annotated[list[str], typer.Option("--in-dist", help="in-distribution test images")],
+    ood: Annotated[
+        list[str], typer.Option("--ood", help="OOD source, optionally NAME=URI; repeatable")
+    ],
+    reference: Annotated[
+        str, typer.Option("--reference", help="reference.json from fit-reference")
+    ],
+    out: Annotated[str, typer.Option("--out", help="output URI")],
+    device: DeviceOpt = None,
+    max_images: MaxOpt = None,
+    shard_size: ShardOpt = 2048,
+    batch_size: BatchOpt = None,
+    features: FeaturesOpt = None,
+) -> None:
+    """AUROC, FPR@95 and AUPR of OOD sets against an in-distribution set, with ROC curves."""
+    from flows.pipeline import evaluate_flow
+
+    named = dict(item.split("=", 1) if "=" in item else (Path(item).stem, item) for item in ood)
+
+    def action() -> dict[str, str]:
+        config = _reference_config(reference, batch_size=batch_size)
+        return evaluate_flow(
+            in_dist,
+            {k: [v] for k, v in named.items()},
+            reference,
+            out,
+            config,
+            features,
+            shard_size,
+            max_images,
+            device,
+            True,
+        )
+
+    outputs = _run(action)
+    _print_metrics(outputs["metrics"])
+    console.print(f"report: {outputs['report']}")
+
+
+def _print_metrics(metrics_uri: str) -> None:
+    from diffpath.storage import read_bytes
+
+    for name, m in json.loads(read_bytes(metrics_uri))["ood"].items():
+        console.print(
+            f"{name:>20s}: AUROC {m['auroc']:.4f}  FPR@95 {m['fpr95']:.4f}  "
+            f"AUPR-in {m['aupr_in']:.4f}  AUPR-out {m['aupr_out']:.4f}"
+        )
+
+
+@app.command()
+def train(
+    data: Annotated[list[str], typer.Option("--data", help="training image sources")],
+    out: Annotated[str, typer.Option("--out", help="output URI for checkpoints and the model")],
+    val_data: Annotated[
+        list[str] | None, typer.Option("--val-data", help="validation sources")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="optimizer steps")] = 1000,
+    minutes: Annotated[
+        float | None, typer.Option(help="stop (and save) after this wall time")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="images per step")] = 64,
+    channels: Annotated[
+        str, typer.Option(help="UNet block channels, comma-separated")
+    ] = "32,64,128,256",
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
+    center_crop: Annotated[int | None, typer.Option(help="crop before resize; 0 = none")] = 140,
+    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 250,
+    init: Annotated[str | None, typer.Option(help="warm-start from this model ('default')")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in OUT")] = False,
+    device: DeviceOpt = None,
+    seed: int = 0,
+) -> None:
+    """Train the base diffusion model (EMA weights saved in diffusers layout)."""
+    from diffpath.train import TrainConfig
+    from flows.train import train_flow
+
+    def action() -> str:
+        config = TrainConfig(
+            data=data,
+            val_data=val_data or [],
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            block_out_channels=tuple(int(c) for c in channels.split(",")),
+            seed=seed,
+            center_crop=center_crop or None,
+            checkpoint_every=checkpoint_every,
+            init=init,
+        )
+        return train_flow(config, out, resume, device, minutes, progress=True)
+
+    console.print(f"model: {_run(action)}")
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option("--out", help="where the demo writes")] = "diffpath-demo",
+    device: DeviceOpt = None,
+) -> None:
+    """Fit on bundled faces, screen a bundled mixed dump, print AUROC and the report path."""
+    import polars as pl
+
+    from diffpath.metrics import auroc
+    from diffpath.storage import read_bytes
+    from flows.pipeline import fit_reference_flow, screen_flow
+
+    def action() -> dict[str, str]:
+        config = FeatureConfig()
+        reference = fit_reference_flow(
+            [str(SAMPLES / "reference.parquet")],
+            f"{out}/reference",
+            config,
+            device=device,
+            progress=True,
+        )
+        return screen_flow(
+            [str(SAMPLES / "incoming.parquet")],
+            reference,
+            f"{out}/screen",
+            config,
+            device=device,
+            progress=True,
+        )
+
+    outputs = _run(action)
+    scores = pl.read_parquet(io.BytesIO(read_bytes(outputs["scores"])))
+    is_face = scores["path"].str.starts_with("faces/").to_numpy()
+    values = scores["score"].to_numpy()
+    _print_summary(outputs)
+    console.print(
+        f"AUROC faces vs. CIFAR-10 + textures: {auroc(values[is_face], values[~is_face]):.4f}"
+    )
+    console.print(f"open the report: {Path(outputs['report']).resolve()}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,73 @@
+"""The same flows against a real S3 server (moto, started here on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import polars as pl
+import pytest
+
+from tests.conftest import SAMPLES
+
+pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto S3 server; credentials and endpoint go through the standard AWS environment."""
+    from moto.server import ThreadedMotoServer
+    from s3fs import S3FileSystem
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    patch = pytest.MonkeyPatch()
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        patch.setenv(name, value)
+    S3FileSystem.clear_instance_cache()
+    fs = S3FileSystem()
+    fs.mkdir("diffpath-test")
+    fs.put(str(SAMPLES / "incoming.parquet"), "diffpath-test/data/incoming.parquet")
+    fs.put(str(SAMPLES / "reference.parquet"), "diffpath-test/data/reference.parquet")
+    yield endpoint
+    S3FileSystem.clear_instance_cache()
+    patch.undo()
+    server.stop()
+
+
+def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
+    from s3fs import S3FileSystem
+
+    from flows.pipeline import fit_reference_flow, screen_flow
+
+    bucket = "s3://diffpath-test"
+    reference = fit_reference_flow(
+        [f"{bucket}/data/reference.parquet"], f"{bucket}/runs/ref", tiny_config, max_images=60
+    )
+    assert reference == f"{bucket}/runs/ref/reference.json"
+    outputs = screen_flow(
+        [f"{bucket}/data/incoming.parquet"], reference, f"{bucket}/runs/screen", shard_size=64
+    )
+    options = {
+        "aws_endpoint_url": s3_endpoint,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "aws_region": "us-east-1",
+    }
+    scores = pl.read_parquet(outputs["scores"], storage_options=options)
+    assert len(scores) == 200 and scores["score"].is_finite().all()
+    fs = S3FileSystem()
+    summary = json.loads(fs.cat_file(outputs["summary"]))
+    assert summary["n_scored"] == 200
+    shards = fs.glob(f"{bucket}/runs/screen/features/{tiny_config.config_hash()}/*/shard-*.parquet")
+    assert len(shards) == 4
+    assert not fs.glob(f"{bucket}/runs/**/.tmp-*")  # atomic writes left no temporaries

@@ -1,0 +1,82 @@
+"""Base-model training: steps, checkpoints, exact resume, warm start, loadable output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffpath.model import DEFAULT_MODEL_DIR, load_model
+from diffpath.train import TrainConfig, train
+from tests.conftest import SAMPLES
+
+pytestmark = pytest.mark.slow
+
+
+def config(**kw) -> TrainConfig:
+    values = dict(
+        data=[str(SAMPLES / "reference.parquet")],
+        val_data=[str(SAMPLES / "incoming.parquet")],
+        center_crop=None,
+        block_out_channels=(8, 16),
+        batch_size=4,
+        max_images=16,
+        steps=3,
+        checkpoint_every=1,
+        warmup_steps=2,
+    )
+    return TrainConfig(**(values | kw))
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def test_three_steps_save_a_loadable_model(tmp_path: Path) -> None:
+    out = train(config(), str(tmp_path / "run"), samples=4)
+    folder = Path(out)
+    for name in ("loss.png", "samples.png", "history.json", "train_config.json"):
+        assert (folder / name).exists()
+    history = json.loads((folder / "history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3] and all("val_loss" in h for h in history)
+    model = load_model(out, device="cpu")
+    eps = model.predict_noise(torch.zeros(2, 3, 32, 32), torch.tensor([0, 999]))
+    assert eps.shape == (2, 3, 32, 32) and torch.isfinite(eps).all()
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    straight = train(config(steps=4), str(tmp_path / "straight"), samples=0)
+    train(config(steps=2), str(tmp_path / "split"), samples=0)
+    state = load_file(tmp_path / "split" / "checkpoints" / "step-00000002" / "state.safetensors")
+    resumed = train(config(steps=4), str(tmp_path / "split"), resume=True, samples=0)
+    ref = load_file(Path(straight) / "checkpoints" / "step-00000002" / "state.safetensors")
+    assert state.keys() == ref.keys()
+    for key in ref:  # optimizer moments, weights, EMA and RNG are identical at the split point
+        torch.testing.assert_close(state[key], ref[key], rtol=0, atol=0)
+    a, b = weights(Path(straight)), weights(Path(resumed))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_init_warm_starts_from_saved_weights(tmp_path: Path) -> None:
+    first = train(config(steps=2), str(tmp_path / "first"), samples=0)
+    warm = config(steps=1, init=first, lr=0.0, warmup_steps=1)
+    second = train(warm, str(tmp_path / "second"), samples=0)
+    a, b = weights(Path(first)), weights(Path(second))
+    for key in a:  # lr 0: the EMA of unchanged weights is the initial weights
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_bundled_default_model_gives_finite_features() -> None:
+    if not (DEFAULT_MODEL_DIR / "unet").exists():
+        pytest.fail("the bundled default model is missing from the package")
+    from diffpath.config import FeatureConfig
+    from diffpath.features import extract_features
+
+    model = load_model("default", device="cpu")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    features = extract_features(model, x, ["a", "b"], FeatureConfig())
+    assert features.shape == (2, 6) and torch.isfinite(torch.from_numpy(features)).all()
