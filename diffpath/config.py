@@ -62,7 +62,10 @@ class FeatureConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as err:
-            raise ConfigError(str(err)) from err
+            reasons = [
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
+            ]
+            raise ConfigError("invalid feature config: " + "; ".join(reasons)) from err
 
     @property
     def torch_dtype(self):

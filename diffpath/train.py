@@ -43,13 +43,13 @@ class TrainConfig(BaseModel):
     val_data: list[str] = Field(default_factory=list, description="validation sources")
     image_size: int = 32
     center_crop: int | None = Field(140, description="CelebA convention: crop 140 of 178x218")
-    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    block_out_channels: tuple[int, ...] = (64, 128, 256)
     layers_per_block: int = 1
     attention: bool = Field(True, description="self-attention at the lowest resolution")
     schedule: Literal["cosine", "linear"] = "cosine"
     num_train_timesteps: int = 1000
     steps: int = Field(1000, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
     lr: float = 2e-4
     warmup_steps: int = 100
     weight_decay: float = 0.0
@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(250, ge=1)
     max_images: int | None = None
     init: str | None = Field(None, description="warm-start weights from this model source")
+    save_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="dtype of the saved EMA weights (half keeps the model small)"
+    )
 
 
 def build_unet(config: TrainConfig) -> nn.Module:
@@ -263,7 +266,8 @@ def _plot_loss(history: list[dict[str, float]]) -> bytes:
 def save_model(unet: nn.Module, config: TrainConfig, out: str) -> str:
     """Save `unet` and its schedule in the diffusers pipeline layout under `out`."""
     with tempfile.TemporaryDirectory() as tmp:
-        unet.save_pretrained(Path(tmp) / "unet", safe_serialization=True)
+        saved = copy.deepcopy(unet).to(getattr(torch, config.save_dtype))
+        saved.save_pretrained(Path(tmp) / "unet", safe_serialization=True)
         _scheduler(config).save_pretrained(Path(tmp) / "scheduler")
         (Path(tmp) / "train_config.json").write_text(config.model_dump_json(indent=2))
         for local in sorted(Path(tmp).rglob("*")):

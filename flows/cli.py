@@ -21,7 +21,7 @@ from diffpath.config import FeatureConfig, Method
 from diffpath.errors import ConfigError, DiffPathError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 
@@ -270,7 +270,7 @@ def train(
     minutes: Annotated[
         float | None, typer.Option(help="stop (and save) after this wall time")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="images per step")] = 64,
+    batch_size: Annotated[int, typer.Option(help="images per step")] = 32,
     channels: Annotated[
         str, typer.Option(help="UNet block channels, comma-separated")
     ] = "32,64,128,256",

@@ -12,6 +12,7 @@ from diffpath.featurestore import compute_shard, shard_metadata, shard_uri, writ
 from diffpath.model import DiffusionModel, load_model
 from diffpath.sources import read_listing
 from diffpath.storage import exists
+from tasks.retry import is_transient
 from tasks.sources import Listing
 
 _models: dict[tuple[str, str | None, str], DiffusionModel] = {}
@@ -27,7 +28,7 @@ def cached_model(config: FeatureConfig, device: str | None) -> DiffusionModel:
         return _models[key]
 
 
-@task(retries=1, retry_delay_seconds=5)
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
 def featurize_shard(
     listing: Listing,
     index: int,

@@ -8,6 +8,7 @@ from diffpath.config import FeatureConfig
 from diffpath.featurestore import feature_matrix, read_features
 from diffpath.reference import fit_reference, load_reference, save_reference
 from diffpath.storage import join
+from tasks.retry import is_transient
 
 
 @task
@@ -36,7 +37,7 @@ def fit_reference_task(
     return uri
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=is_transient)
 def reference_config(reference_uri: str) -> FeatureConfig:
     """The feature config a stored reference was fitted with."""
     return load_reference(reference_uri).config

@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 from diffpath.featurestore import source_id
 from diffpath.sources import list_source, subsample, write_listing
 from diffpath.storage import join
+from tasks.retry import is_transient
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Listing:
         return -(-self.n_images // self.shard_size)
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=is_transient)
 def list_images(
     source: list[str],
     out: str,
