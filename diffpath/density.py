@@ -232,10 +232,19 @@ DENSITIES: dict[str, type[DensityModel]] = {
 }
 
 
-def make_density(kind: str, **params: Any) -> DensityModel:
-    """A density model by name: 'gaussian', 'gmm' or 'kde'."""
+def make_density(kind: str, method: str = "diffpathv2", **params: Any) -> DensityModel:
+    """A density model by name: 'gaussian', 'gmm', 'kde', or 'auto' — each method's own:
+    GMM chosen by BIC for DiffPathV2, and as in DiffPath's code a cross-validated GMM for
+    its 6-D features and a KDE with bandwidth 5 for its 1-D feature."""
+    if kind == "auto":
+        kind, params = {
+            "diffpath1d": ("kde", {"bandwidth": 5.0}),
+            "diffpath6d": ("gmm", {"selection": "cv"}),
+        }.get(method, ("gmm", {}))
     if kind not in DENSITIES:
-        raise ConfigError(f"unknown density {kind!r}; choose from {sorted(DENSITIES)}")
+        raise ConfigError(
+            f"unknown density {kind!r}; choose from auto, {', '.join(sorted(DENSITIES))}"
+        )
     return DENSITIES[kind](**params)
 
 

@@ -47,7 +47,7 @@ def fit_reference(
     features: np.ndarray,
     config: FeatureConfig,
     model_id: str,
-    density: str = "gmm",
+    density: str = "auto",
     target_fpr: float = 0.05,
     holdout: float = 0.2,
     seed: int = 0,
@@ -60,7 +60,7 @@ def fit_reference(
     if len(features) - n_cal < 2:
         raise ConfigError(f"need more reference images than {len(features)} to fit and calibrate")
     fit_rows, cal_rows = order[n_cal:], order[:n_cal]
-    model = make_density(density).fit(features[fit_rows])
+    model = make_density(density, config.method).fit(features[fit_rows])
     calibration = model.anomaly_score(features[cal_rows])
     return Reference(
         density=model,
@@ -74,7 +74,7 @@ def fit_reference(
 
 
 def cross_fit_scores(
-    features: np.ndarray, density: str = "gmm", folds: int = 5, seed: int = 0
+    features: np.ndarray, method: str, density: str = "auto", folds: int = 5, seed: int = 0
 ) -> np.ndarray:
     """Out-of-fold anomaly scores: each row is scored by a density not fitted on it."""
     folds = min(folds, len(features))
@@ -84,7 +84,8 @@ def cross_fit_scores(
     scores = np.empty(len(features))
     for fold in range(folds):
         held = assignment == fold
-        scores[held] = make_density(density).fit(features[~held]).anomaly_score(features[held])
+        model = make_density(density, method).fit(features[~held])
+        scores[held] = model.anomaly_score(features[held])
     return scores
 
 

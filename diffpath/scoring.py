@@ -79,7 +79,7 @@ def audit_table(
     is the fraction of suspects.
     """
     keys, matrix = feature_matrix(features, config)
-    scores = cross_fit_scores(matrix, density, folds, seed)
+    scores = cross_fit_scores(matrix, config.method, density, folds, seed)
     median = np.median(scores)
     mad = np.median(np.abs(scores - median)) or 1e-12
     flagged = 0.6745 * (scores - median) / mad > 3.5

@@ -77,7 +77,7 @@ def fit_reference(
         list[str], typer.Argument(help="trusted in-distribution images (folder or Parquet URIs)")
     ],
     out: Annotated[str, typer.Option("--out", help="output URI (reference.json goes here)")],
-    density: Annotated[str, typer.Option(help="gmm | gaussian | kde")] = "gmm",
+    density: Annotated[str, typer.Option(help="auto | gmm | gaussian | kde")] = "auto",
     target_fpr: Annotated[
         float, typer.Option(help="in-distribution flag rate of the threshold")
     ] = 0.05,
@@ -177,7 +177,7 @@ def _print_summary(outputs: dict[str, str]) -> None:
 def audit(
     source: Annotated[list[str], typer.Argument(help="a training set with unknown contamination")],
     out: Annotated[str, typer.Option("--out", help="output URI")],
-    density: Annotated[str, typer.Option(help="gmm | gaussian | kde")] = "gmm",
+    density: Annotated[str, typer.Option(help="auto | gmm | gaussian | kde")] = "auto",
     folds: Annotated[int, typer.Option(help="cross-fitting folds")] = 5,
     model: ModelOpt = None,
     method: MethodOpt = None,

@@ -16,7 +16,7 @@ def fit_reference_task(
     shard_uris: list[str],
     config: FeatureConfig,
     out: str,
-    density: str = "gmm",
+    density: str = "auto",
     target_fpr: float = 0.05,
     holdout: float = 0.2,
     seed: int = 0,
