@@ -2,8 +2,8 @@
 
     python scripts/make_demo_samples.py
 
-reference.parquet: 200 CelebA train faces. incoming.parquet: 100 CelebA test faces (other
-identities), 50 CIFAR-10 test images, 50 DTD textures. Every image goes through
+reference.parquet: 120 CelebA train faces. incoming.parquet: 60 CelebA test faces (other
+identities), 30 CIFAR-10 test images, 30 DTD textures (small, so the demo runs in minutes on CPU). Every image goes through
 `decode_image` (CelebA: center crop 140) to 32×32 and is stored as lossless PNG, with
 `path` prefixed by its group (faces/, cifar10/, textures/).
 """
@@ -46,11 +46,11 @@ def write(rows: list[dict], name: str) -> None:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    write(pick(DATA / "celeba" / "train.parquet", 200, "faces", 140, 0), "reference.parquet")
+    write(pick(DATA / "celeba" / "train.parquet", 120, "faces", 140, 0), "reference.parquet")
     incoming = (
-        pick(DATA / "celeba" / "test.parquet", 100, "faces", 140, 1)
-        + pick(DATA / "cifar10" / "test.parquet", 50, "cifar10", None, 2)
-        + pick(DATA / "dtd" / "all.parquet", 50, "textures", None, 3)
+        pick(DATA / "celeba" / "test.parquet", 60, "faces", 140, 1)
+        + pick(DATA / "cifar10" / "test.parquet", 30, "cifar10", None, 2)
+        + pick(DATA / "dtd" / "all.parquet", 30, "textures", None, 3)
     )
     write(incoming, "incoming.parquet")
 

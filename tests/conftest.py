@@ -63,6 +63,7 @@ def shared_data() -> Path:
 
 
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
+N_INCOMING = 120  # images in SAMPLES / "incoming.parquet"
 
 
 @pytest.fixture(scope="session")

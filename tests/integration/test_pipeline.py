@@ -12,7 +12,7 @@ import pytest
 from diffpath.errors import ConfigMismatchError
 from diffpath.featurestore import read_features
 from diffpath.sources import list_source, read_refs
-from tests.conftest import SAMPLES
+from tests.conftest import N_INCOMING, SAMPLES
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -38,11 +38,12 @@ def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
     outputs = screen_flow([INCOMING], reference, str(out / "screen"), shard_size=64)
     scores = pl.read_parquet(outputs["scores"])
     assert scores.columns == ["path", "score", "flagged", "rank"]
-    assert len(scores) == 200 and scores["rank"].to_list() == list(range(1, 201))
+    assert len(scores) == N_INCOMING
+    assert scores["rank"].to_list() == list(range(1, N_INCOMING + 1))
     assert scores["score"].is_sorted(descending=True)
     assert pl.read_parquet(outputs["errors"]).height == 0
     summary = json.loads(Path(outputs["summary"]).read_text())
-    assert summary["n_images"] == 200 and summary["config_hash"] == tiny_config.config_hash()
+    assert summary["n_images"] == N_INCOMING and summary["config_hash"] == tiny_config.config_hash()
     assert summary["n_flagged"] == scores["flagged"].sum()
     html = Path(outputs["report"]).read_text()
     assert "data:image/png;base64" in html and "faces/" in html
@@ -129,7 +130,7 @@ def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
 
     audit = audit_flow([INCOMING], str(tmp_path / "audit"), tiny_config, folds=3)
     summary = json.loads(Path(audit["summary"]).read_text())
-    assert 0 <= summary["estimated_contamination"] <= 1 and summary["n_scored"] == 200
+    assert 0 <= summary["estimated_contamination"] <= 1 and summary["n_scored"] == N_INCOMING
     assert Path(audit["report"]).exists()
     result = evaluate_flow(
         [REFERENCE], {"incoming": [INCOMING]}, fitted[1], str(tmp_path / "eval"), max_images=40
