@@ -15,6 +15,7 @@ from importlib.metadata import version
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffpath.config import FeatureConfig
@@ -92,14 +93,18 @@ def write_shard(uri: str, frame: pl.DataFrame, config: FeatureConfig, model_id: 
     return write_bytes(uri, buffer.getvalue())
 
 
-def shard_metadata(uri: str) -> dict:
-    """The provenance dict stored in a feature shard."""
-    fs, path = filesystem(uri)
-    with fs.open(path, "rb") as handle:
-        metadata = pq.read_schema(handle).metadata or {}
+def _provenance(schema: pa.Schema, uri: str) -> dict:
+    metadata = schema.metadata or {}
     if METADATA_KEY not in metadata:
         raise StorageError(f"{uri} is not a diffpath feature shard")
     return json.loads(metadata[METADATA_KEY])
+
+
+def shard_metadata(uri: str) -> dict:
+    """The provenance dict stored in a feature shard (reads only the footer)."""
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as handle:
+        return _provenance(pq.read_schema(handle), uri)
 
 
 def read_features(uris: Sequence[str], config_hash: str) -> tuple[pl.DataFrame, str]:
@@ -109,15 +114,16 @@ def read_features(uris: Sequence[str], config_hash: str) -> tuple[pl.DataFrame, 
         raise StorageError("no feature shards to read")
     frames, model_ids = [], set()
     for uri in uris:
-        meta = shard_metadata(uri)
+        fs, path = filesystem(uri)
+        with fs.open(path, "rb") as handle:
+            table = pq.read_table(handle)
+        meta = _provenance(table.schema, uri)
         if meta["config_hash"] != config_hash:
             raise ConfigMismatchError(
                 f"{uri} holds features of config {meta['config_hash']}, expected {config_hash}"
             )
         model_ids.add(meta["model_id"])
-        fs, path = filesystem(uri)
-        with fs.open(path, "rb") as handle:
-            frames.append(pl.from_arrow(pq.read_table(handle)))
+        frames.append(pl.from_arrow(table))
     if len(model_ids) > 1:
         raise ConfigMismatchError(f"feature shards come from several models: {sorted(model_ids)}")
     return pl.concat(frames), model_ids.pop()

@@ -51,13 +51,11 @@ class DiffusionModel:
         return out[:, : x_t.shape[1]].float()
 
 
-def model_fingerprint(folder: Path) -> str:
-    """sha256 (16 hex) of a model's weights and schedule: identifies it in every output."""
+def model_fingerprint(unet_dir: Path, scheduler_file: Path) -> str:
+    """sha256 (16 hex) of a model's weights, UNet config and schedule: its id in every output."""
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.suffix in (".safetensors", ".json") and path.name != "README.md":
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(path.read_bytes())
+    for path in (unet_dir / "config.json", unet_dir / WEIGHTS, scheduler_file):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -139,7 +137,7 @@ def load_model(
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"cannot load model from {folder}: {err}") from err
     unet = unet.to(device).eval().requires_grad_(False)
-    model_id = model_fingerprint(folder)
+    model_id = model_fingerprint(unet_dir, scheduler_file)
     log.info("loaded model %s from %s on %s/%s", model_id, folder, device, dtype)
     return DiffusionModel(
         unet=unet,

@@ -8,6 +8,7 @@ optimizer and RNG state, so `resume=True` continues exactly where a run stopped.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import math
@@ -238,8 +239,6 @@ def sample_grid(unet: nn.Module, config: TrainConfig, n: int = 64, steps: int = 
 
 
 def _plot_loss(history: list[dict[str, float]]) -> bytes:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,8 +335,6 @@ def train(
     write_bytes(join(out, "history.json"), json.dumps(run.history, indent=1).encode())
     if samples:
         grid = sample_grid(run.ema, config, samples)
-        import io
-
         buffer = io.BytesIO()
         grid.save(buffer, format="PNG")
         write_bytes(join(out, "samples.png"), buffer.getvalue())
