@@ -13,12 +13,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import typer
+from prefect.settings import temporary_settings
 from pydantic import ValidationError
 from rich.console import Console
 
 from diffpath.config import FeatureConfig, Method
 from diffpath.errors import ConfigError, DiffPathError
+from diffpath.metrics import auroc
+from diffpath.reference import load_reference
+from diffpath.storage import read_bytes
+from diffpath.train import TrainConfig
+from flows.pipeline import (
+    RunOptions,
+    audit_flow,
+    evaluate_flow,
+    fit_reference_flow,
+    screen_flow,
+)
+from flows.train import train_flow
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(stderr=True, soft_wrap=True)
@@ -55,10 +69,20 @@ def _config(base: FeatureConfig | None = None, **options: Any) -> FeatureConfig:
     return FeatureConfig.parse(**values)
 
 
+def _run_options(
+    features: str | None, shard_size: int, max_images: int | None, device: str | None
+) -> RunOptions:
+    return RunOptions(
+        features_root=features,
+        shard_size=shard_size,
+        max_images=max_images,
+        device=device,
+        progress=True,
+    )
+
+
 def _run(action: Callable[[], Any]) -> Any:
     """Run a command, turning our errors into a one-line reason and an exit code."""
-    from prefect.settings import temporary_settings
-
     try:
         # in-process flows need no heartbeat (it costs ~1 s per flow run)
         with temporary_settings(updates={"flows.heartbeat_frequency": None}):
@@ -92,7 +116,6 @@ def fit_reference(
     features: FeaturesOpt = None,
 ) -> None:
     """Fit a density model + flag threshold on trusted in-distribution images."""
-    from flows.pipeline import fit_reference_flow
 
     def action() -> str:
         config = _config(
@@ -102,25 +125,13 @@ def fit_reference(
             batch_size=batch_size,
             center_crop=center_crop,
         )
-        return fit_reference_flow(
-            source,
-            out,
-            config,
-            density,
-            target_fpr,
-            features_root=features,
-            shard_size=shard_size,
-            max_images=max_images,
-            device=device,
-            progress=True,
-        )
+        run = _run_options(features, shard_size, max_images, device)
+        return fit_reference_flow(source, out, config, density, target_fpr, run=run)
 
     console.print(f"reference: {_run(action)}")
 
 
 def _reference_config(reference: str, **options: Any) -> FeatureConfig:
-    from diffpath.reference import load_reference
-
     return _config(load_reference(reference).config, **options)
 
 
@@ -142,7 +153,6 @@ def screen(
     features: FeaturesOpt = None,
 ) -> None:
     """Score incoming images against a reference: scores, flags, summary and HTML report."""
-    from flows.pipeline import screen_flow
 
     def action() -> dict[str, str]:
         config = _reference_config(
@@ -153,17 +163,14 @@ def screen(
             batch_size=batch_size,
             center_crop=center_crop,
         )
-        return screen_flow(
-            source, reference, out, config, features, shard_size, max_images, device, True
-        )
+        run = _run_options(features, shard_size, max_images, device)
+        return screen_flow(source, reference, out, config, run)
 
     outputs = _run(action)
     _print_summary(outputs)
 
 
 def _print_summary(outputs: dict[str, str]) -> None:
-    from diffpath.storage import read_bytes
-
     summary = json.loads(read_bytes(outputs["summary"]))
     console.print(
         f"{summary['n_images']} images: {summary['n_flagged']} flagged "
@@ -190,7 +197,6 @@ def audit(
     features: FeaturesOpt = None,
 ) -> None:
     """Rank every image of a set by a density not fitted on it; estimate contamination."""
-    from flows.pipeline import audit_flow
 
     def action() -> dict[str, str]:
         config = _config(
@@ -200,9 +206,8 @@ def audit(
             batch_size=batch_size,
             center_crop=center_crop,
         )
-        return audit_flow(
-            source, out, config, density, folds, features, shard_size, max_images, device, True
-        )
+        run = _run_options(features, shard_size, max_images, device)
+        return audit_flow(source, out, config, density, folds, run)
 
     outputs = _run(action)
     _print_summary(outputs)
@@ -225,24 +230,13 @@ def evaluate(
     features: FeaturesOpt = None,
 ) -> None:
     """AUROC, FPR@95 and AUPR of OOD sets against an in-distribution set, with ROC curves."""
-    from flows.pipeline import evaluate_flow
-
     named = dict(item.split("=", 1) if "=" in item else (Path(item).stem, item) for item in ood)
 
     def action() -> dict[str, str]:
         config = _reference_config(reference, batch_size=batch_size)
-        return evaluate_flow(
-            in_dist,
-            {k: [v] for k, v in named.items()},
-            reference,
-            out,
-            config,
-            features,
-            shard_size,
-            max_images,
-            device,
-            True,
-        )
+        run = _run_options(features, shard_size, max_images, device)
+        sources = {name: [uri] for name, uri in named.items()}
+        return evaluate_flow(in_dist, sources, reference, out, config, run)
 
     outputs = _run(action)
     _print_metrics(outputs["metrics"])
@@ -250,8 +244,6 @@ def evaluate(
 
 
 def _print_metrics(metrics_uri: str) -> None:
-    from diffpath.storage import read_bytes
-
     for name, m in json.loads(read_bytes(metrics_uri))["ood"].items():
         console.print(
             f"{name:>20s}: AUROC {m['auroc']:.4f}  FPR@95 {m['fpr95']:.4f}  "
@@ -283,8 +275,6 @@ def train(
     seed: int = 0,
 ) -> None:
     """Train the base diffusion model (EMA weights saved in diffusers layout)."""
-    from diffpath.train import TrainConfig
-    from flows.train import train_flow
 
     def action() -> str:
         config = TrainConfig(
@@ -310,28 +300,15 @@ def demo(
     device: DeviceOpt = None,
 ) -> None:
     """Fit on bundled faces, screen a bundled mixed dump, print AUROC and the report path."""
-    import polars as pl
-
-    from diffpath.metrics import auroc
-    from diffpath.storage import read_bytes
-    from flows.pipeline import fit_reference_flow, screen_flow
 
     def action() -> dict[str, str]:
         config = FeatureConfig()
+        run = RunOptions(device=device, progress=True)
         reference = fit_reference_flow(
-            [str(SAMPLES / "reference.parquet")],
-            f"{out}/reference",
-            config,
-            device=device,
-            progress=True,
+            [str(SAMPLES / "reference.parquet")], f"{out}/reference", config, run=run
         )
         return screen_flow(
-            [str(SAMPLES / "incoming.parquet")],
-            reference,
-            f"{out}/screen",
-            config,
-            device=device,
-            progress=True,
+            [str(SAMPLES / "incoming.parquet")], reference, f"{out}/screen", config, run
         )
 
     outputs = _run(action)

@@ -10,6 +10,7 @@ import time
 
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
 
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigMismatchError
@@ -20,8 +21,23 @@ from tasks.reports import audit_report, evaluate_report, screen_report
 from tasks.scoring import audit_shards, evaluate_shards, screen_shards
 from tasks.sources import Listing, list_images
 
-DEFAULT_CONFIG = FeatureConfig()
 RUNNER = ThreadPoolTaskRunner(max_workers=1)  # one model per process; shards queue on it
+
+
+class RunOptions(BaseModel):
+    """How a run is executed; none of it changes a feature value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    features_root: str | None = Field(None, description="feature cache URI (default OUT/features)")
+    shard_size: int = Field(2048, ge=1, description="images per shard task")
+    max_images: int | None = Field(None, ge=1, description="seeded subsample of the source")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1; default CUDA if present")
+    progress: bool = Field(False, description="progress bars (CLI); off in workers")
+
+
+DEFAULT_CONFIG = FeatureConfig()
+DEFAULT_RUN = RunOptions()
 
 
 def check_config(reference: str, config: FeatureConfig | None) -> FeatureConfig:
@@ -36,24 +52,17 @@ def check_config(reference: str, config: FeatureConfig | None) -> FeatureConfig:
 
 
 def featurize(
-    source: list[str],
-    config: FeatureConfig,
-    out: str,
-    features_root: str | None,
-    shard_size: int,
-    max_images: int | None,
-    device: str | None,
-    progress: bool,
+    source: list[str], config: FeatureConfig, out: str, run: RunOptions
 ) -> tuple[Listing, list[str]]:
     """List `source` and map one feature task over its shards; returns their URIs."""
-    listing = list_images(source, out, shard_size, max_images, config.seed)
+    listing = list_images(source, out, run.shard_size, run.max_images, config.seed)
     futures = featurize_shard.map(
         unmapped(listing),
         range(listing.n_shards),
         unmapped(config),
-        unmapped(features_root or join(out, "features")),
-        unmapped(device),
-        unmapped(progress),
+        unmapped(run.features_root or join(out, "features")),
+        unmapped(run.device),
+        unmapped(run.progress),
     )
     return listing, [future.result() for future in futures]
 
@@ -66,16 +75,10 @@ def fit_reference_flow(
     density: str = "auto",
     target_fpr: float = 0.05,
     holdout: float = 0.2,
-    features_root: str | None = None,
-    shard_size: int = 2048,
-    max_images: int | None = None,
-    device: str | None = None,
-    progress: bool = False,
+    run: RunOptions = DEFAULT_RUN,
 ) -> str:
     """Trusted in-distribution images → fitted reference (density + threshold) JSON URI."""
-    _, shards = featurize(
-        source, config, out, features_root, shard_size, max_images, device, progress
-    )
+    _, shards = featurize(source, config, out, run)
     return fit_reference_task(shards, config, out, density, target_fpr, holdout, config.seed)
 
 
@@ -85,20 +88,14 @@ def screen_flow(
     reference: str,
     out: str,
     config: FeatureConfig | None = None,
-    features_root: str | None = None,
-    shard_size: int = 2048,
-    max_images: int | None = None,
-    device: str | None = None,
-    progress: bool = False,
+    run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """Incoming images + reference → scores, errors, summary and report URIs.
 
     `config` defaults to the one the reference was fitted with."""
     started = time.time()
     config = check_config(reference, config)
-    listing, shards = featurize(
-        source, config, out, features_root, shard_size, max_images, device, progress
-    )
+    listing, shards = featurize(source, config, out, run)
     outputs = screen_shards(shards, reference, config, out, started)
     return {**outputs, "report": screen_report(out, listing.uri, reference)}
 
@@ -110,16 +107,10 @@ def audit_flow(
     config: FeatureConfig = DEFAULT_CONFIG,
     density: str = "auto",
     folds: int = 5,
-    features_root: str | None = None,
-    shard_size: int = 2048,
-    max_images: int | None = None,
-    device: str | None = None,
-    progress: bool = False,
+    run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """A set with unknown contamination → cross-fitted scores, suspects, estimate, report."""
-    listing, shards = featurize(
-        source, config, out, features_root, shard_size, max_images, device, progress
-    )
+    listing, shards = featurize(source, config, out, run)
     outputs = audit_shards(shards, config, out, density, folds, config.seed)
     return {**outputs, "report": audit_report(out, listing.uri)}
 
@@ -131,21 +122,11 @@ def evaluate_flow(
     reference: str,
     out: str,
     config: FeatureConfig | None = None,
-    features_root: str | None = None,
-    shard_size: int = 2048,
-    max_images: int | None = None,
-    device: str | None = None,
-    progress: bool = False,
+    run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves."""
     config = check_config(reference, config)
-
-    def run(source: list[str]) -> list[str]:
-        return featurize(
-            source, config, out, features_root, shard_size, max_images, device, progress
-        )[1]
-
-    metrics = evaluate_shards(
-        run(in_dist), {name: run(s) for name, s in ood.items()}, reference, config, out
-    )
+    id_shards = featurize(in_dist, config, out, run)[1]
+    ood_shards = {name: featurize(source, config, out, run)[1] for name, source in ood.items()}
+    metrics = evaluate_shards(id_shards, ood_shards, reference, config, out)
     return {"metrics": metrics, "report": evaluate_report(metrics, out)}

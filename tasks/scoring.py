@@ -27,6 +27,17 @@ def write_json(data: dict, uri: str) -> str:
     return write_bytes(uri, json.dumps(data, indent=2).encode())
 
 
+def write_outputs(
+    out: str, scores: pl.DataFrame, errors: pl.DataFrame, summary: dict
+) -> dict[str, str]:
+    """scores.parquet, errors.parquet and summary.json under `out` → their URIs."""
+    return {
+        "scores": write_parquet(scores, join(out, "scores.parquet")),
+        "errors": write_parquet(errors, join(out, "errors.parquet")),
+        "summary": write_json(summary, join(out, "summary.json")),
+    }
+
+
 @task
 def screen_shards(
     shard_uris: list[str], reference_uri: str, config: FeatureConfig, out: str, started: float
@@ -51,11 +62,7 @@ def screen_shards(
         summary["n_flagged"],
         len(errors),
     )
-    return {
-        "scores": write_parquet(scores, join(out, "scores.parquet")),
-        "errors": write_parquet(errors, join(out, "errors.parquet")),
-        "summary": write_json(summary, join(out, "summary.json")),
-    }
+    return write_outputs(out, scores, errors, summary)
 
 
 @task
@@ -75,11 +82,7 @@ def audit_shards(
         config_hash=config.config_hash(),
         model_id=model_id,
     )
-    return {
-        "scores": write_parquet(scores, join(out, "scores.parquet")),
-        "errors": write_parquet(errors, join(out, "errors.parquet")),
-        "summary": write_json(summary, join(out, "summary.json")),
-    }
+    return write_outputs(out, scores, errors, summary)
 
 
 @task

@@ -14,7 +14,7 @@ def test_screen_flow_on_a_dask_cluster(tmp_path, tiny_config, monkeypatch) -> No
     from prefect.settings import get_current_settings
     from prefect_dask import DaskTaskRunner
 
-    from flows.pipeline import fit_reference_flow, screen_flow
+    from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
 
     # worker processes reach the session's Prefect test server through the environment
     monkeypatch.setenv("PREFECT_API_URL", str(get_current_settings().api.url))
@@ -30,15 +30,13 @@ def test_screen_flow_on_a_dask_cluster(tmp_path, tiny_config, monkeypatch) -> No
         [str(SAMPLES / "reference.parquet")],
         str(tmp_path / "ref"),
         tiny_config,
-        shard_size=32,
-        max_images=64,
+        run=RunOptions(shard_size=32, max_images=64),
     )
     outputs = screen_flow.with_options(task_runner=runner)(
         [str(SAMPLES / "incoming.parquet")],
         reference,
         str(tmp_path / "screen"),
-        shard_size=32,
-        max_images=64,
+        run=RunOptions(shard_size=32, max_images=64),
     )
     scores = pl.read_parquet(outputs["scores"])
     assert len(scores) == 64 and scores["score"].is_finite().all()

@@ -22,20 +22,20 @@ INCOMING = str(SAMPLES / "incoming.parquet")
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, tiny_config) -> tuple[Path, str]:
-    from flows.pipeline import fit_reference_flow
+    from flows.pipeline import RunOptions, fit_reference_flow
 
     out = tmp_path_factory.mktemp("run")
     reference = fit_reference_flow(
-        [REFERENCE], str(out / "ref"), tiny_config, max_images=80, shard_size=32
+        [REFERENCE], str(out / "ref"), tiny_config, run=RunOptions(max_images=80, shard_size=32)
     )
     return out, reference
 
 
 def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
-    from flows.pipeline import screen_flow
+    from flows.pipeline import RunOptions, screen_flow
 
     out, reference = fitted
-    outputs = screen_flow([INCOMING], reference, str(out / "screen"), shard_size=64)
+    outputs = screen_flow([INCOMING], reference, str(out / "screen"), run=RunOptions(shard_size=64))
     scores = pl.read_parquet(outputs["scores"])
     assert scores.columns == ["path", "score", "flagged", "rank"]
     assert len(scores) == N_INCOMING
@@ -50,13 +50,13 @@ def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
 
 
 def test_rerun_skips_every_shard_and_gives_identical_scores(fitted, tiny_config) -> None:
-    from flows.pipeline import screen_flow
+    from flows.pipeline import RunOptions, screen_flow
 
     out, reference = fitted
-    first = screen_flow([INCOMING], reference, str(out / "again"), shard_size=64)
+    first = screen_flow([INCOMING], reference, str(out / "again"), run=RunOptions(shard_size=64))
     shards = sorted((out / "again" / "features").rglob("shard-*.parquet"))
     stamps = [p.stat().st_mtime_ns for p in shards]
-    second = screen_flow([INCOMING], reference, str(out / "again"), shard_size=64)
+    second = screen_flow([INCOMING], reference, str(out / "again"), run=RunOptions(shard_size=64))
     assert [p.stat().st_mtime_ns for p in shards] == stamps  # nothing recomputed
     a, b = pl.read_parquet(first["scores"]), pl.read_parquet(second["scores"])
     assert a.equals(b)
@@ -79,7 +79,7 @@ def test_unreadable_images_are_recorded_not_fatal(tmp_path, fitted) -> None:
 
 
 def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config) -> None:
-    from flows.pipeline import featurize
+    from flows.pipeline import RunOptions, featurize
 
     refs = list_source(INCOMING)[:12]
     items, _ = read_refs(refs)
@@ -92,18 +92,9 @@ def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config
     @flow
     def both() -> tuple[list[str], list[str]]:
         folder = featurize(
-            [str(tmp_path / "folder")],
-            tiny_config,
-            str(tmp_path / "a"),
-            None,
-            64,
-            None,
-            None,
-            False,
+            [str(tmp_path / "folder")], tiny_config, str(tmp_path / "a"), RunOptions(shard_size=64)
         )
-        parquet = featurize(
-            [INCOMING], tiny_config, str(tmp_path / "b"), None, 64, None, None, False
-        )
+        parquet = featurize([INCOMING], tiny_config, str(tmp_path / "b"), RunOptions(shard_size=64))
         return folder[1], parquet[1]
 
     folder_uris, parquet_uris = both()
@@ -117,23 +108,27 @@ def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config
 
 
 def test_screen_with_another_config_is_refused(fitted, tiny_config) -> None:
-    from flows.pipeline import screen_flow
+    from flows.pipeline import RunOptions, screen_flow
 
     out, reference = fitted
     other = tiny_config.model_copy(update={"timesteps": 4})
     with pytest.raises(ConfigMismatchError):
-        screen_flow([INCOMING], reference, str(out / "other"), other, max_images=10)
+        screen_flow([INCOMING], reference, str(out / "other"), other, run=RunOptions(max_images=10))
 
 
 def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
-    from flows.pipeline import audit_flow, evaluate_flow
+    from flows.pipeline import RunOptions, audit_flow, evaluate_flow
 
     audit = audit_flow([INCOMING], str(tmp_path / "audit"), tiny_config, folds=3)
     summary = json.loads(Path(audit["summary"]).read_text())
     assert 0 <= summary["estimated_contamination"] <= 1 and summary["n_scored"] == N_INCOMING
     assert Path(audit["report"]).exists()
     result = evaluate_flow(
-        [REFERENCE], {"incoming": [INCOMING]}, fitted[1], str(tmp_path / "eval"), max_images=40
+        [REFERENCE],
+        {"incoming": [INCOMING]},
+        fitted[1],
+        str(tmp_path / "eval"),
+        run=RunOptions(max_images=40),
     )
     metrics = json.loads(Path(result["metrics"]).read_text())
     assert 0 <= metrics["ood"]["incoming"]["auroc"] <= 1

@@ -47,15 +47,21 @@ def s3_endpoint():
 def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
     from s3fs import S3FileSystem
 
-    from flows.pipeline import fit_reference_flow, screen_flow
+    from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
 
     bucket = "s3://diffpath-test"
     reference = fit_reference_flow(
-        [f"{bucket}/data/reference.parquet"], f"{bucket}/runs/ref", tiny_config, max_images=60
+        [f"{bucket}/data/reference.parquet"],
+        f"{bucket}/runs/ref",
+        tiny_config,
+        run=RunOptions(max_images=60),
     )
     assert reference == f"{bucket}/runs/ref/reference.json"
     outputs = screen_flow(
-        [f"{bucket}/data/incoming.parquet"], reference, f"{bucket}/runs/screen", shard_size=64
+        [f"{bucket}/data/incoming.parquet"],
+        reference,
+        f"{bucket}/runs/screen",
+        run=RunOptions(shard_size=64),
     )
     options = {
         "aws_endpoint_url": s3_endpoint,
