@@ -84,8 +84,9 @@ def _run_options(
 def _run(action: Callable[[], Any]) -> Any:
     """Run a command, turning our errors into a one-line reason and an exit code."""
     try:
-        # in-process flows need no heartbeat (it costs ~1 s per flow run)
-        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        # in-process flows: no heartbeat (~1 s per flow run), no telemetry (no network)
+        quiet = {"flows.heartbeat_frequency": None, "server.analytics_enabled": False}
+        with temporary_settings(updates=quiet):
             return action()
     except (ConfigError, ValidationError) as err:
         console.print(f"[red]error:[/red] {str(err).splitlines()[0]}")
