@@ -43,7 +43,9 @@ class FeatureConfig(BaseModel):
     ssim_weighting: bool = True
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int = Field(64, ge=1, description="images per batch (not hashed)")
-    forward_batch: int = Field(640, ge=1, description="UNet inputs per call (not hashed)")
+    forward_batch: int | None = Field(
+        None, ge=1, description="UNet inputs per call (not hashed); None: 32 on CPU, 1024 on GPU"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:

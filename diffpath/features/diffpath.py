@@ -27,7 +27,7 @@ FEATURE_NAMES_1D = ("deriv_l2",)
 
 
 def ddim_inversion_eps(
-    model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, chunk: int
+    model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, chunk: int | None
 ) -> torch.Tensor:
     """ε_i along the DDIM inversion of x (B, C, H, W) over timesteps t (N,) → (B, N, C, H, W)."""
     x_t = x.to(model.device, torch.float32)
