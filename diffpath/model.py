@@ -130,7 +130,11 @@ def load_model(
     dtype = dtype or (default_dtype if device.type == "cuda" else torch.float32)
     try:
         unet = UNet2DModel.from_pretrained(
-            unet_dir, use_safetensors=True, local_files_only=True, torch_dtype=dtype
+            unet_dir,
+            use_safetensors=True,
+            local_files_only=True,
+            torch_dtype=dtype,
+            low_cpu_mem_usage=False,  # small models; avoids needing `accelerate`
         )
         config = DDPMScheduler.load_config(scheduler_file.parent)
         scheduler = DDPMScheduler.from_config(config)
