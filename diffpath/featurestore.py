@@ -30,7 +30,6 @@ __all__ = [
     "compute_shard",
     "feature_matrix",
     "read_features",
-    "shard_refs",
     "shard_uri",
     "source_id",
     "write_shard",
@@ -45,11 +44,6 @@ def source_id(refs: Sequence[ImageRef]) -> str:
     for ref in refs:
         digest.update(f"{ref.uri}\x00{ref.row}\x00{ref.key}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def shard_refs(refs: Sequence[ImageRef], shard_size: int) -> list[list[ImageRef]]:
-    """Consecutive shards of `shard_size` refs (the listing is already sorted)."""
-    return [list(refs[i : i + shard_size]) for i in range(0, len(refs), shard_size)]
 
 
 def shard_uri(root: str, config: FeatureConfig, source: str, index: int) -> str:

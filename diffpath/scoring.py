@@ -37,6 +37,7 @@ def errors_table(features: pl.DataFrame) -> pl.DataFrame:
 def summarize(scores: pl.DataFrame, n_errors: int, **extra: Any) -> dict[str, Any]:
     """Counts, flagged fraction and score quantiles, plus `extra` fields."""
     values = scores["score"].to_numpy()
+    quantiles = np.quantile(values, QUANTILES) if len(values) else [None] * len(QUANTILES)
     n_flagged = int(scores["flagged"].sum())
     return {
         "n_images": len(scores) + n_errors,
@@ -45,12 +46,8 @@ def summarize(scores: pl.DataFrame, n_errors: int, **extra: Any) -> dict[str, An
         "n_flagged": n_flagged,
         "flagged_fraction": n_flagged / max(1, len(scores)),
         "score_quantiles": {
-            str(q): float(v)
-            for q, v in zip(
-                QUANTILES,
-                np.quantile(values, QUANTILES) if len(values) else [np.nan] * 7,
-                strict=True,
-            )
+            str(q): None if v is None else float(v)
+            for q, v in zip(QUANTILES, quantiles, strict=True)
         },
         **extra,
     }

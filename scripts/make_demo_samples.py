@@ -3,9 +3,9 @@
     python scripts/make_demo_samples.py
 
 reference.parquet: 120 CelebA train faces. incoming.parquet: 60 CelebA test faces (other
-identities), 30 CIFAR-10 test images, 30 DTD textures (small, so the demo runs in minutes on CPU). Every image goes through
-`decode_image` (CelebA: center crop 140) to 32×32 and is stored as lossless PNG, with
-`path` prefixed by its group (faces/, cifar10/, textures/).
+identities), 30 CIFAR-10 test images, 30 DTD textures (small, so the demo runs in minutes
+on CPU). Every image goes through `decode_image` (CelebA: center crop 140) to 32×32 and
+is stored as lossless PNG, with `path` prefixed by its group (faces/, cifar10/, textures/).
 """
 
 from __future__ import annotations
