@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from diffpath.images import decode_images
 from diffpath.model import load_model
 from diffpath.schedule import image_noise
-from diffpath.sources import list_source, read_refs, subsample
+from diffpath.sources import list_source, load_images, subsample
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {
@@ -38,8 +37,8 @@ def main() -> None:
     print(f"{'dataset':>14s} " + " ".join(f"t={t:<6d}" for t in args.timesteps))
     for name, (path, crop) in SETS.items():
         refs = subsample(list_source(str(path)), args.images, seed=0)
-        images, keys, _ = decode_images(read_refs(refs)[0], 32, crop)
-        noise = image_noise(keys, 0, images.shape[1:], 1)[:, 0]
+        images, hashes, _ = load_images(refs, 32, crop)
+        noise = image_noise(hashes, 0, images.shape[1:], 1)[:, 0]
         losses = []
         for t in args.timesteps:
             a = model.alphas_cumprod[t].float()

@@ -17,11 +17,10 @@ import numpy as np
 
 from diffpath.config import FeatureConfig
 from diffpath.features import extract_features
-from diffpath.images import decode_images
 from diffpath.metrics import ood_metrics
 from diffpath.model import load_model
 from diffpath.reference import fit_reference
-from diffpath.sources import list_source, read_refs, subsample
+from diffpath.sources import list_source, load_images, subsample
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {
@@ -44,7 +43,7 @@ def main() -> None:
     for name, (path, crop) in SETS.items():
         n = 2 * args.images if name == "celeba-train" else args.images
         refs = subsample(list_source(str(path)), n, seed=0)
-        images[name] = decode_images(read_refs(refs)[0], 32, crop)[:2]
+        images[name] = load_images(refs, 32, crop)[:2]
     for method in args.methods:
         config = FeatureConfig(method=method)
         start = time.perf_counter()

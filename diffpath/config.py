@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from diffpath.errors import ConfigError
 
-__all__ = ["FeatureConfig", "Method"]
+__all__ = ["FeatureConfig", "Method", "read_config_file"]
 
 Method = Literal["diffpathv2", "diffpath6d", "diffpath1d"]
 
-# Fields that change how fast features are computed, never their values (tests prove it),
-# so they stay out of the hash: a rerun with another batch size reuses cached features.
-EXECUTION_FIELDS = frozenset({"batch_size", "forward_batch"})
+# Fields that never change a feature value, so they stay out of the hash: batch sizes change
+# only speed (tests prove it), and `model` is where the weights are, not which they are
+# (the weights' fingerprint is the other half of the feature key).
+UNHASHED_FIELDS = frozenset({"model", "batch_size", "forward_batch"})
 
 
 class FeatureConfig(BaseModel):
@@ -78,9 +80,22 @@ class FeatureConfig(BaseModel):
 
     def canonical_json(self) -> str:
         """The hashed fields as sorted, compact JSON."""
-        fields = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
+        fields = self.model_dump(mode="json", exclude=set(UNHASHED_FIELDS))
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:
         """sha256 of `canonical_json`, first 16 hex digits: goes into every output."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """`FeatureConfig` fields from a JSON or YAML file (validated when the config is built)."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text())  # YAML is a superset of JSON
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}".splitlines()[0]) from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of FeatureConfig fields")
+    return values

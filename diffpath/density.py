@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from itertools import product
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.covariance import LedoitWolf
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
@@ -44,11 +46,13 @@ def _as_2d(X: np.ndarray) -> np.ndarray:
     return X
 
 
-class DensityModel(ABC):
-    """Base class: standardises features (mean_, scale_) and defines the persisted state."""
+class DensityModel(BaseEstimator, ABC):
+    """Base class: standardises features (mean_, scale_) and defines the persisted state.
+
+    scikit-learn's `BaseEstimator` gives `get_params`/`set_params`/`clone` from the
+    `__init__` signature; fitted attributes (ending in `_`) exist only after `fit`."""
 
     kind: ClassVar[str]
-    config_hash_: str | None = None
 
     def fit(self, X: np.ndarray) -> DensityModel:
         X = _as_2d(X)
@@ -83,9 +87,6 @@ class DensityModel(ABC):
     def _log_density(self, Z: np.ndarray) -> np.ndarray: ...
 
     @abstractmethod
-    def get_params(self) -> dict[str, Any]: ...
-
-    @abstractmethod
     def _state(self) -> dict[str, np.ndarray]: ...
 
     @abstractmethod
@@ -96,9 +97,6 @@ class GaussianDensity(DensityModel):
     """One Gaussian with a Ledoit–Wolf shrunk covariance: log-density = −½ Mahalanobis² + c."""
 
     kind = "gaussian"
-
-    def get_params(self) -> dict[str, Any]:
-        return {}
 
     def _fit(self, Z: np.ndarray) -> None:
         estimator = LedoitWolf().fit(Z)
@@ -126,26 +124,17 @@ class GMMDensity(DensityModel):
 
     def __init__(
         self,
-        n_components: tuple[int, ...] = (1, 2, 4, 8),
-        covariance_types: tuple[CovarianceType, ...] = ("full", "diag"),
+        n_components: Sequence[int] = (1, 2, 4, 8),
+        covariance_types: Sequence[CovarianceType] = ("full", "diag"),
         selection: Literal["bic", "cv"] = "bic",
         cv_folds: int = 5,
         seed: int = 0,
     ) -> None:
-        self.n_components = tuple(n_components)
-        self.covariance_types = tuple(covariance_types)
+        self.n_components = n_components
+        self.covariance_types = covariance_types
         self.selection = selection
         self.cv_folds = cv_folds
         self.seed = seed
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "n_components": list(self.n_components),
-            "covariance_types": list(self.covariance_types),
-            "selection": self.selection,
-            "cv_folds": self.cv_folds,
-            "seed": self.seed,
-        }
 
     def _mixture(self, n: int, covariance_type: str) -> GaussianMixture:
         return GaussianMixture(
@@ -208,9 +197,6 @@ class KDEDensity(DensityModel):
     def __init__(self, bandwidth: float = 5.0) -> None:
         self.bandwidth = bandwidth
 
-    def get_params(self) -> dict[str, Any]:
-        return {"bandwidth": self.bandwidth}
-
     def _fit(self, Z: np.ndarray) -> None:
         self.points_ = Z
         # a bandwidth h in raw units is h / scale_ per standardised axis; scale axes to match
@@ -264,7 +250,9 @@ def density_to_dict(density: DensityModel, config_hash: str) -> dict[str, Any]:
         "format": FORMAT,
         "kind": density.kind,
         "config_hash": config_hash,
-        "params": density.get_params(),
+        "params": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in density.get_params().items()
+        },
         "state": {name: _to_json(value) for name, value in state.items()},
     }
 

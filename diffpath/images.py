@@ -76,17 +76,18 @@ def decode_image(
 
 def decode_images(
     items: Sequence[tuple[str, bytes]], size: int = 32, center_crop: int | None = None
-) -> tuple[torch.Tensor, list[str], dict[str, str]]:
-    """Decode many (key, bytes) pairs; failures are returned per key, never raised.
+) -> tuple[torch.Tensor, list[int], dict[int, str]]:
+    """Decode many (name, bytes) pairs; failures are returned per item, never raised.
 
-    Returns the stacked images (N, 3, size, size), their keys and {key: error message}.
+    Returns the stacked images (N, 3, size, size), the indices of `items` they come from
+    and {index: error message naming the item}.
     """
-    tensors, keys, errors = [], [], {}
-    for key, data in items:
+    tensors, decoded, errors = [], [], {}
+    for i, (name, data) in enumerate(items):
         try:
-            tensors.append(decode_image(data, key, size, center_crop))
-            keys.append(key)
+            tensors.append(decode_image(data, name, size, center_crop))
+            decoded.append(i)
         except DecodeError as err:
-            errors[key] = str(err)
+            errors[i] = str(err)
     stacked = torch.stack(tensors) if tensors else torch.empty(0, 3, size, size)
-    return stacked, keys, errors
+    return stacked, decoded, errors

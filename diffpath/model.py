@@ -51,8 +51,10 @@ class DiffusionModel:
         return out[:, : x_t.shape[1]].float()
 
 
-def model_fingerprint(unet_dir: Path, scheduler_file: Path) -> str:
-    """sha256 (16 hex) of a model's weights, UNet config and schedule: its id in every output."""
+def model_fingerprint(source: str = "default") -> str:
+    """sha256 (16 hex) of a model's weights, UNet config and schedule — its identity in every
+    output, the same wherever the files lie. Reads the files only; loads nothing."""
+    unet_dir, scheduler_file = _layout(_resolve_folder(source))
     digest = hashlib.sha256()
     for path in (unet_dir / "config.json", unet_dir / WEIGHTS, scheduler_file):
         digest.update(path.read_bytes())
@@ -141,7 +143,7 @@ def load_model(
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"cannot load model from {folder}: {err}") from err
     unet = unet.to(device).eval().requires_grad_(False)
-    model_id = model_fingerprint(unet_dir, scheduler_file)
+    model_id = model_fingerprint(str(folder))
     log.info("loaded model %s from %s on %s/%s", model_id, folder, device, dtype)
     return DiffusionModel(
         unet=unet,

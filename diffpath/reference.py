@@ -16,10 +16,21 @@ import numpy as np
 from diffpath.config import FeatureConfig
 from diffpath.density import DensityModel, density_from_dict, density_to_dict, make_density
 from diffpath.errors import ConfigError, ConfigMismatchError
+from diffpath.identity import feature_key
 from diffpath.metrics import calibrate_threshold
-from diffpath.storage import read_bytes, write_bytes
+from diffpath.model import model_fingerprint
+from diffpath.shards import feature_matrix, read_shards
+from diffpath.storage import join, read_bytes, write_bytes
 
-__all__ = ["Reference", "cross_fit_scores", "fit_reference", "load_reference", "save_reference"]
+__all__ = [
+    "Reference",
+    "cross_fit_scores",
+    "fit_reference",
+    "fit_reference_shards",
+    "load_reference",
+    "reference_config",
+    "save_reference",
+]
 
 FORMAT = "diffpath-reference/1"
 
@@ -35,6 +46,11 @@ class Reference:
     model_id: str
     n_fit: int
     calibration_scores: np.ndarray  # anomaly scores of held-back reference images
+
+    @property
+    def feature_key(self) -> str:
+        """The key of the features this reference scores (config hash + model fingerprint)."""
+        return feature_key(self.config, self.model_id)
 
     def anomaly_score(self, features: np.ndarray) -> np.ndarray:
         return self.density.anomaly_score(features)
@@ -73,6 +89,21 @@ def fit_reference(
     )
 
 
+def fit_reference_shards(
+    shard_uris: list[str],
+    config: FeatureConfig,
+    out: str,
+    density: str = "auto",
+    target_fpr: float = 0.05,
+    holdout: float = 0.2,
+) -> str:
+    """Fit a reference on a run's feature shards and save it as `out/reference.json`."""
+    frame, model_id = read_shards(shard_uris, config)
+    features = feature_matrix(frame, config)[1]
+    reference = fit_reference(features, config, model_id, density, target_fpr, holdout, config.seed)
+    return save_reference(reference, join(out, "reference.json"))
+
+
 def cross_fit_scores(
     features: np.ndarray, method: str, density: str = "auto", folds: int = 5, seed: int = 0
 ) -> np.ndarray:
@@ -95,6 +126,7 @@ def reference_to_dict(reference: Reference) -> dict[str, Any]:
         "config": reference.config.model_dump(mode="json"),
         "config_hash": reference.config.config_hash(),
         "model_id": reference.model_id,
+        "feature_key": reference.feature_key,
         "threshold": reference.threshold,
         "target_fpr": reference.target_fpr,
         "n_fit": reference.n_fit,
@@ -107,22 +139,36 @@ def save_reference(reference: Reference, uri: str) -> str:
     return write_bytes(uri, json.dumps(reference_to_dict(reference)).encode())
 
 
-def load_reference(uri: str, config_hash: str | None = None) -> Reference:
-    """Load a reference; with `config_hash`, refuse one fitted under another config."""
+def load_reference(uri: str) -> Reference:
+    """Load a reference saved by `save_reference` (JSON; nothing is unpickled)."""
     data = json.loads(read_bytes(uri))
     if data.get("format") != FORMAT:
         raise ConfigError(f"{uri} is not a diffpath reference (format {data.get('format')!r})")
-    if config_hash is not None and data["config_hash"] != config_hash:
-        raise ConfigMismatchError(
-            f"reference {uri} was fitted with config {data['config_hash']}, but this run "
-            f"uses config {config_hash}; pass the same feature options or refit"
-        )
+    config = FeatureConfig.parse(**data["config"])
     return Reference(
-        density=density_from_dict(data["density"]),
+        density=density_from_dict(data["density"], config.config_hash()),
         threshold=data["threshold"],
         target_fpr=data["target_fpr"],
-        config=FeatureConfig(**data["config"]),
+        config=config,
         model_id=data["model_id"],
         n_fit=data["n_fit"],
         calibration_scores=np.asarray(data["calibration_scores"]),
     )
+
+
+def reference_config(uri: str, model: str | None = None) -> FeatureConfig:
+    """The feature config a reference was fitted with, its model read from `model` (a path
+    or hub id) when given. Fails before any feature work if the weights found there are
+    not the ones the reference was fitted with."""
+    reference = load_reference(uri)
+    config = reference.config
+    if model is not None:
+        config = config.model_copy(update={"model": model})
+    found = model_fingerprint(config.model)
+    if found != reference.model_id:
+        raise ConfigMismatchError(
+            f"reference {uri} was fitted with model {reference.model_id}, but the weights at "
+            f"{config.model!r} are model {found}; pass --model with the reference's weights "
+            "or refit the reference"
+        )
+    return config

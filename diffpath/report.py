@@ -12,8 +12,22 @@ import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import polars as pl
 
-__all__ = ["histogram_png", "render_html", "roc_png", "table_html", "thumbnails_html"]
+from diffpath.reference import load_reference
+from diffpath.sources import ImageRef, read_refs
+from diffpath.storage import join, read_json, read_parquet, write_bytes
+
+__all__ = [
+    "audit_report",
+    "evaluate_report",
+    "histogram_png",
+    "render_html",
+    "roc_png",
+    "screen_report",
+    "table_html",
+    "thumbnails_html",
+]
 
 
 def _figure():
@@ -71,8 +85,8 @@ def _img(png: bytes, width: int | None = None, title: str = "") -> str:
     return f'<img src="data:image/png;base64,{data}"{size} title="{html.escape(title)}">'
 
 
-def thumbnails_html(items: Sequence[tuple[str, float, bytes]], size: int = 64) -> str:
-    """A grid of (key, score, encoded image) thumbnails; undecodable images show their key."""
+def thumbnails_html(items: Sequence[tuple[str, float, bytes | str]], size: int = 64) -> str:
+    """A grid of (name, score, encoded image) thumbnails; undecodable images show a '?'."""
     from PIL import Image
 
     cells = []
@@ -119,3 +133,84 @@ def render_html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>"
     )
+
+
+def _scores_and_summary(out: str) -> tuple[pl.DataFrame, dict]:
+    scores = pl.from_arrow(read_parquet(join(out, "scores.parquet")))
+    return scores, read_json(join(out, "summary.json"))
+
+
+def _summary_rows(summary: dict) -> list[dict[str, object]]:
+    return [{"field": k, "value": v} for k, v in summary.items() if not isinstance(v, dict | list)]
+
+
+def _thumbnails(scores: pl.DataFrame, top: int) -> str:
+    """Thumbnails of the first `top` rows of a scores table, read from where they were listed."""
+    head = scores.head(top)
+    refs = [ImageRef(r["uri"], r["row"], r["path"]) for r in head.iter_rows(named=True)]
+    contents = read_refs(refs)
+    return thumbnails_html(list(zip(head["path"], head["score"], contents, strict=True)))
+
+
+def screen_report(out: str, reference_uri: str, top: int = 48) -> str:
+    """report.html of a screening run: summary, score histogram against the reference,
+    top-ranked thumbnails."""
+    scores, summary = _scores_and_summary(out)
+    reference = load_reference(reference_uri)
+    histogram = histogram_png(
+        {
+            "reference (held back)": reference.calibration_scores,
+            "incoming": scores["score"].to_numpy(),
+        },
+        reference.threshold,
+    )
+    page = render_html(
+        "diffpath screening report",
+        [
+            ("Summary", table_html(_summary_rows(summary))),
+            (f"Top {top} by anomaly score", _thumbnails(scores, top)),
+        ],
+        {"Anomaly scores": histogram},
+    )
+    return write_bytes(join(out, "report.html"), page.encode())
+
+
+def audit_report(out: str, top: int = 48) -> str:
+    """report.html of an audit: summary, out-of-fold score histogram, top suspects."""
+    scores, summary = _scores_and_summary(out)
+    flagged = scores.filter(pl.col("flagged"))["score"].to_numpy()
+    kept = scores.filter(~pl.col("flagged"))["score"].to_numpy()
+    page = render_html(
+        "diffpath audit report",
+        [
+            ("Summary", table_html(_summary_rows(summary))),
+            (f"Top {top} suspects", _thumbnails(scores, top)),
+        ],
+        {"Out-of-fold anomaly scores": histogram_png({"kept": kept, "suspects": flagged})},
+    )
+    return write_bytes(join(out, "report.html"), page.encode())
+
+
+def evaluate_report(metrics_uri: str, out: str) -> str:
+    """report.html of an evaluation: metrics table, ROC curves and score histograms."""
+    metrics = read_json(metrics_uri)
+    ood = metrics["ood"]
+    columns = {"AUROC": "auroc", "FPR@95": "fpr95", "AUPR-in": "aupr_in", "AUPR-out": "aupr_out"}
+    rows: list[dict[str, object]] = [
+        {"OOD set": name, "n": m["n"], **{c: m[k] for c, k in columns.items()}}
+        for name, m in ood.items()
+    ]
+    mean = {c: float(np.mean([m[k] for m in ood.values()])) for c, k in columns.items()}
+    rows.append({"OOD set": "mean", "n": sum(m["n"] for m in ood.values()), **mean})
+    curves = {
+        n: (np.array(m["roc"]["fpr"]), np.array(m["roc"]["tpr"]), m["auroc"])
+        for n, m in ood.items()
+    }
+    groups = {"in-distribution": np.array(metrics["in_dist"]["scores"])}
+    groups |= {n: np.array(m["scores"]) for n, m in ood.items()}
+    page = render_html(
+        "diffpath evaluation report",
+        [("Metrics", table_html(rows))],
+        {"ROC curves": roc_png(curves), "Anomaly scores": histogram_png(groups)},
+    )
+    return write_bytes(join(out, "report.html"), page.encode())

@@ -6,7 +6,6 @@ training schedule and neither depends on batch size or order.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigError
+from diffpath.identity import noise_seed
 
 __all__ = ["image_noise", "select_timesteps"]
 
@@ -44,16 +44,13 @@ def select_timesteps(config: FeatureConfig, num_train_timesteps: int) -> torch.T
     return torch.from_numpy(steps)
 
 
-def _key_seed(seed: int, key: str) -> int:
-    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def image_noise(keys: Sequence[str], seed: int, shape: Sequence[int], draws: int) -> torch.Tensor:
+def image_noise(
+    image_ids: Sequence[str], seed: int, shape: Sequence[int], draws: int
+) -> torch.Tensor:
     """Standard normal noise (B, draws, *shape), each image's from a generator seeded by
-    (seed, key): an image gets the same noise in any batch, order or device."""
-    out = torch.empty(len(keys), draws, *shape)
-    for i, key in enumerate(keys):
-        generator = torch.Generator().manual_seed(_key_seed(seed, key))
+    (seed, image id — its content hash): the same in any batch, order or device."""
+    out = torch.empty(len(image_ids), draws, *shape)
+    for i, image_id in enumerate(image_ids):
+        generator = torch.Generator().manual_seed(noise_seed(seed, image_id))
         out[i] = torch.randn(draws, *shape, generator=generator)
     return out

@@ -1,7 +1,15 @@
-"""Turn feature tables into per-image scores, flags, ranks and summaries (pure, no I/O)."""
+"""Turn a run's feature shards into per-image scores, flags, ranks and summaries.
+
+Every per-image table starts with the locator columns ``uri, row, path, sha256``: one row
+per listed image, never merged, so users join on (uri, row). The table builders are pure;
+`screen`, `audit` and `evaluate` read shards and write a run's outputs under `out`.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping, Sequence
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -9,46 +17,77 @@ import polars as pl
 
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigMismatchError
-from diffpath.featurestore import feature_matrix
-from diffpath.reference import Reference, cross_fit_scores
+from diffpath.metrics import ood_metrics, roc
+from diffpath.reference import Reference, cross_fit_scores, load_reference
+from diffpath.shards import LOCATOR, feature_matrix, read_shards
+from diffpath.storage import join, write_json, write_parquet
 
-__all__ = ["audit_table", "errors_table", "score_table", "screen_table", "summarize"]
+__all__ = [
+    "audit",
+    "audit_table",
+    "duplicates_table",
+    "errors_table",
+    "evaluate",
+    "score_table",
+    "screen",
+    "screen_table",
+    "summarize",
+]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
-def score_table(keys: list[str], scores: np.ndarray, flagged: np.ndarray) -> pl.DataFrame:
-    """(path, score, flagged, rank) sorted by rank; rank 1 is the most anomalous."""
+def score_table(rows: pl.DataFrame, scores: np.ndarray, flagged: np.ndarray) -> pl.DataFrame:
+    """Locator columns of `rows` + (score, flagged, rank), sorted by rank (1 = most anomalous)."""
     order = np.argsort(-scores, kind="stable")
     rank = np.empty(len(scores), dtype=np.int64)
     rank[order] = np.arange(1, len(scores) + 1)
-    frame = pl.DataFrame(
-        {"path": keys, "score": scores, "flagged": flagged, "rank": rank},
-        schema={"path": pl.String, "score": pl.Float64, "flagged": pl.Boolean, "rank": pl.Int64},
+    results = pl.DataFrame(
+        {"score": scores, "flagged": flagged, "rank": rank},
+        schema={"score": pl.Float64, "flagged": pl.Boolean, "rank": pl.Int64},
     )
-    return frame.sort("rank")
+    return pl.concat([rows.select(LOCATOR), results], how="horizontal").sort("rank")
 
 
 def errors_table(features: pl.DataFrame) -> pl.DataFrame:
-    """(path, error) of the images that could not be read or decoded."""
-    return features.filter(pl.col("error").is_not_null()).select("path", "error")
+    """Locator + error of the images that could not be read or decoded."""
+    return features.filter(pl.col("error").is_not_null()).select(*LOCATOR, "error")
 
 
-def summarize(scores: pl.DataFrame, n_errors: int, **extra: Any) -> dict[str, Any]:
-    """Counts, flagged fraction and score quantiles, plus `extra` fields."""
+def duplicates_table(features: pl.DataFrame) -> pl.DataFrame:
+    """Groups of identical images (same sha256) in a run: sha256, count, uris (locators)."""
+    locator = pl.when(pl.col("row").is_null()).then(pl.col("uri"))
+    locator = locator.otherwise(pl.format("{}#{}", "uri", "row"))
+    return (
+        features.filter(pl.col("sha256").is_not_null())
+        .group_by("sha256")
+        .agg(pl.len().alias("count"), locator.sort().alias("uris"))
+        .filter(pl.col("count") > 1)
+        .with_columns(pl.col("count").cast(pl.Int64))
+        .sort("count", "sha256", descending=[True, False])
+    )
+
+
+def summarize(
+    scores: pl.DataFrame, errors: pl.DataFrame, duplicates: pl.DataFrame, **extra: Any
+) -> dict[str, Any]:
+    """Counts (n_images = n_scored + n_errors), flagged fraction, duplicates, score quantiles."""
     values = scores["score"].to_numpy()
     quantiles = np.quantile(values, QUANTILES) if len(values) else [None] * len(QUANTILES)
     n_flagged = int(scores["flagged"].sum())
     return {
-        "n_images": len(scores) + n_errors,
+        "n_images": len(scores) + len(errors),
         "n_scored": len(scores),
-        "n_errors": n_errors,
+        "n_errors": len(errors),
         "n_flagged": n_flagged,
         "flagged_fraction": n_flagged / max(1, len(scores)),
+        "n_duplicate_groups": len(duplicates),
+        "n_duplicates": int((duplicates["count"] - 1).sum()),
         "score_quantiles": {
             str(q): None if v is None else float(v)
             for q, v in zip(QUANTILES, quantiles, strict=True)
         },
+        "diffpath": version("diffpath"),
         **extra,
     }
 
@@ -61,9 +100,9 @@ def screen_table(
         raise ConfigMismatchError(
             f"features come from model {model_id}, the reference from {reference.model_id}"
         )
-    keys, matrix = feature_matrix(features, reference.config)
-    scores = reference.anomaly_score(matrix) if len(keys) else np.empty(0)
-    return score_table(keys, scores, reference.flag(scores)), errors_table(features)
+    rows, matrix = feature_matrix(features, reference.config)
+    scores = reference.anomaly_score(matrix) if len(rows) else np.empty(0)
+    return score_table(rows, scores, reference.flag(scores)), errors_table(features)
 
 
 def audit_table(
@@ -75,9 +114,104 @@ def audit_table(
     0.6745·(s − median)/MAD above 3.5 (Iglewicz & Hoaglin); the estimated contamination
     is the fraction of suspects.
     """
-    keys, matrix = feature_matrix(features, config)
+    rows, matrix = feature_matrix(features, config)
     scores = cross_fit_scores(matrix, config.method, density, folds, seed)
     median = np.median(scores)
     mad = np.median(np.abs(scores - median)) or 1e-12
     flagged = 0.6745 * (scores - median) / mad > 3.5
-    return score_table(keys, scores, flagged), float(flagged.mean())
+    return score_table(rows, scores, flagged), float(flagged.mean())
+
+
+def _write_outputs(
+    out: str, features: pl.DataFrame, scores: pl.DataFrame, **summary: Any
+) -> dict[str, str]:
+    """scores.parquet, errors.parquet, duplicates.parquet and summary.json → their URIs."""
+    errors, duplicates = errors_table(features), duplicates_table(features)
+    return {
+        "scores": write_parquet(scores, join(out, "scores.parquet")),
+        "errors": write_parquet(errors, join(out, "errors.parquet")),
+        "duplicates": write_parquet(duplicates, join(out, "duplicates.parquet")),
+        "summary": write_json(
+            summarize(scores, errors, duplicates, **summary), join(out, "summary.json")
+        ),
+    }
+
+
+def screen(
+    shard_uris: Sequence[str],
+    reference_uri: str,
+    out: str,
+    started: float,
+    sources: list[str],
+    **extra: Any,
+) -> dict[str, str]:
+    """Score a run's shards against a reference and write its outputs under `out`;
+    `extra` fields go into the summary."""
+    reference = load_reference(reference_uri)
+    features, model_id = read_shards(shard_uris, reference.config)
+    scores, _ = screen_table(reference, features, model_id)
+    return _write_outputs(
+        out,
+        features,
+        scores,
+        sources=sources,
+        threshold=reference.threshold,
+        target_fpr=reference.target_fpr,
+        config_hash=reference.config.config_hash(),
+        model_id=model_id,
+        reference=reference_uri,
+        wall_seconds=time.time() - started,
+        **extra,
+    )
+
+
+def audit(
+    shard_uris: Sequence[str],
+    config: FeatureConfig,
+    out: str,
+    density: str,
+    folds: int,
+    sources: list[str],
+    **extra: Any,
+) -> dict[str, str]:
+    """Cross-fitted scores of one set → the run's outputs under `out`."""
+    features, model_id = read_shards(shard_uris, config)
+    scores, contamination = audit_table(features, config, density, folds, config.seed)
+    return _write_outputs(
+        out,
+        features,
+        scores,
+        sources=sources,
+        estimated_contamination=contamination,
+        folds=folds,
+        density=density,
+        config_hash=config.config_hash(),
+        model_id=model_id,
+        **extra,
+    )
+
+
+def evaluate(
+    in_dist: Sequence[str], ood: Mapping[str, Sequence[str]], reference_uri: str, out: str
+) -> str:
+    """AUROC, FPR@95, AUPR-in/out of each OOD set's shards against the in-distribution
+    shards → metrics.json (with scores and ROC curves) under `out`."""
+    reference = load_reference(reference_uri)
+
+    def scores_of(uris: Sequence[str]) -> np.ndarray:
+        features, model_id = read_shards(uris, reference.config)
+        return screen_table(reference, features, model_id)[0]["score"].to_numpy()
+
+    id_scores = scores_of(in_dist)
+    results: dict[str, Any] = {"in_dist": {"n": len(id_scores), "scores": id_scores.tolist()}}
+    results["ood"] = {}
+    for name, uris in ood.items():
+        ood_scores = scores_of(uris)
+        fpr, tpr = roc(id_scores, ood_scores)
+        results["ood"][name] = {
+            "n": len(ood_scores),
+            **ood_metrics(id_scores, ood_scores),
+            "scores": ood_scores.tolist(),
+            "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+        }
+    return write_json(results, join(out, "metrics.json"))

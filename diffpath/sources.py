@@ -1,34 +1,58 @@
 """Image sources: a folder/prefix of image files or Parquet files with an image column.
 
-A source is listed once into `ImageRef`s (sorted, so shards are deterministic); reading
-returns bytes per key, with unreadable items recorded rather than raised.
+A source is listed once into `ImageRef`s, sorted by locator so shards are deterministic.
+An image is located by (uri, row) — unique — and named for people by `path`, which may
+repeat. Reading returns bytes per ref, with unreadable items recorded rather than raised;
+a Parquet file is read only in the row groups that hold the rows asked for.
 """
 
 from __future__ import annotations
 
-import io
-from collections import defaultdict
+import hashlib
+import logging
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from diffpath.errors import StorageError
-from diffpath.images import IMAGE_EXTENSIONS
-from diffpath.storage import filesystem, write_bytes
+from diffpath.identity import content_hash
+from diffpath.images import IMAGE_EXTENSIONS, decode_images
+from diffpath.storage import filesystem, join, write_parquet
 
-__all__ = ["ImageRef", "list_source", "read_listing", "read_refs", "subsample", "write_listing"]
+__all__ = [
+    "ImageRef",
+    "Listing",
+    "list_source",
+    "listing_id",
+    "load_images",
+    "read_listing",
+    "read_refs",
+    "store_listing",
+    "subsample",
+    "write_listing",
+]
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class ImageRef:
-    """One image of a source: its key (relative path or Parquet `path`), file URI, row."""
+    """One listed image: file `uri` and `row` (Parquet; None for an image file) locate it
+    uniquely; `path` (relative path or the Parquet `path` column) names it for people."""
 
-    key: str
     uri: str
-    row: int | None = None
+    row: int | None
+    path: str
+
+    @property
+    def locator(self) -> str:
+        """`uri`, or `uri#row` for a Parquet row: unique within a listing."""
+        return self.uri if self.row is None else f"{self.uri}#{self.row}"
 
 
 def _protocol_prefix(uri: str) -> str:
@@ -40,27 +64,25 @@ def _parquet_refs(fs, prefix: str, path: str) -> list[ImageRef]:
     if "image" not in schema.names:
         raise StorageError(f"Parquet file {prefix}{path} has no 'image' column")
     keys = _read_keys(fs, path, schema)
-    return [ImageRef(key=k, uri=prefix + path, row=i) for i, k in enumerate(keys)]
+    return [ImageRef(uri=prefix + path, row=i, path=k) for i, k in enumerate(keys)]
 
 
 def _read_keys(fs, path: str, schema: pa.Schema) -> list[str]:
-    """Image keys of a Parquet file: `path`, `image.path` (HF datasets) or the row number."""
-    if "path" in schema.names:
-        column = pq.read_table(fs.open(path, "rb"), columns=["path"]).column("path")
-        return [str(k) for k in column.to_pylist()]
-    image_type = schema.field("image").type
-    if pa.types.is_struct(image_type) and image_type.get_field_index("path") >= 0:
-        column = pq.read_table(fs.open(path, "rb"), columns=["image"]).column("image")
-        paths = column.combine_chunks().field("path").to_pylist()
-        if all(paths):
-            return [str(k) for k in paths]
-    rows = pq.read_metadata(fs.open(path, "rb")).num_rows
+    """Image names of a Parquet file: `path`, `image.path` (HF datasets), else `file#row`."""
     name = path.rsplit("/", 1)[-1]
-    return [f"{name}#{i}" for i in range(rows)]
+    keys: list[object] = [None] * pq.read_metadata(fs.open(path, "rb")).num_rows
+    image_type = schema.field("image").type
+    if "path" in schema.names:
+        keys = pq.read_table(fs.open(path, "rb"), columns=["path"]).column("path").to_pylist()
+    elif pa.types.is_struct(image_type) and image_type.get_field_index("path") >= 0:
+        table = pq.read_table(fs.open(path, "rb"), columns=["image.path"])  # no bytes read
+        keys = table.column(0).to_pylist()
+    return [f"{name}#{i}" if k is None else str(k) for i, k in enumerate(keys)]
 
 
 def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
-    """List every image of one or more sources, sorted by (uri, row, key).
+    """List every image of one or more sources, sorted by (uri, row); a URI listed twice
+    (or inside two sources) is kept once. Repeated `path` names are logged, never merged.
 
     A URI ending in ``.parquet`` is a Parquet file; anything else is a folder/prefix
     searched recursively for image files (case-insensitive extensions) and Parquet files.
@@ -82,10 +104,19 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
                 refs += _parquet_refs(fs, prefix, path)
             elif lower.endswith(IMAGE_EXTENSIONS):
                 key = path[len(root.rstrip("/")) + 1 :]
-                refs.append(ImageRef(key=key, uri=prefix + path))
+                refs.append(ImageRef(uri=prefix + path, row=None, path=key))
     if not refs:
         raise StorageError(f"source {uris!r} holds no images")
-    return sorted(refs, key=lambda r: (r.uri, r.row if r.row is not None else -1, r.key))
+    unique = {ref.locator: ref for ref in refs}.values()
+    repeated = sum(n - 1 for n in Counter(ref.path for ref in unique).values() if n > 1)
+    if repeated:
+        log.warning(
+            "%d listed images share a path name with another image of %s; each is kept and "
+            "scored on its own: join outputs on (uri, row), not on path",
+            repeated,
+            uris,
+        )
+    return sorted(unique, key=lambda r: (r.uri, -1 if r.row is None else r.row))
 
 
 def _image_bytes(value: object) -> bytes:
@@ -96,31 +127,56 @@ def _image_bytes(value: object) -> bytes:
     return bytes(value)
 
 
-def read_refs(refs: Sequence[ImageRef]) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
-    """Read the bytes of `refs` in order: ([(key, bytes)], {key: error}) — never raises per item."""
-    found: dict[ImageRef, bytes] = {}
-    errors: dict[str, str] = {}
-    by_file: dict[str, list[ImageRef]] = defaultdict(list)
-    for ref in refs:
-        by_file[ref.uri].append(ref)
-    for uri, group in by_file.items():
+def _read_rows(fs, path: str, rows: list[int]) -> dict[int, object]:
+    """{row: image cell} of a Parquet file, reading only the row groups that hold `rows`."""
+    parquet = pq.ParquetFile(fs.open(path, "rb"))
+    sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+    starts = np.cumsum([0, *sizes])
+    groups = sorted({int(np.searchsorted(starts, row, side="right")) - 1 for row in rows})
+    cells: dict[int, object] = {}
+    for group in groups:
+        column = parquet.read_row_group(group, columns=["image"]).column("image").to_pylist()
+        first = int(starts[group])
+        cells |= {row: column[row - first] for row in rows if first <= row < first + len(column)}
+    return cells
+
+
+def read_refs(refs: Sequence[ImageRef]) -> list[bytes | str]:
+    """The bytes of each ref, in order, or a one-line error for one that cannot be read;
+    never raises for a single item."""
+    results: dict[int, bytes | str] = {}
+    by_file: dict[str, list[int]] = defaultdict(list)
+    for i, ref in enumerate(refs):
+        by_file[ref.uri].append(i)
+    for uri, members in by_file.items():
         fs, path = filesystem(uri)
         try:
-            if group[0].row is None:
-                found[group[0]] = fs.cat_file(path)
+            if refs[members[0]].row is None:
+                data = fs.cat_file(path)
+                results |= dict.fromkeys(members, data)
                 continue
-            rows = sorted({r.row for r in group})
-            table = pq.read_table(fs.open(path, "rb"), columns=["image"]).take(rows)
-            cells = dict(zip(rows, table.column("image").to_pylist(), strict=True))
-            for ref in group:
+            cells = _read_rows(fs, path, sorted({refs[i].row for i in members}))
+            for i in members:
                 try:
-                    found[ref] = _image_bytes(cells[ref.row])
+                    results[i] = _image_bytes(cells.get(refs[i].row))
                 except TypeError as err:
-                    errors[ref.key] = f"{uri} row {ref.row}: {err}"
+                    results[i] = f"{uri} row {refs[i].row}: {err}"
         except (OSError, pa.ArrowException) as err:
-            for ref in group:
-                errors[ref.key] = f"cannot read {uri}: {err}"
-    return [(r.key, found[r]) for r in refs if r in found], errors
+            results |= dict.fromkeys(members, f"cannot read {uri}: {err}".splitlines()[0])
+    return [results[i] for i in range(len(refs))]
+
+
+def load_images(
+    refs: Sequence[ImageRef], size: int = 32, center_crop: int | None = None
+) -> tuple[torch.Tensor, list[str], dict[str, str]]:
+    """Read and decode refs → (images (N, 3, size, size), their content hashes,
+    {locator: error} of those that failed)."""
+    contents = read_refs(refs)
+    errors = {r.locator: c for r, c in zip(refs, contents, strict=True) if isinstance(c, str)}
+    readable = [(r.locator, c) for r, c in zip(refs, contents, strict=True) if isinstance(c, bytes)]
+    images, decoded, decode_errors = decode_images(readable, size, center_crop)
+    errors |= {readable[i][0]: message for i, message in decode_errors.items()}
+    return images, [content_hash(readable[i][1]) for i in decoded], errors
 
 
 def subsample(refs: Sequence[ImageRef], n: int | None, seed: int = 0) -> list[ImageRef]:
@@ -131,22 +187,54 @@ def subsample(refs: Sequence[ImageRef], n: int | None, seed: int = 0) -> list[Im
     return [refs[i] for i in chosen]
 
 
-def write_listing(refs: Sequence[ImageRef], uri: str) -> str:
-    """Save a listing as Parquet (key, uri, row) so shard tasks can read their slice."""
+def listing_id(refs: Sequence[ImageRef]) -> str:
+    """Id (16 hex) of a listing's locators, naming a run's files — never a cache key."""
+    digest = hashlib.sha256()
+    for ref in refs:
+        digest.update(f"{ref.locator}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def write_listing(refs: Sequence[ImageRef], uri: str, shard_size: int | None = None) -> str:
+    """Save a listing as Parquet (uri, row, path), one row group per shard of `shard_size`."""
     table = pa.table(
         {
-            "key": [r.key for r in refs],
-            "uri": [r.uri for r in refs],
+            "uri": pa.array([r.uri for r in refs], pa.string()),
             "row": pa.array([r.row for r in refs], pa.int64()),
+            "path": pa.array([r.path for r in refs], pa.string()),
         }
     )
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return write_bytes(uri, buffer.getvalue())
+    return write_parquet(table, uri, row_group_size=shard_size)
 
 
-def read_listing(uri: str) -> list[ImageRef]:
+def read_listing(uri: str, shard: int | None = None) -> list[ImageRef]:
+    """The refs of a stored listing, or of one of its shards (one row group, read alone)."""
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as handle:
-        rows = pq.read_table(handle).to_pylist()
-    return [ImageRef(key=r["key"], uri=r["uri"], row=r["row"]) for r in rows]
+        parquet = pq.ParquetFile(handle)
+        table = parquet.read() if shard is None else parquet.read_row_group(shard)
+    return [ImageRef(**r) for r in table.to_pylist()]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A stored listing: where it is, its id, and how it splits into shards."""
+
+    uri: str
+    listing_id: str
+    n_images: int
+    shard_size: int
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_images // self.shard_size)
+
+
+def store_listing(
+    sources: Sequence[str], out: str, shard_size: int, max_images: int | None, seed: int
+) -> Listing:
+    """List `sources`, optionally subsample, store the listing under `out/listings/`."""
+    refs = subsample(list_source(sources), max_images, seed)
+    lid = listing_id(refs)
+    uri = write_listing(refs, join(out, "listings", f"{lid}.parquet"), shard_size)
+    return Listing(uri=uri, listing_id=lid, n_images=len(refs), shard_size=shard_size)

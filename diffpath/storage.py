@@ -1,18 +1,47 @@
-"""Read and write any fsspec URI (local paths, file://, s3://, memory://) safely."""
+"""Read and write any fsspec URI (local paths, file://, s3://, memory://) safely.
+
+Every write is atomic: a reader sees the old object, the new one or none, never half of
+one. `is_transient` is the one place that decides which storage failures deserve a retry.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
+import json
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 
 import fsspec
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from diffpath.errors import StorageError
 
-__all__ = ["exists", "filesystem", "join", "read_bytes", "write_atomic", "write_bytes"]
+__all__ = [
+    "exists",
+    "filesystem",
+    "is_transient",
+    "join",
+    "read_bytes",
+    "read_json",
+    "read_many",
+    "read_parquet",
+    "write_atomic",
+    "write_bytes",
+    "write_json",
+    "write_many",
+    "write_parquet",
+]
+
+# errno values s3fs gives throttling (SlowDown, 503), busy and server-side (5xx) failures
+TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.EREMOTEIO, errno.ETIMEDOUT})
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -37,7 +66,20 @@ def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     try:
         return fs.cat_file(path)
-    except (OSError, FileNotFoundError) as err:
+    except OSError as err:
+        raise StorageError(f"cannot read {uri!r}: {err}") from err
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def read_parquet(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
+    fs, path = filesystem(uri)
+    try:
+        with fs.open(path, "rb") as handle:
+            return pq.read_table(handle, columns=columns)
+    except OSError as err:
         raise StorageError(f"cannot read {uri!r}: {err}") from err
 
 
@@ -65,3 +107,88 @@ def write_bytes(uri: str, data: bytes) -> str:
     with write_atomic(uri) as handle:
         handle.write(data)
     return uri
+
+
+def write_json(data: Any, uri: str) -> str:
+    return write_bytes(uri, json.dumps(data, indent=2, allow_nan=False).encode())
+
+
+def write_parquet(
+    table: pa.Table | pl.DataFrame,
+    uri: str,
+    metadata: Mapping[str, Any] | None = None,
+    row_group_size: int | None = None,
+) -> str:
+    """Atomically write a table as zstd Parquet; `metadata` goes into the schema as JSON."""
+    if isinstance(table, pl.DataFrame):
+        table = table.to_arrow()
+    if metadata is not None:
+        table = table.replace_schema_metadata({b"diffpath": json.dumps(metadata).encode()})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_size)
+    return write_bytes(uri, buffer.getvalue())
+
+
+def read_many(uris: Sequence[str]) -> dict[str, bytes]:
+    """The objects of `uris` that exist, {uri: bytes}, fetched concurrently where the store
+    allows; a missing object is simply absent, any other failure raises `StorageError`."""
+    if not uris:
+        return {}
+    fs, _ = filesystem(uris[0])
+    paths = {filesystem(uri)[1]: uri for uri in uris}
+    try:
+        found = fs.cat(list(paths), on_error="return")
+    except OSError as err:
+        raise StorageError(f"cannot read {len(uris)} objects under {uris[0]!r}: {err}") from err
+    out = {}
+    for path, value in found.items():
+        if isinstance(value, FileNotFoundError):
+            continue
+        if isinstance(value, BaseException):
+            raise StorageError(f"cannot read {paths[path]!r}: {value}") from value
+        out[paths[path]] = value
+    return out
+
+
+def write_many(objects: Mapping[str, bytes]) -> None:
+    """Write many small objects, each atomically: renamed into place on a local disk, one
+    PUT each (atomic by itself) on object stores, sent concurrently."""
+    if not objects:
+        return
+    fs, _ = filesystem(next(iter(objects)))
+    try:
+        if isinstance(fs, LocalFileSystem):
+            for uri, data in objects.items():
+                path = filesystem(uri)[1]
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+        else:
+            fs.pipe({filesystem(uri)[1]: data for uri, data in objects.items()})
+    except OSError as err:
+        raise StorageError(f"cannot write under {next(iter(objects))!r}: {err}") from err
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for failures a retry may fix — timeouts, dropped connections, throttling and
+    5xx responses — anywhere in the exception's cause chain; False for everything else
+    (missing objects or buckets, access denied, missing credentials, bad data)."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    network = (TimeoutError, ConnectionError, BotoConnectionError, HTTPClientError)
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, network):
+            return True
+        final = PermissionError | FileNotFoundError
+        if (
+            isinstance(seen, OSError)
+            and not isinstance(seen, final)
+            and seen.errno in TRANSIENT_ERRNOS
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -25,9 +25,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from diffpath.images import decode_images
 from diffpath.model import load_model
-from diffpath.sources import list_source, read_refs
+from diffpath.sources import list_source, load_images
 from diffpath.storage import exists, join, read_bytes, write_bytes
 
 __all__ = ["TrainConfig", "build_unet", "denoising_loss", "load_image_tensor", "train"]
@@ -99,10 +98,9 @@ def load_image_tensor(
 ) -> torch.Tensor:
     """Decode every image of `sources` (crop + resize) into one (N, 3, S, S) tensor."""
     refs = list_source(sources)[:limit]
-    items, read_errors = read_refs(refs)
-    images, _, decode_errors = decode_images(items, config.image_size, config.center_crop)
-    for key, error in {**read_errors, **decode_errors}.items():
-        log.warning("skipping training image %s: %s", key, error)
+    images, _, errors = load_images(refs, config.image_size, config.center_crop)
+    for locator, error in errors.items():
+        log.warning("skipping training image %s: %s", locator, error)
     return images
 
 

@@ -19,10 +19,9 @@ from prefect.settings import temporary_settings
 from pydantic import ValidationError
 from rich.console import Console
 
-from diffpath.config import FeatureConfig, Method
+from diffpath.config import FeatureConfig, Method, read_config_file
 from diffpath.errors import ConfigError, DiffPathError
 from diffpath.metrics import auroc
-from diffpath.reference import load_reference
 from diffpath.storage import read_bytes
 from diffpath.train import TrainConfig
 from flows.pipeline import (
@@ -37,19 +36,28 @@ from flows.train import train_flow
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(stderr=True, soft_wrap=True)
 
+DEFAULT_CHANNELS = ",".join(map(str, TrainConfig.model_fields["block_out_channels"].default))
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 
+ConfigFileOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="JSON or YAML file of FeatureConfig fields; flags override it"),
+]
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="model: 'default', a folder or a cached hub id")
+]
+RefModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="where the reference's model weights are, if they moved"),
 ]
 MethodOpt = Annotated[
     Method | None, typer.Option("--method", help="diffpathv2 | diffpath6d | diffpath1d")
 ]
 TimestepsOpt = Annotated[int | None, typer.Option("--timesteps", help="K timesteps (default 10)")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="images per batch")]
 CropOpt = Annotated[
     int | None, typer.Option("--center-crop", help="crop side before resize (CelebA: 140)")
 ]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="images per model batch")]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
 ]
@@ -58,24 +66,32 @@ MaxOpt = Annotated[
 ]
 ShardOpt = Annotated[int, typer.Option("--shard-size", help="images per shard")]
 FeaturesOpt = Annotated[
-    str | None, typer.Option("--features", help="feature cache URI (default OUT/features)")
+    str | None,
+    typer.Option(
+        "--features", help="feature cache URI, shareable across runs (default OUT/features)"
+    ),
 ]
 
 
-def _config(base: FeatureConfig | None = None, **options: Any) -> FeatureConfig:
-    """A config from CLI options, on top of `base` (e.g. a reference's config)."""
-    given = {k: v for k, v in options.items() if v is not None}
-    values = (base.model_dump() if base else {}) | given
+def _config(config_file: Path | None, **options: Any) -> FeatureConfig:
+    """A config from a config file (if any) with the given CLI options on top."""
+    values = read_config_file(config_file) if config_file else {}
+    values |= {k: v for k, v in options.items() if v is not None}
     return FeatureConfig.parse(**values)
 
 
 def _run_options(
-    features: str | None, shard_size: int, max_images: int | None, device: str | None
+    features: str | None,
+    shard_size: int,
+    max_images: int | None,
+    batch_size: int | None,
+    device: str | None,
 ) -> RunOptions:
     return RunOptions(
         features_root=features,
         shard_size=shard_size,
         max_images=max_images,
+        batch_size=batch_size,
         device=device,
         progress=True,
     )
@@ -106,11 +122,12 @@ def fit_reference(
     target_fpr: Annotated[
         float, typer.Option(help="in-distribution flag rate of the threshold")
     ] = 0.05,
+    config: ConfigFileOpt = None,
     model: ModelOpt = None,
     method: MethodOpt = None,
     timesteps: TimestepsOpt = None,
-    batch_size: BatchOpt = None,
     center_crop: CropOpt = None,
+    batch_size: BatchOpt = None,
     device: DeviceOpt = None,
     max_images: MaxOpt = None,
     shard_size: ShardOpt = 2048,
@@ -119,21 +136,13 @@ def fit_reference(
     """Fit a density model + flag threshold on trusted in-distribution images."""
 
     def action() -> str:
-        config = _config(
-            model=model,
-            method=method,
-            timesteps=timesteps,
-            batch_size=batch_size,
-            center_crop=center_crop,
+        feature_config = _config(
+            config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
         )
-        run = _run_options(features, shard_size, max_images, device)
-        return fit_reference_flow(source, out, config, density, target_fpr, run=run)
+        run = _run_options(features, shard_size, max_images, batch_size, device)
+        return fit_reference_flow(source, out, feature_config, density, target_fpr, run=run)
 
     console.print(f"reference: {_run(action)}")
-
-
-def _reference_config(reference: str, **options: Any) -> FeatureConfig:
-    return _config(load_reference(reference).config, **options)
 
 
 @app.command()
@@ -143,29 +152,19 @@ def screen(
         str, typer.Option("--reference", help="reference.json from fit-reference")
     ],
     out: Annotated[str, typer.Option("--out", help="output URI for scores, summary, report")],
-    model: ModelOpt = None,
-    method: MethodOpt = None,
-    timesteps: TimestepsOpt = None,
+    model: RefModelOpt = None,
     batch_size: BatchOpt = None,
-    center_crop: CropOpt = None,
     device: DeviceOpt = None,
     max_images: MaxOpt = None,
     shard_size: ShardOpt = 2048,
     features: FeaturesOpt = None,
 ) -> None:
-    """Score incoming images against a reference: scores, flags, summary and HTML report."""
+    """Score incoming images against a reference (with the reference's feature config):
+    scores, flags, duplicates, summary and HTML report."""
 
     def action() -> dict[str, str]:
-        config = _reference_config(
-            reference,
-            model=model,
-            method=method,
-            timesteps=timesteps,
-            batch_size=batch_size,
-            center_crop=center_crop,
-        )
-        run = _run_options(features, shard_size, max_images, device)
-        return screen_flow(source, reference, out, config, run)
+        run = _run_options(features, shard_size, max_images, batch_size, device)
+        return screen_flow(source, reference, out, model, run)
 
     outputs = _run(action)
     _print_summary(outputs)
@@ -175,7 +174,9 @@ def _print_summary(outputs: dict[str, str]) -> None:
     summary = json.loads(read_bytes(outputs["summary"]))
     console.print(
         f"{summary['n_images']} images: {summary['n_flagged']} flagged "
-        f"({100 * summary['flagged_fraction']:.1f}%), {summary['n_errors']} unreadable"
+        f"({100 * summary['flagged_fraction']:.1f}%), {summary['n_errors']} unreadable, "
+        f"{summary['n_duplicates']} exact duplicates; features computed for "
+        f"{summary['features_computed']}, {summary['features_from_cache']} from the cache"
     )
     for name, uri in outputs.items():
         console.print(f"  {name}: {uri}")
@@ -187,11 +188,12 @@ def audit(
     out: Annotated[str, typer.Option("--out", help="output URI")],
     density: Annotated[str, typer.Option(help="auto | gmm | gaussian | kde")] = "auto",
     folds: Annotated[int, typer.Option(help="cross-fitting folds")] = 5,
+    config: ConfigFileOpt = None,
     model: ModelOpt = None,
     method: MethodOpt = None,
     timesteps: TimestepsOpt = None,
-    batch_size: BatchOpt = None,
     center_crop: CropOpt = None,
+    batch_size: BatchOpt = None,
     device: DeviceOpt = None,
     max_images: MaxOpt = None,
     shard_size: ShardOpt = 2048,
@@ -200,15 +202,11 @@ def audit(
     """Rank every image of a set by a density not fitted on it; estimate contamination."""
 
     def action() -> dict[str, str]:
-        config = _config(
-            model=model,
-            method=method,
-            timesteps=timesteps,
-            batch_size=batch_size,
-            center_crop=center_crop,
+        feature_config = _config(
+            config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
         )
-        run = _run_options(features, shard_size, max_images, device)
-        return audit_flow(source, out, config, density, folds, run)
+        run = _run_options(features, shard_size, max_images, batch_size, device)
+        return audit_flow(source, out, feature_config, density, folds, run)
 
     outputs = _run(action)
     _print_summary(outputs)
@@ -224,20 +222,20 @@ def evaluate(
         str, typer.Option("--reference", help="reference.json from fit-reference")
     ],
     out: Annotated[str, typer.Option("--out", help="output URI")],
+    model: RefModelOpt = None,
+    batch_size: BatchOpt = None,
     device: DeviceOpt = None,
     max_images: MaxOpt = None,
     shard_size: ShardOpt = 2048,
-    batch_size: BatchOpt = None,
     features: FeaturesOpt = None,
 ) -> None:
     """AUROC, FPR@95 and AUPR of OOD sets against an in-distribution set, with ROC curves."""
     named = dict(item.split("=", 1) if "=" in item else (Path(item).stem, item) for item in ood)
 
     def action() -> dict[str, str]:
-        config = _reference_config(reference, batch_size=batch_size)
-        run = _run_options(features, shard_size, max_images, device)
+        run = _run_options(features, shard_size, max_images, batch_size, device)
         sources = {name: [uri] for name, uri in named.items()}
-        return evaluate_flow(in_dist, sources, reference, out, config, run)
+        return evaluate_flow(in_dist, sources, reference, out, model, run)
 
     outputs = _run(action)
     _print_metrics(outputs["metrics"])
@@ -264,9 +262,9 @@ def train(
         float | None, typer.Option(help="stop (and save) after this wall time")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="images per step")] = 32,
-    channels: Annotated[
-        str, typer.Option(help="UNet block channels, comma-separated")
-    ] = "32,64,128,256",
+    channels: Annotated[str, typer.Option(help="UNet block channels, comma-separated")] = (
+        DEFAULT_CHANNELS
+    ),
     lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
     center_crop: Annotated[int | None, typer.Option(help="crop before resize; 0 = none")] = 140,
     checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 250,
@@ -303,14 +301,11 @@ def demo(
     """Fit on bundled faces, screen a bundled mixed dump, print AUROC and the report path."""
 
     def action() -> dict[str, str]:
-        config = FeatureConfig()
         run = RunOptions(device=device, progress=True)
         reference = fit_reference_flow(
-            [str(SAMPLES / "reference.parquet")], f"{out}/reference", config, run=run
+            [str(SAMPLES / "reference.parquet")], f"{out}/reference", FeatureConfig(), run=run
         )
-        return screen_flow(
-            [str(SAMPLES / "incoming.parquet")], reference, f"{out}/screen", config, run
-        )
+        return screen_flow([str(SAMPLES / "incoming.parquet")], reference, f"{out}/screen", run=run)
 
     outputs = _run(action)
     scores = pl.read_parquet(io.BytesIO(read_bytes(outputs["scores"])))

@@ -7,19 +7,21 @@ on a local thread pool by default (no Prefect server needed); deployments swap i
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffpath.config import FeatureConfig
-from diffpath.errors import ConfigMismatchError
+from diffpath.shards import ShardCounts
+from diffpath.sources import Listing
 from diffpath.storage import join
-from tasks.features import featurize_shard
-from tasks.reference import fit_reference_task, reference_config
-from tasks.reports import audit_report, evaluate_report, screen_report
-from tasks.scoring import audit_shards, evaluate_shards, screen_shards
-from tasks.sources import Listing, list_images
+from tasks.features import featurize_shard_task
+from tasks.reference import fit_reference_task, reference_config_task
+from tasks.reports import audit_report_task, evaluate_report_task, screen_report_task
+from tasks.scoring import audit_task, evaluate_task, screen_task
+from tasks.sources import list_images
 
 RUNNER = ThreadPoolTaskRunner(max_workers=1)  # one model per process; shards queue on it
 
@@ -29,9 +31,12 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    features_root: str | None = Field(None, description="feature cache URI (default OUT/features)")
+    features_root: str | None = Field(
+        None, description="feature cache URI, shareable across runs (default OUT/features)"
+    )
     shard_size: int = Field(2048, ge=1, description="images per shard task")
     max_images: int | None = Field(None, ge=1, description="seeded subsample of the source")
+    batch_size: int | None = Field(None, ge=1, description="images per model batch")
     device: str | None = Field(None, description="cpu, cuda, cuda:1; default CUDA if present")
     progress: bool = Field(False, description="progress bars (CLI); off in workers")
 
@@ -40,31 +45,40 @@ DEFAULT_CONFIG = FeatureConfig()
 DEFAULT_RUN = RunOptions()
 
 
-def check_config(reference: str, config: FeatureConfig | None) -> FeatureConfig:
-    """The reference's config, or `config` if it hashes the same; fails before any work."""
-    fitted = reference_config(reference)
-    if config is not None and config.config_hash() != fitted.config_hash():
-        raise ConfigMismatchError(
-            f"reference {reference} was fitted with config {fitted.config_hash()}, this run "
-            f"asks for {config.config_hash()}; use the reference's settings or refit"
-        )
-    return config or fitted
+@dataclass(frozen=True)
+class Featurized:
+    """A source's listing and what its shard tasks did."""
+
+    listing: Listing
+    shards: list[ShardCounts]
+
+    @property
+    def uris(self) -> list[str]:
+        return [shard.uri for shard in self.shards]
+
+    def counts(self) -> dict[str, int]:
+        """Totals for the summary: features computed now vs. found in the cache."""
+        return {
+            "features_computed": sum(s.n_computed for s in self.shards),
+            "features_from_cache": sum(s.n_cached for s in self.shards),
+        }
 
 
-def featurize(
-    source: list[str], config: FeatureConfig, out: str, run: RunOptions
-) -> tuple[Listing, list[str]]:
-    """List `source` and map one feature task over its shards; returns their URIs."""
+def featurize(source: list[str], config: FeatureConfig, out: str, run: RunOptions) -> Featurized:
+    """List `source` and map one feature task over its shards."""
+    if run.batch_size is not None:
+        config = config.model_copy(update={"batch_size": run.batch_size})
     listing = list_images(source, out, run.shard_size, run.max_images, config.seed)
-    futures = featurize_shard.map(
+    futures = featurize_shard_task.map(
         unmapped(listing),
         range(listing.n_shards),
         unmapped(config),
         unmapped(run.features_root or join(out, "features")),
+        unmapped(out),
         unmapped(run.device),
         unmapped(run.progress),
     )
-    return listing, [future.result() for future in futures]
+    return Featurized(listing=listing, shards=[future.result() for future in futures])
 
 
 @flow(name="fit-reference", task_runner=RUNNER)
@@ -78,8 +92,8 @@ def fit_reference_flow(
     run: RunOptions = DEFAULT_RUN,
 ) -> str:
     """Trusted in-distribution images → fitted reference (density + threshold) JSON URI."""
-    _, shards = featurize(source, config, out, run)
-    return fit_reference_task(shards, config, out, density, target_fpr, holdout, config.seed)
+    features = featurize(source, config, out, run)
+    return fit_reference_task(features.uris, config, out, density, target_fpr, holdout)
 
 
 @flow(name="screen", task_runner=RUNNER)
@@ -87,17 +101,18 @@ def screen_flow(
     source: list[str],
     reference: str,
     out: str,
-    config: FeatureConfig | None = None,
+    model: str | None = None,
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
-    """Incoming images + reference → scores, errors, summary and report URIs.
+    """Incoming images + reference → scores, errors, duplicates, summary and report URIs.
 
-    `config` defaults to the one the reference was fitted with."""
+    The feature config is the reference's; `model` says where its weights are when they
+    moved (checked by fingerprint before any feature is computed)."""
     started = time.time()
-    config = check_config(reference, config)
-    listing, shards = featurize(source, config, out, run)
-    outputs = screen_shards(shards, reference, config, out, started)
-    return {**outputs, "report": screen_report(out, listing.uri, reference)}
+    config = reference_config_task(reference, model)
+    features = featurize(source, config, out, run)
+    outputs = screen_task(features.uris, reference, out, started, source, features.counts())
+    return {**outputs, "report": screen_report_task(out, reference)}
 
 
 @flow(name="audit", task_runner=RUNNER)
@@ -110,9 +125,9 @@ def audit_flow(
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """A set with unknown contamination → cross-fitted scores, suspects, estimate, report."""
-    listing, shards = featurize(source, config, out, run)
-    outputs = audit_shards(shards, config, out, density, folds, config.seed)
-    return {**outputs, "report": audit_report(out, listing.uri)}
+    features = featurize(source, config, out, run)
+    outputs = audit_task(features.uris, config, out, density, folds, source, features.counts())
+    return {**outputs, "report": audit_report_task(out)}
 
 
 @flow(name="evaluate", task_runner=RUNNER)
@@ -121,12 +136,12 @@ def evaluate_flow(
     ood: dict[str, list[str]],
     reference: str,
     out: str,
-    config: FeatureConfig | None = None,
+    model: str | None = None,
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves."""
-    config = check_config(reference, config)
-    id_shards = featurize(in_dist, config, out, run)[1]
-    ood_shards = {name: featurize(source, config, out, run)[1] for name, source in ood.items()}
-    metrics = evaluate_shards(id_shards, ood_shards, reference, config, out)
-    return {"metrics": metrics, "report": evaluate_report(metrics, out)}
+    config = reference_config_task(reference, model)
+    id_shards = featurize(in_dist, config, out, run).uris
+    ood_shards = {name: featurize(source, config, out, run).uris for name, source in ood.items()}
+    metrics = evaluate_task(id_shards, ood_shards, reference, out)
+    return {"metrics": metrics, "report": evaluate_report_task(metrics, out)}

@@ -1,4 +1,4 @@
-"""One feature shard per task run: read its images, featurise, write Parquet, return its URI."""
+"""One feature shard per task run: features by content, the shard's Parquet by locator."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
 from diffpath.config import FeatureConfig
-from diffpath.featurestore import compute_shard, shard_metadata, shard_uri, write_shard
 from diffpath.model import DiffusionModel, load_model
-from diffpath.sources import read_listing
-from diffpath.storage import exists
-from tasks.retry import is_transient
-from tasks.sources import Listing
+from diffpath.shards import ShardCounts, featurize_shard
+from diffpath.sources import Listing
+from tasks.retry import RETRY, transient_failure
 
 _models: dict[tuple[str, str | None, str], DiffusionModel] = {}
 _lock = threading.Lock()
@@ -28,27 +26,29 @@ def cached_model(config: FeatureConfig, device: str | None) -> DiffusionModel:
         return _models[key]
 
 
-@task(retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def featurize_shard(
+@task(**RETRY, retry_condition_fn=transient_failure)
+def featurize_shard_task(
     listing: Listing,
     index: int,
     config: FeatureConfig,
-    features_root: str,
+    cache_root: str,
+    out: str,
     device: str | None = None,
     progress: bool = False,
-) -> str:
-    """Features of shard `index` of `listing`; skipped when a shard of the same config hash
-    and model already exists (outputs are committed atomically, so it is complete)."""
-    log = get_run_logger()
-    uri = shard_uri(features_root, config, listing.source_id, index)
+) -> ShardCounts:
+    """Shard `index`: features of content not seen before are computed, the rest come from
+    the content-addressed cache under `cache_root`."""
     model = cached_model(config, device)
-    if exists(uri) and shard_metadata(uri)["model_id"] == model.model_id:
-        log.info("shard %d exists for config %s, skipped", index, config.config_hash())
-        return uri
-    refs = read_listing(listing.uri)[index * listing.shard_size : (index + 1) * listing.shard_size]
-    with tqdm(total=len(refs), desc=f"shard {index}", unit="img", disable=not progress) as bar:
-        frame = compute_shard(model, refs, config, bar.update)
-    failed = frame["error"].is_not_null().sum()
-    write_shard(uri, frame, config, model.model_id)
-    log.info("shard %d: %d images, %d unreadable -> %s", index, len(frame), failed, uri)
-    return uri
+    n = min(listing.shard_size, listing.n_images - index * listing.shard_size)
+    with tqdm(total=n, desc=f"shard {index}", unit="img", disable=not progress) as bar:
+        counts = featurize_shard(model, listing, index, config, cache_root, out, bar.update)
+    get_run_logger().info(
+        "shard %d: %d images, %d computed, %d from cache, %d unreadable -> %s",
+        index,
+        counts.n_images,
+        counts.n_computed,
+        counts.n_cached,
+        counts.n_errors,
+        counts.uri,
+    )
+    return counts

@@ -1,43 +1,30 @@
-"""Fit an in-distribution reference from feature shards."""
+"""Fit an in-distribution reference from feature shards; read a reference's config."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 
 from diffpath.config import FeatureConfig
-from diffpath.featurestore import feature_matrix, read_features
-from diffpath.reference import fit_reference, load_reference, save_reference
-from diffpath.storage import join
-from tasks.retry import is_transient
+from diffpath.reference import fit_reference_shards, reference_config
+from tasks.retry import RETRY, transient_failure
 
 
-@task
+@task(**RETRY, retry_condition_fn=transient_failure)
 def fit_reference_task(
     shard_uris: list[str],
     config: FeatureConfig,
     out: str,
-    density: str = "auto",
-    target_fpr: float = 0.05,
-    holdout: float = 0.2,
-    seed: int = 0,
+    density: str,
+    target_fpr: float,
+    holdout: float,
 ) -> str:
     """Fit density + threshold on the shards' features; returns the reference JSON URI."""
-    frame, model_id = read_features(shard_uris, config.config_hash())
-    _, features = feature_matrix(frame, config)
-    reference = fit_reference(features, config, model_id, density, target_fpr, holdout, seed)
-    uri = save_reference(reference, join(out, "reference.json"))
-    get_run_logger().info(
-        "reference fitted on %d images (%s, threshold %.4g at %.0f%% FPR) -> %s",
-        reference.n_fit,
-        density,
-        reference.threshold,
-        100 * target_fpr,
-        uri,
-    )
+    uri = fit_reference_shards(shard_uris, config, out, density, target_fpr, holdout)
+    get_run_logger().info("reference fitted (%s, %.0f%% FPR) -> %s", density, 100 * target_fpr, uri)
     return uri
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=is_transient)
-def reference_config(reference_uri: str) -> FeatureConfig:
-    """The feature config a stored reference was fitted with."""
-    return load_reference(reference_uri).config
+@task(**RETRY, retry_condition_fn=transient_failure)
+def reference_config_task(reference_uri: str, model: str | None) -> FeatureConfig:
+    """The reference's feature config, its weights checked at `model` (if given)."""
+    return reference_config(reference_uri, model)

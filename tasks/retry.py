@@ -1,17 +1,16 @@
-"""Retry policy: retry transient I/O failures, never errors that a rerun cannot fix."""
+"""Retry policy for Prefect tasks: only transient storage failures, with backoff."""
 
 from __future__ import annotations
 
-from diffpath.errors import ConfigError, DecodeError, ModelError
+from diffpath.storage import is_transient
+
+RETRY = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
 
-def is_transient(task, task_run, state) -> bool:
-    """Prefect `retry_condition_fn`: False for config, decode and model errors and for
-    missing inputs (a retry would fail the same way), True for other exceptions."""
+def transient_failure(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: retry when the failure is transient (`is_transient`)."""
     try:
         state.result()
-    except (ConfigError, DecodeError, ModelError, FileNotFoundError):
-        return False
     except Exception as err:
-        return "does not exist" not in str(err)
+        return is_transient(err)
     return False

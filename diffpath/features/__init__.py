@@ -26,17 +26,18 @@ def feature_names(method: Method) -> tuple[str, ...]:
 def extract_features(
     model: DiffusionModel,
     images: torch.Tensor,
-    keys: Sequence[str],
+    image_ids: Sequence[str],
     config: FeatureConfig,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Features (N, D) of images (N, C, H, W) in [−1, 1], in `config.batch_size` batches.
 
-    `keys` identify the images (they seed each image's noise); `progress(n)` is called
+    `image_ids` are the images' content hashes (they seed each image's noise, so a feature
+    depends on the bytes only); `progress(n)` is called
     with the number of images done after each batch.
     """
-    if len(keys) != len(images):
-        raise ConfigError(f"{len(images)} images but {len(keys)} keys")
+    if len(image_ids) != len(images):
+        raise ConfigError(f"{len(images)} images but {len(image_ids)} image ids")
     if images.shape[-1] != config.image_size or images.shape[-2] != config.image_size:
         raise ConfigError(
             f"images are {tuple(images.shape[-2:])}, config expects {config.image_size}px"
@@ -49,9 +50,9 @@ def extract_features(
     out = np.empty((len(images), len(feature_names(config.method))), dtype=np.float32)
     for start in range(0, len(images), config.batch_size):
         batch = images[start : start + config.batch_size]
-        batch_keys = keys[start : start + config.batch_size]
+        batch_ids = image_ids[start : start + config.batch_size]
         if config.method == "diffpathv2":
-            values = v2_features(model, batch, batch_keys, config)
+            values = v2_features(model, batch, batch_ids, config)
         else:
             values = diffpath_features(model, batch, config)
         out[start : start + len(batch)] = values.numpy()

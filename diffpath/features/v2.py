@@ -2,7 +2,7 @@
 
 For an image batch x (B, C, H, W) and timesteps t_1 < … < t_K:
 
-1. x_t = √ᾱ_t · x + √(1−ᾱ_t) · ε,  ε seeded per image              (forward process)
+1. x_t = √ᾱ_t · x + √(1−ᾱ_t) · ε,  ε seeded by the image's hash   (forward process)
 2. ε̂ = ε_θ(x_t, t) for all K timesteps in one stacked forward (B·K, C, H, W)
 3. e_t = ε̂ − ε                                                     (Stein score error)
 4. x̂0_t = clip((x_t − √(1−ᾱ_t) · ε̂) / √ᾱ_t, −1, 1)                 (Tweedie estimate)
@@ -45,14 +45,15 @@ def _norms(u: torch.Tensor) -> list[torch.Tensor]:
 
 
 def v2_features(
-    model: DiffusionModel, x: torch.Tensor, keys: Sequence[str], config: FeatureConfig
+    model: DiffusionModel, x: torch.Tensor, image_ids: Sequence[str], config: FeatureConfig
 ) -> torch.Tensor:
-    """DiffPathV2 features of images x (B, C, H, W) in [−1, 1] → (B, 6), float32 on CPU."""
+    """DiffPathV2 features of images x (B, C, H, W) in [−1, 1] → (B, 6), float32 on CPU;
+    `image_ids` (content hashes) seed each image's noise."""
     b, c, h, w = x.shape
     t = select_timesteps(config, model.num_train_timesteps)
     k = len(t)
     x = x.to(model.device, torch.float32)
-    noise = image_noise(keys, config.seed, (c, h, w), 1 if config.shared_noise else k)
+    noise = image_noise(image_ids, config.seed, (c, h, w), 1 if config.shared_noise else k)
     eps = noise.to(model.device).expand(b, k, c, h, w)
     a = model.alpha_bar(t).view(1, k, 1, 1, 1)
     x0 = x.unsqueeze(1)

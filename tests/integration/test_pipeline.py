@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from diffpath.featurestore import read_features
 
 from diffpath.errors import ConfigMismatchError
-from diffpath.featurestore import read_features
 from diffpath.sources import list_source, read_refs
 from tests.conftest import N_INCOMING, SAMPLES
 

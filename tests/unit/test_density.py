@@ -82,3 +82,21 @@ def test_gmm_selection_is_seeded(toy) -> None:
     a = GMMDensity(seed=3).fit(toy[0]).score_samples(toy[1])
     b = GMMDensity(seed=3).fit(toy[0]).score_samples(toy[1])
     np.testing.assert_array_equal(a, b)
+
+
+def test_densities_are_scikit_learn_estimators(toy) -> None:
+    from sklearn.base import clone
+
+    gmm = GMMDensity(n_components=(1, 2), seed=4)
+    assert gmm.get_params() == {
+        "n_components": (1, 2),
+        "covariance_types": ("full", "diag"),
+        "selection": "bic",
+        "cv_folds": 5,
+        "seed": 4,
+    }
+    assert clone(gmm.set_params(seed=5)).seed == 5
+    for density in (GaussianDensity(), GMMDensity(), KDEDensity()):
+        assert not [name for name in vars(density) if name.endswith("_")]  # nothing fitted yet
+    fitted = clone(gmm).fit(toy[0])
+    assert hasattr(fitted, "mixture_") and not hasattr(clone(fitted), "mixture_")

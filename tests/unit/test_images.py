@@ -71,9 +71,10 @@ def test_undecodable_bytes_raise_decode_error_with_key() -> None:
 
 def test_decode_images_records_failures_per_item() -> None:
     good = encode(gradient(), "PNG")
-    images, keys, errors = decode_images([("a", good), ("bad", b"\x00\x01"), ("b", good)], size=8)
-    assert keys == ["a", "b"] and images.shape == (2, 3, 8, 8)
-    assert list(errors) == ["bad"] and "bad" in errors["bad"]
+    items = [("a", good), ("bad", b"\x00\x01"), ("b", good)]
+    images, decoded, errors = decode_images(items, size=8)
+    assert decoded == [0, 2] and images.shape == (2, 3, 8, 8)
+    assert list(errors) == [1] and "'bad'" in errors[1]
 
 
 def test_jpeg_dataset_sample_decodes(shared_data) -> None:

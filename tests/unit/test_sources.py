@@ -1,9 +1,19 @@
+import logging
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from diffpath.errors import StorageError
-from diffpath.sources import list_source, read_listing, read_refs, subsample, write_listing
+from diffpath.sources import (
+    ImageRef,
+    list_source,
+    listing_id,
+    read_listing,
+    read_refs,
+    store_listing,
+    subsample,
+)
 
 
 def test_folder_listing_is_recursive_case_insensitive_and_sorted(tmp_path) -> None:
@@ -11,23 +21,58 @@ def test_folder_listing_is_recursive_case_insensitive_and_sorted(tmp_path) -> No
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(name.encode())
     refs = list_source(str(tmp_path))
-    assert [r.key for r in refs] == ["a.jpg", "b/1.JpEg", "b/2.PNG", "c/deep/3.tiff", "x.webp"]
-    items, errors = read_refs(refs)
-    assert dict(items)["b/2.PNG"] == b"b/2.PNG" and errors == {}
+    assert [r.path for r in refs] == ["a.jpg", "b/1.JpEg", "b/2.PNG", "c/deep/3.tiff", "x.webp"]
+    assert refs[2] == ImageRef(str(tmp_path / "b" / "2.PNG"), None, "b/2.PNG")
+    assert read_refs(refs)[2] == b"b/2.PNG"
 
 
 def test_hugging_face_struct_column_and_missing_keys(tmp_path) -> None:
     struct = pa.array(
-        [{"bytes": b"one", "path": "p/1.png"}, {"bytes": b"two", "path": "p/2.png"}],
+        [{"bytes": b"one", "path": "p/1.png"}, {"bytes": b"two", "path": None}],
         pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
     )
     pq.write_table(pa.table({"image": struct}), tmp_path / "hf.parquet")
     pq.write_table(pa.table({"image": [b"a", None]}), tmp_path / "plain.parquet")
     refs = list_source([str(tmp_path / "hf.parquet"), str(tmp_path / "plain.parquet")])
-    assert [r.key for r in refs] == ["p/1.png", "p/2.png", "plain.parquet#0", "plain.parquet#1"]
-    items, errors = read_refs(refs)
-    assert items == [("p/1.png", b"one"), ("p/2.png", b"two"), ("plain.parquet#0", b"a")]
-    assert list(errors) == ["plain.parquet#1"]  # a null cell is a recorded failure
+    assert [r.path for r in refs] == [
+        "p/1.png",
+        "hf.parquet#1",
+        "plain.parquet#0",
+        "plain.parquet#1",
+    ]
+    assert [r.locator for r in refs][:2] == [f"{tmp_path}/hf.parquet#0", f"{tmp_path}/hf.parquet#1"]
+    contents = read_refs(refs)
+    assert contents[:3] == [b"one", b"two", b"a"]
+    assert "row 1" in contents[3]  # a null cell is a recorded failure, not an exception
+
+
+def test_colliding_names_are_kept_apart_and_warned_about(tmp_path, caplog) -> None:
+    for day, data in [("day1", b"face"), ("day2", b"texture")]:
+        (tmp_path / day / "cam").mkdir(parents=True)
+        (tmp_path / day / "cam" / "img_003.jpg").write_bytes(data)
+    pq.write_table(pa.table({"image": [b"x", b"y"], "path": ["k", "k"]}), tmp_path / "p.parquet")
+    with caplog.at_level(logging.WARNING, logger="diffpath"):
+        refs = list_source(
+            [str(tmp_path / "day1"), str(tmp_path / "day2"), str(tmp_path / "p.parquet")]
+        )
+    assert [r.path for r in refs] == ["cam/img_003.jpg", "cam/img_003.jpg", "k", "k"]
+    assert len({r.locator for r in refs}) == 4
+    assert read_refs(refs) == [b"face", b"texture", b"x", b"y"]
+    assert "2 listed images share a path name" in caplog.text
+    assert (
+        list_source([str(tmp_path / "day1")] * 2) == refs[:1]
+    )  # one file listed twice is one image
+
+
+def test_parquet_rows_are_read_from_their_row_groups_only(tmp_path) -> None:
+    table = pa.table({"image": [bytes([i]) * 10 for i in range(100)]})
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=10)
+    refs = list_source(str(tmp_path / "big.parquet"))
+    assert read_refs([refs[95], refs[3], refs[44]]) == [
+        bytes([95]) * 10,
+        bytes([3]) * 10,
+        bytes([44]) * 10,
+    ]
 
 
 def test_missing_and_empty_sources_raise(tmp_path) -> None:
@@ -40,12 +85,16 @@ def test_missing_and_empty_sources_raise(tmp_path) -> None:
         list_source(str(tmp_path / "bad.parquet"))
 
 
-def test_subsample_and_listing_round_trip(tmp_path) -> None:
+def test_subsample_and_listing_shards(tmp_path) -> None:
     for i in range(20):
         (tmp_path / f"{i:02d}.png").write_bytes(b"x")
     refs = list_source(str(tmp_path))
-    picked = subsample(refs, 5, seed=3)
-    assert picked == subsample(refs, 5, seed=3) and picked == sorted(picked)
-    assert picked != subsample(refs, 5, seed=4)
-    uri = write_listing(picked, str(tmp_path / "out" / "listing.parquet"))
-    assert read_listing(uri) == picked
+    picked = subsample(refs, 7, seed=3)
+    assert picked == subsample(refs, 7, seed=3) and picked != subsample(refs, 7, seed=4)
+    listing = store_listing([str(tmp_path)], str(tmp_path / "out"), 3, 7, seed=3)
+    assert (listing.n_images, listing.n_shards) == (7, 3)
+    assert listing.listing_id == listing_id(picked)
+    assert read_listing(listing.uri) == picked
+    shards = [read_listing(listing.uri, i) for i in range(listing.n_shards)]
+    assert [len(s) for s in shards] == [3, 3, 1]
+    assert [ref for shard in shards for ref in shard] == picked

@@ -1,0 +1,171 @@
+"""A run's feature shards: which listed image got which features, joined by locator.
+
+A shard task reads its slice of the listing, hashes each image's bytes, takes what it can
+from the content-addressed `FeatureCache`, computes the rest (each distinct content once,
+however many names it has), stores those in the cache and writes the shard: one row per
+listed image — ``uri, row, path, sha256, <features…>, error`` — to
+``<out>/shards/<listing-id>/shard-NNNNN.parquet``, with the feature key, config and model
+fingerprint in the Parquet metadata. A shard is always rebuilt from the bytes, never
+trusted by name; only features are reused, and only by content.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from diffpath.cache import FeatureCache
+from diffpath.config import FeatureConfig
+from diffpath.errors import ConfigMismatchError, StorageError
+from diffpath.features import extract_features, feature_names
+from diffpath.identity import content_hash, feature_key
+from diffpath.images import decode_images
+from diffpath.model import DiffusionModel
+from diffpath.sources import ImageRef, Listing, read_listing, read_refs
+from diffpath.storage import join, read_parquet, write_parquet
+
+__all__ = [
+    "LOCATOR",
+    "ShardCounts",
+    "compute_shard",
+    "feature_matrix",
+    "featurize_shard",
+    "read_shards",
+    "shard_uri",
+    "write_shard",
+]
+
+LOCATOR = ["uri", "row", "path", "sha256"]  # the columns every per-image output starts with
+
+
+@dataclass(frozen=True)
+class ShardCounts:
+    """What a shard task did: images listed, features computed / taken from the cache, failures."""
+
+    uri: str
+    n_images: int
+    n_computed: int
+    n_cached: int
+    n_errors: int
+
+
+def shard_uri(out: str, listing_id: str, index: int) -> str:
+    return join(out, "shards", listing_id, f"shard-{index:05d}.parquet")
+
+
+def compute_shard(
+    model: DiffusionModel,
+    refs: Sequence[ImageRef],
+    config: FeatureConfig,
+    cache: FeatureCache,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pl.DataFrame, int, int]:
+    """Features of `refs`, one row each in order (`error` set where it failed) → (frame,
+    distinct contents computed, rows found in the cache)."""
+    contents = read_refs(refs)
+    hashes = [content_hash(c) if isinstance(c, bytes) else None for c in contents]
+    errors = {i: c for i, c in enumerate(contents) if isinstance(c, str)}
+    known = cache.get([h for h in hashes if h is not None])
+    n_cached = sum(h in known for h in hashes)
+    todo = {}  # one decode per distinct content not cached: {hash: (name, bytes)}
+    for ref, h, c in zip(refs, hashes, contents, strict=True):
+        if h is not None and h not in known and h not in todo:
+            todo[h] = (ref.locator, c)
+    if progress:
+        progress(len(refs) - len(todo))
+    images, decoded, decode_errors = decode_images(
+        list(todo.values()), config.image_size, config.center_crop
+    )
+    todo_hashes = list(todo)
+    new_hashes = [todo_hashes[i] for i in decoded]
+    values = extract_features(model, images, new_hashes, config, progress)
+    cache.put(dict(zip(new_hashes, values, strict=True)))
+    known |= dict(zip(new_hashes, values, strict=True))
+    failed = {todo_hashes[i]: message for i, message in decode_errors.items()}
+    if progress and failed:
+        progress(len(failed))
+    for i, h in enumerate(hashes):
+        if h in failed:
+            errors[i] = failed[h]
+    names = feature_names(config.method)
+    matrix = np.full((len(refs), len(names)), np.nan)
+    for i, h in enumerate(hashes):
+        if i not in errors:
+            matrix[i] = known[h]
+    columns = {
+        "uri": pa.array([r.uri for r in refs], pa.string()),
+        "row": pa.array([r.row for r in refs], pa.int64()),
+        "path": pa.array([r.path for r in refs], pa.string()),
+        "sha256": pa.array(hashes, pa.string()),
+        **{
+            n: pa.array(v, pa.float64(), mask=np.isnan(v))
+            for n, v in zip(names, matrix.T, strict=True)
+        },
+        "error": pa.array([errors.get(i) for i in range(len(refs))], pa.string()),
+    }
+    return pl.from_arrow(pa.table(columns)), len(new_hashes), n_cached
+
+
+def featurize_shard(
+    model: DiffusionModel,
+    listing: Listing,
+    index: int,
+    config: FeatureConfig,
+    cache_root: str,
+    out: str,
+    progress: Callable[[int], None] | None = None,
+) -> ShardCounts:
+    """Shard `index` of a stored listing → its Parquet under `out`, features cached by content."""
+    refs = read_listing(listing.uri, index)
+    cache = FeatureCache(cache_root, config, model.model_id)
+    frame, n_computed, n_cached = compute_shard(model, refs, config, cache, progress)
+    uri = write_shard(shard_uri(out, listing.listing_id, index), frame, config, model.model_id)
+    n_errors = frame["error"].is_not_null().sum()
+    return ShardCounts(uri, len(refs), n_computed, n_cached, n_errors)
+
+
+def write_shard(uri: str, frame: pl.DataFrame, config: FeatureConfig, model_id: str) -> str:
+    """Write a shard atomically, its provenance (feature key, config, model) in the metadata."""
+    meta = {
+        "feature_key": feature_key(config, model_id),
+        "config": config.model_dump(mode="json"),
+        "model_id": model_id,
+        "versions": {name: version(name) for name in ("diffpath", "torch", "diffusers")},
+    }
+    return write_parquet(frame, uri, meta)
+
+
+def read_shards(uris: Sequence[str], config: FeatureConfig) -> tuple[pl.DataFrame, str]:
+    """A run's shards concatenated → (frame, model fingerprint); refuses shards of another
+    config hash or a mix of models."""
+    if not uris:
+        raise StorageError("no feature shards to read")
+    frames, model_ids = [], set()
+    for uri in uris:
+        table = read_parquet(uri)
+        metadata = (table.schema.metadata or {}).get(b"diffpath")
+        if metadata is None:
+            raise StorageError(f"{uri} is not a diffpath feature shard")
+        meta = json.loads(metadata)
+        if meta["feature_key"] != feature_key(config, meta["model_id"]):
+            raise ConfigMismatchError(
+                f"{uri} holds features of key {meta['feature_key']}, not of config "
+                f"{config.config_hash()}"
+            )
+        model_ids.add(meta["model_id"])
+        frames.append(pl.from_arrow(table.replace_schema_metadata(None)))
+    if len(model_ids) > 1:
+        raise ConfigMismatchError(f"feature shards come from several models: {sorted(model_ids)}")
+    return pl.concat(frames), model_ids.pop()
+
+
+def feature_matrix(frame: pl.DataFrame, config: FeatureConfig) -> tuple[pl.DataFrame, np.ndarray]:
+    """(the rows that have features, their features (n, D))."""
+    ok = frame.filter(pl.col("error").is_null())
+    return ok, ok.select(feature_names(config.method)).to_numpy()
