@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, save_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 runner = CliRunner()
@@ -43,8 +43,9 @@ def test_bad_option_exits_2(tmp_path) -> None:
     assert result.exit_code == 2 and "timesteps" in result.output
 
 
-def test_fit_then_screen_and_mismatched_config(tmp_path, tiny_model_dir) -> None:
+def test_fit_from_a_config_file_then_screen_and_other_weights(tmp_path, tiny_model_dir) -> None:
     ref = tmp_path / "ref"
+    (tmp_path / "features.yaml").write_text(f"model: {tiny_model_dir}\ntimesteps: 3\n")
     fit = runner.invoke(
         app,
         [
@@ -52,15 +53,17 @@ def test_fit_then_screen_and_mismatched_config(tmp_path, tiny_model_dir) -> None
             str(SAMPLES / "reference.parquet"),
             "--out",
             str(ref),
-            "--model",
-            str(tiny_model_dir),
+            "--config",
+            str(tmp_path / "features.yaml"),
             "--timesteps",
-            "3",
+            "4",  # a flag overrides the file
             "--max-images",
             "40",
         ],
     )
     assert fit.exit_code == 0, fit.output
+    fitted = json.loads((ref / "reference.json").read_text())["config"]
+    assert (fitted["model"], fitted["timesteps"]) == (str(tiny_model_dir), 4)
     screen = runner.invoke(
         app,
         [
@@ -75,7 +78,9 @@ def test_fit_then_screen_and_mismatched_config(tmp_path, tiny_model_dir) -> None
         ],
     )
     assert screen.exit_code == 0, screen.output
+    assert "features computed for 30, 0 from the cache" in screen.output
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["n_images"] == 30
+    other = save_tiny_model(tmp_path / "other", out_channels=6)
     mismatch = runner.invoke(
         app,
         [
@@ -85,9 +90,33 @@ def test_fit_then_screen_and_mismatched_config(tmp_path, tiny_model_dir) -> None
             str(ref / "reference.json"),
             "--out",
             str(tmp_path / "m"),
+            "--model",
+            str(other),
+        ],
+    )
+    assert mismatch.exit_code == 2
+    assert "fitted with model" in mismatch.output.strip().splitlines()[-1]
+
+
+def test_screen_takes_no_feature_options(tmp_path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "screen",
+            str(SAMPLES),
+            "--reference",
+            "r.json",
+            "--out",
+            str(tmp_path),
             "--timesteps",
             "5",
         ],
     )
-    assert mismatch.exit_code == 2
-    assert "config" in mismatch.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and "No such option" in result.output
+
+
+def test_train_channels_default_is_the_train_config_default() -> None:
+    from diffpath.train import TrainConfig
+
+    default = ",".join(map(str, TrainConfig(data=["x"]).block_out_channels))
+    assert default in runner.invoke(app, ["train", "--help"]).output.replace(" ", "")

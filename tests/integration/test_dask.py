@@ -40,5 +40,5 @@ def test_screen_flow_on_a_dask_cluster(tmp_path, tiny_config, monkeypatch) -> No
     )
     scores = pl.read_parquet(outputs["scores"])
     assert len(scores) == 64 and scores["score"].is_finite().all()
-    shards = list((tmp_path / "screen" / "features").rglob("shard-*.parquet"))
+    shards = list((tmp_path / "screen" / "shards").rglob("shard-*.parquet"))
     assert len(shards) == 2  # two shards, computed by the cluster's worker processes

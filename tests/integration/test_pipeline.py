@@ -1,23 +1,43 @@
-"""fit-reference → screen → audit → evaluate end to end on local storage."""
+"""fit-reference → screen → audit → evaluate end to end on local storage, and identity:
+every listed image is one row, results follow the bytes, features are reused by content."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from diffpath.featurestore import read_features
 
 from diffpath.errors import ConfigMismatchError
+from diffpath.metrics import auroc
 from diffpath.sources import list_source, read_refs
-from tests.conftest import N_INCOMING, SAMPLES
+from tests.conftest import N_INCOMING, SAMPLES, save_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
 REFERENCE = str(SAMPLES / "reference.parquet")
 INCOMING = str(SAMPLES / "incoming.parquet")
+LOCATOR = ["uri", "row", "path", "sha256"]
+
+
+def sample_bytes(prefix: str, n: int) -> list[bytes]:
+    """Encoded bytes of the first `n` bundled incoming images whose path starts with `prefix`."""
+    refs = [ref for ref in list_source(INCOMING) if ref.path.startswith(prefix)][:n]
+    return read_refs(refs)
+
+
+def write_folder(folder: Path, names_and_bytes: list[tuple[str, bytes]]) -> str:
+    for name, data in names_and_bytes:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return str(folder)
+
+
+def summary_of(outputs: dict[str, str]) -> dict:
+    return json.loads(Path(outputs["summary"]).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -31,89 +51,201 @@ def fitted(tmp_path_factory, tiny_config) -> tuple[Path, str]:
     return out, reference
 
 
-def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
+def screen(sources: list[str], reference: str, out: Path, **run) -> dict[str, str]:
     from flows.pipeline import RunOptions, screen_flow
 
+    return screen_flow(sources, reference, str(out), run=RunOptions(**run))
+
+
+def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
     out, reference = fitted
-    outputs = screen_flow([INCOMING], reference, str(out / "screen"), run=RunOptions(shard_size=64))
+    outputs = screen([INCOMING], reference, out / "screen", shard_size=64)
     scores = pl.read_parquet(outputs["scores"])
-    assert scores.columns == ["path", "score", "flagged", "rank"]
-    assert len(scores) == N_INCOMING
+    assert scores.columns == [*LOCATOR, "score", "flagged", "rank"]
+    assert len(scores) == N_INCOMING and scores["row"].n_unique() == N_INCOMING
+    assert scores["uri"].unique().to_list() == [INCOMING]
     assert scores["rank"].to_list() == list(range(1, N_INCOMING + 1))
     assert scores["score"].is_sorted(descending=True)
-    assert pl.read_parquet(outputs["errors"]).height == 0
-    summary = json.loads(Path(outputs["summary"]).read_text())
+    assert pl.read_parquet(outputs["errors"]).columns == [*LOCATOR, "error"]
+    assert pl.read_parquet(outputs["duplicates"]).columns == ["sha256", "count", "uris"]
+    summary = summary_of(outputs)
     assert summary["n_images"] == N_INCOMING and summary["config_hash"] == tiny_config.config_hash()
     assert summary["n_flagged"] == scores["flagged"].sum()
+    assert summary["features_computed"] == N_INCOMING and summary["features_from_cache"] == 0
     html = Path(outputs["report"]).read_text()
     assert "data:image/png;base64" in html and "faces/" in html
 
 
-def test_rerun_skips_every_shard_and_gives_identical_scores(fitted, tiny_config) -> None:
+def test_rerun_computes_nothing_and_gives_identical_scores(fitted) -> None:
+    out, reference = fitted
+    first = screen([INCOMING], reference, out / "again", shard_size=64)
+    second = screen([INCOMING], reference, out / "again", shard_size=64)
+    assert summary_of(second)["features_computed"] == 0
+    assert summary_of(second)["features_from_cache"] == N_INCOMING
+    assert pl.read_parquet(first["scores"]).equals(pl.read_parquet(second["scores"]))
+
+
+def test_colliding_names_in_two_folders_are_scored_apart(tmp_path, fitted) -> None:
+    """The bug this identity fixes: day2's textures used to overwrite day1's faces by name."""
+    _, reference = fitted
+    faces, others = sample_bytes("faces/", 7), sample_bytes("textures/", 6)
+    day1 = write_folder(
+        tmp_path / "day1", [(f"cam/img_{i:03d}.jpg", d) for i, d in enumerate(faces)]
+    )
+    day2 = write_folder(
+        tmp_path / "day2", [(f"cam/img_{i:03d}.jpg", d) for i, d in enumerate(others)]
+    )
+    both = pl.read_parquet(screen([day1, day2], reference, tmp_path / "both")["scores"])
+    assert len(both) == 13 and both.select("uri", "row").n_unique() == 13
+    assert both["path"].n_unique() == 7  # user keys repeat; rows are never merged
+    alone = pl.concat(
+        [
+            pl.read_parquet(screen([day], reference, tmp_path / name)["scores"])
+            for day, name in [(day1, "alone1"), (day2, "alone2")]
+        ]
+    )
+    joined = both.join(alone, on="uri", suffix="_alone")
+    assert len(joined) == 13
+    # computed independently, in other batches: equal up to float rounding of the UNet
+    np.testing.assert_allclose(joined["score"], joined["score_alone"], rtol=1e-4)
+    face = both.filter(pl.col("uri").str.contains("day1/cam/img_003"))["score"][0]
+    texture = both.filter(pl.col("uri").str.contains("day2/cam/img_003"))["score"][0]
+    assert face != texture
+
+
+def test_renamed_and_moved_files_reuse_every_feature(tmp_path, fitted) -> None:
+    _, reference = fitted
+    data = sample_bytes("cifar10/", 10)
+    cache = str(tmp_path / "cache")
+    first = screen(
+        [write_folder(tmp_path / "a", [(f"{i}.jpg", d) for i, d in enumerate(data)])],
+        reference,
+        tmp_path / "o1",
+        features_root=cache,
+    )
+    moved = write_folder(
+        tmp_path / "elsewhere" / "b", [(f"renamed_{i}.JPG", d) for i, d in enumerate(data)]
+    )
+    second = screen([moved], reference, tmp_path / "o2", features_root=cache)
+    assert summary_of(first)["features_computed"] == 10
+    assert summary_of(second)["features_computed"] == 0
+    a, b = (pl.read_parquet(o["scores"]).sort("sha256") for o in (first, second))
+    assert a["sha256"].equals(b["sha256"]) and a["score"].equals(b["score"])
+    assert b["path"].str.starts_with("renamed_").all()
+
+
+def test_one_new_file_computes_one_feature_and_a_rewrite_is_recomputed(tmp_path, fitted) -> None:
+    _, reference = fitted
+    data = sample_bytes("textures/", 13)
+    folder = tmp_path / "src"
+    write_folder(folder, [(f"{i:02d}.jpg", d) for i, d in enumerate(data[:12])])
+    cache = str(tmp_path / "cache")
+    first = screen([str(folder)], reference, tmp_path / "o1", features_root=cache, shard_size=4)
+    assert summary_of(first)["features_computed"] == 12  # 3 shards
+    (folder / "00a.jpg").write_bytes(data[12])  # sorts into the first shard, shifting all others
+    added = screen([str(folder)], reference, tmp_path / "o2", features_root=cache, shard_size=4)
+    assert summary_of(added)["features_computed"] == 1 and summary_of(added)["n_scored"] == 13
+    (folder / "05.jpg").write_bytes(data[0])  # rewritten under an old name: other bytes
+    rewritten = screen([str(folder)], reference, tmp_path / "o3", features_root=cache, shard_size=4)
+    assert summary_of(rewritten)["features_computed"] == 0  # these bytes were seen as 00.jpg
+    scores = pl.read_parquet(rewritten["scores"])
+    row = scores.filter(pl.col("path") == "05.jpg")
+    assert row["sha256"][0] == scores.filter(pl.col("path") == "00.jpg")["sha256"][0]
+    assert row["score"][0] == scores.filter(pl.col("path") == "00.jpg")["score"][0]
+
+
+def test_exact_duplicates_are_grouped_and_scored_identically(tmp_path, fitted) -> None:
+    _, reference = fitted
+    face, texture = sample_bytes("faces/", 1)[0], sample_bytes("textures/", 1)[0]
+    folder = write_folder(
+        tmp_path / "dump",
+        [("a.jpg", face), ("copy/a.jpg", face), ("b.png", face), ("t.jpg", texture)],
+    )
+    outputs = screen([folder], reference, tmp_path / "out")
+    duplicates = pl.read_parquet(outputs["duplicates"])
+    assert duplicates["count"].to_list() == [3]
+    assert sorted(Path(u).name for u in duplicates["uris"][0]) == ["a.jpg", "a.jpg", "b.png"]
+    summary = summary_of(outputs)
+    assert (summary["n_duplicate_groups"], summary["n_duplicates"]) == (1, 2)
+    assert summary["features_computed"] == 2  # each distinct content once
+    scores = pl.read_parquet(outputs["scores"])
+    assert scores.filter(pl.col("sha256") == duplicates["sha256"][0])["score"].n_unique() == 1
+
+
+def test_same_weights_at_two_paths_share_one_feature_key(tmp_path, fitted, tiny_model_dir) -> None:
+    _, reference = fitted
+    moved_model = shutil.copytree(tiny_model_dir, tmp_path / "moved-model")
+    cache = tmp_path / "cache"
+    first = screen([INCOMING], reference, tmp_path / "o1", features_root=str(cache), max_images=8)
     from flows.pipeline import RunOptions, screen_flow
 
-    out, reference = fitted
-    first = screen_flow([INCOMING], reference, str(out / "again"), run=RunOptions(shard_size=64))
-    shards = sorted((out / "again" / "features").rglob("shard-*.parquet"))
-    stamps = [p.stat().st_mtime_ns for p in shards]
-    second = screen_flow([INCOMING], reference, str(out / "again"), run=RunOptions(shard_size=64))
-    assert [p.stat().st_mtime_ns for p in shards] == stamps  # nothing recomputed
-    a, b = pl.read_parquet(first["scores"]), pl.read_parquet(second["scores"])
-    assert a.equals(b)
+    second = screen_flow(
+        [INCOMING],
+        reference,
+        str(tmp_path / "o2"),
+        model=str(moved_model),
+        run=RunOptions(features_root=str(cache), max_images=8),
+    )
+    assert summary_of(second)["features_computed"] == 0
+    assert [p.name for p in cache.iterdir()] == [
+        summary_of(first)["config_hash"] + "-" + summary_of(first)["model_id"]
+    ]
+    assert pl.read_parquet(first["scores"]).equals(pl.read_parquet(second["scores"]))
+
+
+def test_other_weights_are_refused_before_any_feature_work(tmp_path, fitted) -> None:
+    from flows.pipeline import RunOptions, screen_flow
+
+    _, reference = fitted
+    other = save_tiny_model(tmp_path / "other-model", out_channels=6)
+    with pytest.raises(ConfigMismatchError, match="fitted with model"):
+        screen_flow([INCOMING], reference, str(tmp_path / "o"), model=str(other), run=RunOptions())
+    assert not (tmp_path / "o").exists()
 
 
 def test_unreadable_images_are_recorded_not_fatal(tmp_path, fitted) -> None:
-    from flows.pipeline import screen_flow
-
     folder = tmp_path / "dump"
-    (folder / "sub").mkdir(parents=True)
-    items, _ = read_refs(list_source(INCOMING)[:5])
-    for i, (_, data) in enumerate(items):
-        (folder / "sub" / f"{i}.PNG").write_bytes(data)
+    write_folder(folder, [(f"sub/{i}.PNG", d) for i, d in enumerate(sample_bytes("faces/", 5))])
     (folder / "broken.jpg").write_bytes(b"truncated")
     (folder / "notes.txt").write_text("not an image, not listed")
-    outputs = screen_flow([str(folder)], fitted[1], str(tmp_path / "out"))
+    outputs = screen([str(folder)], fitted[1], tmp_path / "out")
     assert pl.read_parquet(outputs["scores"]).height == 5
     errors = pl.read_parquet(outputs["errors"])
     assert errors["path"].to_list() == ["broken.jpg"] and "broken.jpg" in errors["error"][0]
+    assert errors["sha256"][0] is not None and errors["row"][0] is None
+    assert summary_of(outputs)["n_images"] == 6
 
 
 def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config) -> None:
+    from prefect import flow
+
+    from diffpath.shards import read_shards
     from flows.pipeline import RunOptions, featurize
 
     refs = list_source(INCOMING)[:12]
-    items, _ = read_refs(refs)
-    for key, data in items:  # the folder holds the same bytes under the Parquet `path` keys
-        (tmp_path / "folder" / key).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "folder" / key).write_bytes(data)
-
-    from prefect import flow
+    write_folder(
+        tmp_path / "folder", list(zip([r.path for r in refs], read_refs(refs), strict=True))
+    )
 
     @flow
     def both() -> tuple[list[str], list[str]]:
-        folder = featurize(
-            [str(tmp_path / "folder")], tiny_config, str(tmp_path / "a"), RunOptions(shard_size=64)
+        run = RunOptions(shard_size=64)
+        folder = featurize([str(tmp_path / "folder")], tiny_config, str(tmp_path / "a"), run)
+        parquet = featurize(
+            [INCOMING],
+            tiny_config,
+            str(tmp_path / "b"),
+            run.model_copy(update={"max_images": None}),
         )
-        parquet = featurize([INCOMING], tiny_config, str(tmp_path / "b"), RunOptions(shard_size=64))
-        return folder[1], parquet[1]
+        return folder.uris, parquet.uris
 
     folder_uris, parquet_uris = both()
-    a = read_features(folder_uris, tiny_config.config_hash())[0].sort("path")
-    b = read_features(parquet_uris, tiny_config.config_hash())[0].sort("path")
-    b = b.filter(pl.col("path").is_in(set(a["path"])))  # the 12 images the folder holds
+    a = read_shards(folder_uris, tiny_config)[0].sort("sha256")
+    b = read_shards(parquet_uris, tiny_config)[0]
+    b = b.filter(pl.col("sha256").is_in(a["sha256"].implode())).sort("sha256")
     assert a["path"].to_list() == b["path"].to_list() and len(a) == 12
-    np.testing.assert_allclose(
-        a.drop("path", "error").to_numpy(), b.drop("path", "error").to_numpy(), rtol=1e-5
-    )
-
-
-def test_screen_with_another_config_is_refused(fitted, tiny_config) -> None:
-    from flows.pipeline import RunOptions, screen_flow
-
-    out, reference = fitted
-    other = tiny_config.model_copy(update={"timesteps": 4})
-    with pytest.raises(ConfigMismatchError):
-        screen_flow([INCOMING], reference, str(out / "other"), other, run=RunOptions(max_images=10))
+    features = ["err_l1", "err_l2", "err_l3", "deriv_l1", "deriv_l2", "deriv_l3"]
+    np.testing.assert_array_equal(a.select(features).to_numpy(), b.select(features).to_numpy())
 
 
 def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
@@ -121,7 +253,9 @@ def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
 
     audit = audit_flow([INCOMING], str(tmp_path / "audit"), tiny_config, folds=3)
     summary = json.loads(Path(audit["summary"]).read_text())
-    assert 0 <= summary["estimated_contamination"] <= 1 and summary["n_scored"] == N_INCOMING
+    scores = pl.read_parquet(audit["scores"])
+    assert summary["n_scored"] == N_INCOMING == len(scores)
+    assert summary["estimated_contamination"] == pytest.approx(scores["flagged"].mean())
     assert Path(audit["report"]).exists()
     result = evaluate_flow(
         [REFERENCE],
@@ -131,5 +265,9 @@ def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
         run=RunOptions(max_images=40),
     )
     metrics = json.loads(Path(result["metrics"]).read_text())
-    assert 0 <= metrics["ood"]["incoming"]["auroc"] <= 1
+    ood = metrics["ood"]["incoming"]
+    assert (metrics["in_dist"]["n"], ood["n"]) == (40, 40)
+    assert ood["auroc"] == pytest.approx(
+        auroc(np.array(metrics["in_dist"]["scores"]), np.array(ood["scores"]))
+    )
     assert "AUROC" in Path(result["report"]).read_text()

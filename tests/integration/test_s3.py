@@ -74,6 +74,20 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
     fs = S3FileSystem()
     summary = json.loads(fs.cat_file(outputs["summary"]))
     assert summary["n_scored"] == N_INCOMING
-    shards = fs.glob(f"{bucket}/runs/screen/features/{tiny_config.config_hash()}/*/shard-*.parquet")
+    assert summary["features_computed"] == N_INCOMING
+    shards = fs.glob(f"{bucket}/runs/screen/shards/*/shard-*.parquet")
     assert len(shards) == -(-N_INCOMING // 64)
+    key = f"{tiny_config.config_hash()}-{summary['model_id']}"
+    cached = fs.glob(f"{bucket}/runs/screen/features/{key}/*/*/*")
+    assert (
+        len(cached)
+        == pl.read_parquet(outputs["scores"], storage_options=options)["sha256"].n_unique()
+    )
+    again = screen_flow(
+        [f"{bucket}/data/incoming.parquet"],
+        reference,
+        f"{bucket}/runs/screen-again",
+        run=RunOptions(shard_size=64, features_root=f"{bucket}/runs/screen/features"),
+    )
+    assert json.loads(fs.cat_file(again["summary"]))["features_computed"] == 0
     assert not fs.glob(f"{bucket}/runs/**/.tmp-*")  # atomic writes left no temporaries
