@@ -173,7 +173,7 @@ def write_many(objects: Mapping[str, bytes]) -> None:
 
 def is_transient(err: BaseException) -> bool:
     """True for failures a retry may fix — timeouts, dropped connections, throttling and
-    5xx responses — anywhere in the exception's cause chain; False for everything else
+    5xx responses — anywhere in its `raise … from` chain; False for everything else
     (missing objects or buckets, access denied, missing credentials, bad data)."""
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import HTTPClientError
@@ -190,5 +190,5 @@ def is_transient(err: BaseException) -> bool:
             and seen.errno in TRANSIENT_ERRNOS
         ):
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__
     return False

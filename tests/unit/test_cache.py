@@ -1,0 +1,80 @@
+"""The content-addressed feature cache and a shard built through it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from diffpath.cache import FeatureCache
+from diffpath.config import FeatureConfig
+from diffpath.identity import content_hash, feature_key
+from diffpath.shards import compute_shard
+from diffpath.sources import list_source
+
+
+def test_get_put_by_content_hash_and_layout(tmp_path) -> None:
+    config = FeatureConfig()
+    cache = FeatureCache(str(tmp_path), config, "m1")
+    h = content_hash(b"image")
+    assert cache.get([h]) == {}
+    cache.put({h: np.arange(6, dtype=np.float32)})
+    np.testing.assert_array_equal(cache.get([h, h, content_hash(b"other")])[h], np.arange(6))
+    assert (tmp_path / f"{config.config_hash()}-m1" / h[:2] / h[2:4] / h).stat().st_size == 24
+    assert (tmp_path / f"{config.config_hash()}-m1" / "key.json").exists()
+    assert FeatureCache(str(tmp_path), config, "m2").get([h]) == {}  # other weights, other key
+    moved = FeatureCache(str(tmp_path), config.model_copy(update={"model": "/x"}), "m1")
+    assert h in moved.get([h])  # the same weights elsewhere: the same key
+
+
+def test_a_damaged_object_is_ignored(tmp_path) -> None:
+    cache = FeatureCache(str(tmp_path), FeatureConfig(), "m")
+    h = content_hash(b"image")
+    cache.put({h: np.ones(6, np.float32)})
+    path = tmp_path / cache.key / h[:2] / h[2:4] / h
+    path.write_bytes(path.read_bytes()[:10])
+    assert cache.get([h]) == {}
+
+
+def test_feature_key_is_config_hash_plus_model() -> None:
+    config = FeatureConfig(timesteps=5)
+    assert feature_key(config, "abc") == f"{config.config_hash()}-abc"
+    assert feature_key(config.model_copy(update={"batch_size": 3}), "abc") == feature_key(
+        config, "abc"
+    )
+
+
+def test_shard_rows_follow_locators_and_features_follow_bytes(
+    tmp_path, tiny_model, tiny_config
+) -> None:
+    from tests.conftest import SAMPLES
+
+    images = [
+        row for row in pq.read_table(SAMPLES / "incoming.parquet").column("image").to_pylist()[:3]
+    ]
+    # one name twice, one content twice, one unreadable cell
+    table = pa.table(
+        {"image": [images[0], images[1], images[0], None], "path": ["a", "a", "b", "c"]}
+    )
+    pq.write_table(table, tmp_path / "src.parquet")
+    refs = list_source(str(tmp_path / "src.parquet"))
+    cache = FeatureCache(str(tmp_path / "cache"), tiny_config, tiny_model.model_id)
+    frame, computed, cached = compute_shard(tiny_model, refs, tiny_config, cache)
+    assert (computed, cached) == (2, 0)
+    assert frame["row"].to_list() == [0, 1, 2, 3] and frame["path"].to_list() == [
+        "a",
+        "a",
+        "b",
+        "c",
+    ]
+    assert frame["sha256"].to_list()[:3] == [
+        content_hash(images[0]),
+        content_hash(images[1]),
+        content_hash(images[0]),
+    ]
+    features = frame.drop("uri", "row", "path", "sha256", "error").to_numpy()
+    np.testing.assert_array_equal(features[0], features[2])  # same bytes, same features
+    assert not np.array_equal(features[0], features[1])  # same name, other bytes
+    assert frame["error"][3] is not None and np.isnan(features[3]).all()
+    again, computed, cached = compute_shard(tiny_model, refs, tiny_config, cache)
+    assert (computed, cached) == (0, 3) and again.equals(frame)

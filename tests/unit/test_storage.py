@@ -1,0 +1,90 @@
+"""Storage helpers: atomic writes, batched reads of small objects, the retry decision."""
+
+from __future__ import annotations
+
+import errno
+
+import botocore.exceptions
+import polars as pl
+import pytest
+
+from diffpath.errors import ConfigError, DecodeError, StorageError
+from diffpath.storage import (
+    is_transient,
+    read_many,
+    read_parquet,
+    write_many,
+    write_parquet,
+)
+
+
+def test_read_many_returns_what_exists(tmp_path) -> None:
+    write_many({str(tmp_path / "a" / "1"): b"one", str(tmp_path / "b" / "2"): b"two"})
+    found = read_many(
+        [str(tmp_path / "a" / "1"), str(tmp_path / "b" / "2"), str(tmp_path / "none")]
+    )
+    assert found == {str(tmp_path / "a" / "1"): b"one", str(tmp_path / "b" / "2"): b"two"}
+    assert not list(tmp_path.rglob("*.tmp-*"))
+
+
+def test_parquet_round_trip_with_metadata(tmp_path) -> None:
+    frame = pl.DataFrame({"x": [1, 2]})
+    uri = write_parquet(frame, str(tmp_path / "t.parquet"), {"feature_key": "k"})
+    table = read_parquet(uri)
+    assert (
+        table.column("x").to_pylist() == [1, 2]
+        and b"feature_key" in table.schema.metadata[b"diffpath"]
+    )
+    with pytest.raises(StorageError, match="cannot read"):
+        read_parquet(str(tmp_path / "missing.parquet"))
+
+
+def wrapped(err: BaseException) -> StorageError:
+    try:
+        raise StorageError("cannot read s3://b/k") from err
+    except StorageError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        TimeoutError("read timed out"),
+        ConnectionResetError("reset by peer"),
+        OSError(errno.EBUSY, "SlowDown"),  # s3fs: throttling, 503
+        OSError(errno.EREMOTEIO, "InternalError"),  # s3fs: 500
+        botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
+    ],
+    ids=repr,
+)
+def test_transient_failures_are_retried(err) -> None:
+    assert is_transient(err) and is_transient(wrapped(err))
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        FileNotFoundError("NoSuchBucket"),
+        PermissionError("AccessDenied"),
+        botocore.exceptions.NoCredentialsError(),
+        OSError(errno.EINVAL, "InvalidBucketName"),
+        ConfigError("bad config"),
+        DecodeError("not an image"),
+        StorageError("source holds no images"),
+        ValueError("does not exist"),
+    ],
+    ids=repr,
+)
+def test_permanent_failures_are_not_retried(err) -> None:
+    assert not is_transient(err) and not is_transient(wrapped(err))
+
+
+def test_task_retry_condition_uses_the_exception_type(tmp_path) -> None:
+    from prefect.states import Completed, Failed
+
+    from tasks.retry import transient_failure
+
+    assert transient_failure(None, None, Failed(data=TimeoutError("slow")))
+    assert not transient_failure(None, None, Failed(data=PermissionError("AccessDenied")))
+    assert not transient_failure(None, None, Completed(data=1))
