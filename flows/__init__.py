@@ -1,9 +1,11 @@
 """Prefect flows and the `diffpath` CLI.
 
-Core records (`logging.getLogger("diffpath…")`) reach Prefect's logs: the setting must be
-in the environment before Prefect is first imported, so it is set here.
+Core records (`logging.getLogger("diffpath…")`) reach Prefect's run logs, and are simply
+not sent when logged outside a run: the settings must be in the environment before Prefect
+is first imported, so they are set here.
 """
 
 import os
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "diffpath")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")

@@ -120,3 +120,12 @@ def test_train_channels_default_is_the_train_config_default() -> None:
 
     default = ",".join(map(str, TrainConfig(data=["x"]).block_out_channels))
     assert default in runner.invoke(app, ["train", "--help"]).output.replace(" ", "")
+
+
+def test_core_log_records_reach_prefect() -> None:
+    import logging
+
+    from prefect.logging.handlers import APILogHandler
+
+    handlers = logging.getLogger("diffpath").handlers
+    assert any(isinstance(handler, APILogHandler) for handler in handlers)
