@@ -20,6 +20,10 @@ Method = Literal["diffpathv2", "diffpath6d", "diffpath1d"]
 # (the weights' fingerprint is the other half of the feature key).
 UNHASHED_FIELDS = frozenset({"model", "batch_size", "forward_batch"})
 
+# Bumped whenever the same settings give other feature values (2: counter-based noise),
+# so the cache never serves features of an older algorithm.
+FEATURES_VERSION = 2
+
 
 class FeatureConfig(BaseModel):
     """Everything that determines the features of an image.
@@ -44,9 +48,11 @@ class FeatureConfig(BaseModel):
     ssim_window: int = Field(5, ge=3, le=31)
     ssim_weighting: bool = True
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = Field(64, ge=1, description="images per batch (not hashed)")
+    batch_size: int | None = Field(
+        None, ge=1, description="images per batch (not hashed); None: 64 on CPU, 512 on GPU"
+    )
     forward_batch: int | None = Field(
-        None, ge=1, description="UNet inputs per call (not hashed); None: 32 on CPU, 1024 on GPU"
+        None, ge=1, description="UNet inputs per call (not hashed); None: 32 on CPU, 8192 on GPU"
     )
 
     @model_validator(mode="after")
@@ -81,6 +87,7 @@ class FeatureConfig(BaseModel):
     def canonical_json(self) -> str:
         """The hashed fields as sorted, compact JSON."""
         fields = self.model_dump(mode="json", exclude=set(UNHASHED_FIELDS))
+        fields["features_version"] = FEATURES_VERSION
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:

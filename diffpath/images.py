@@ -8,8 +8,11 @@ tensor in [-1, 1] of shape (3, S, S).
 from __future__ import annotations
 
 import io
+import os
 import warnings
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -17,7 +20,7 @@ from PIL import Image, ImageOps
 
 from diffpath.errors import DecodeError
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "decode_images", "to_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_batches", "decode_image", "decode_images", "to_rgb"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -91,3 +94,31 @@ def decode_images(
             errors[i] = str(err)
     stacked = torch.stack(tensors) if tensors else torch.empty(0, 3, size, size)
     return stacked, decoded, errors
+
+
+def decode_batches(
+    items: Sequence[tuple[str, bytes]],
+    batch_size: int,
+    size: int = 32,
+    center_crop: int | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[torch.Tensor, list[int], dict[int, str]]]:
+    """`decode_images` of consecutive batches of `items`, decoded on a thread pool a bounded
+    number of batches ahead of the consumer, so decoding overlaps the model. Indices in
+    each result refer to `items`; batches come in order."""
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def decode(start: int) -> tuple[torch.Tensor, list[int], dict[int, str]]:
+        images, decoded, errors = decode_images(
+            items[start : start + batch_size], size, center_crop
+        )
+        return images, [start + i for i in decoded], {start + i: e for i, e in errors.items()}
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        for start in range(0, len(items), batch_size):
+            pending.append(pool.submit(decode, start))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -27,6 +27,7 @@ class DiffusionModel:
 
     `unet` is any module called as ``unet(x_t, t)`` that returns (B, C', H, W) or an
     object with ``.sample``; with C' = 2C (learned variance) the first C channels are ε̂.
+    Weights stay float32; `dtype` is the compute dtype (bfloat16/float16 run under autocast).
     """
 
     unet: nn.Module
@@ -43,12 +44,23 @@ class DiffusionModel:
         """ᾱ_t for integer timesteps t, as float32 on the model's device."""
         return self.alphas_cumprod[t.cpu()].to(self.device, torch.float32)
 
-    @torch.no_grad()
+    @property
+    def batch_sizes(self) -> tuple[int, int]:
+        """Default (images per batch, UNet rows per call) on this device: small calls on a
+        CPU (cache-bound, see benchmarks/throughput.py), large ones on a GPU."""
+        return (512, 8192) if self.device.type == "cuda" else (64, 32)
+
+    @torch.inference_mode()
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε̂(x_t, t) in float32: x_t (N, C, H, W), t (N,) integer timesteps."""
-        out = self.unet(x_t.to(self.device, self.dtype), t.to(self.device))
+        x = x_t.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            out = self.unet(x, t.to(self.device, non_blocking=True))
         out = getattr(out, "sample", out)
-        return out[:, : x_t.shape[1]].float()
+        return out[:, : x_t.shape[1]].float().contiguous()
 
 
 def model_fingerprint(source: str = "default") -> str:
@@ -121,7 +133,8 @@ def load_model(
     `source` is ``"default"`` (the bundled CelebA model), a diffusers folder in pipeline
     layout (``unet/``, ``scheduler/``) or flat layout (config.json, weights and
     scheduler_config.json at the top), or a hub id already in the local cache.
-    Device/dtype default to CUDA+bf16 when present, else CPU+fp32.
+    Device/dtype default to CUDA+bf16 when present, else CPU+fp32; `dtype` is the
+    compute dtype (autocast), the weights are held in float32, channels-last on CUDA.
     """
     from diffusers import DDPMScheduler, UNet2DModel
 
@@ -135,7 +148,7 @@ def load_model(
             unet_dir,
             use_safetensors=True,
             local_files_only=True,
-            torch_dtype=dtype,
+            torch_dtype=torch.float32,
             low_cpu_mem_usage=False,  # small models; avoids needing `accelerate`
         )
         config = DDPMScheduler.load_config(scheduler_file.parent)
@@ -143,6 +156,8 @@ def load_model(
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"cannot load model from {folder}: {err}") from err
     unet = unet.to(device).eval().requires_grad_(False)
+    if device.type == "cuda":
+        unet = unet.to(memory_format=torch.channels_last)
     model_id = model_fingerprint(str(folder))
     log.info("loaded model %s from %s on %s/%s", model_id, folder, device, dtype)
     return DiffusionModel(

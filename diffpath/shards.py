@@ -25,7 +25,7 @@ from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigMismatchError, StorageError
 from diffpath.features import extract_features, feature_names
 from diffpath.identity import content_hash, feature_key
-from diffpath.images import decode_images
+from diffpath.images import decode_batches
 from diffpath.model import DiffusionModel
 from diffpath.sources import ImageRef, Listing, read_listing, read_refs
 from diffpath.storage import join, read_parquet, write_parquet
@@ -79,15 +79,16 @@ def compute_shard(
             todo[h] = (ref.locator, c)
     if progress:
         progress(len(refs) - len(todo))
-    images, decoded, decode_errors = decode_images(
-        list(todo.values()), config.image_size, config.center_crop
-    )
-    todo_hashes = list(todo)
-    new_hashes = [todo_hashes[i] for i in decoded]
-    values = extract_features(model, images, new_hashes, config, progress)
-    cache.put(dict(zip(new_hashes, values, strict=True)))
-    known |= dict(zip(new_hashes, values, strict=True))
-    failed = {todo_hashes[i]: message for i, message in decode_errors.items()}
+    todo_hashes, computed, failed = list(todo), {}, {}
+    size = config.batch_size or model.batch_sizes[0]
+    batches = decode_batches(list(todo.values()), size, config.image_size, config.center_crop)
+    for images, decoded, decode_errors in batches:  # decoding runs ahead on threads
+        ids = [todo_hashes[i] for i in decoded]
+        values = extract_features(model, images, ids, config, progress)
+        computed |= dict(zip(ids, values, strict=True))
+        failed |= {todo_hashes[i]: message for i, message in decode_errors.items()}
+    cache.put(computed)
+    known |= computed
     if progress and failed:
         progress(len(failed))
     for i, h in enumerate(hashes):
@@ -109,7 +110,7 @@ def compute_shard(
         },
         "error": pa.array([errors.get(i) for i in range(len(refs))], pa.string()),
     }
-    return pl.from_arrow(pa.table(columns)), len(new_hashes), n_cached
+    return pl.from_arrow(pa.table(columns)), len(computed), n_cached
 
 
 def featurize_shard(

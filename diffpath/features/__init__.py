@@ -23,6 +23,7 @@ def feature_names(method: Method) -> tuple[str, ...]:
     )
 
 
+@torch.inference_mode()
 def extract_features(
     model: DiffusionModel,
     images: torch.Tensor,
@@ -30,7 +31,8 @@ def extract_features(
     config: FeatureConfig,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Features (N, D) of images (N, C, H, W) in [−1, 1], in `config.batch_size` batches.
+    """Features (N, D) of images (N, C, H, W) in [−1, 1], in `config.batch_size` batches
+    (default: the model's device default, `DiffusionModel.batch_sizes`).
 
     `image_ids` are the images' content hashes (they seed each image's noise, so a feature
     depends on the bytes only); `progress(n)` is called
@@ -48,9 +50,12 @@ def extract_features(
             f"load it with load_model(..., dtype=config.torch_dtype)"
         )
     out = np.empty((len(images), len(feature_names(config.method))), dtype=np.float32)
-    for start in range(0, len(images), config.batch_size):
-        batch = images[start : start + config.batch_size]
-        batch_ids = image_ids[start : start + config.batch_size]
+    size = config.batch_size or model.batch_sizes[0]
+    for start in range(0, len(images), size):
+        batch = images[start : start + size]
+        batch_ids = image_ids[start : start + size]
+        if model.device.type == "cuda":  # page-locked, so the copy overlaps the model
+            batch = batch.pin_memory().to(model.device, non_blocking=True)
         if config.method == "diffpathv2":
             values = v2_features(model, batch, batch_ids, config)
         else:

@@ -29,11 +29,9 @@ FEATURE_NAMES = ("err_l1", "err_l2", "err_l3", "deriv_l1", "deriv_l2", "deriv_l3
 def predict_stacked(
     model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor, chunk: int | None
 ) -> torch.Tensor:
-    """ε̂ for every (image, timestep) pair: x_t (N, C, H, W), t (N,), `chunk` rows per call.
-
-    By default 1024 rows per call on a GPU; 32 on a CPU, where larger calls measured
-    ~1.5x slower (cache-bound), see benchmarks/throughput.py."""
-    chunk = chunk or (1024 if model.device.type == "cuda" else 32)
+    """ε̂ for every (image, timestep) pair: x_t (N, C, H, W), t (N,), `chunk` rows per call
+    (default `DiffusionModel.batch_sizes`: larger calls measured slower on a CPU)."""
+    chunk = chunk or model.batch_sizes[1]
     chunks = zip(x_t.split(chunk), t.split(chunk), strict=True)
     return torch.cat([model.predict_noise(xs, ts) for xs, ts in chunks])
 
@@ -53,8 +51,8 @@ def v2_features(
     t = select_timesteps(config, model.num_train_timesteps)
     k = len(t)
     x = x.to(model.device, torch.float32)
-    noise = image_noise(image_ids, config.seed, (c, h, w), 1 if config.shared_noise else k)
-    eps = noise.to(model.device).expand(b, k, c, h, w)
+    draws = 1 if config.shared_noise else k
+    eps = image_noise(image_ids, config.seed, (c, h, w), draws, model.device).expand(b, k, c, h, w)
     a = model.alpha_bar(t).view(1, k, 1, 1, 1)
     x0 = x.unsqueeze(1)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # step 1

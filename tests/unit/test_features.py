@@ -155,3 +155,35 @@ def test_mismatched_inputs_raise(tiny_model) -> None:
         extract_features(tiny_model, images(2), keys(3), config())
     with pytest.raises(ConfigError):
         extract_features(tiny_model, images(2), keys(2), FeatureConfig(image_size=32))
+
+
+def test_noise_is_per_image_standard_normal_and_independent_of_the_batch() -> None:
+    ids = [f"{i:064x}" for i in range(64)]
+    noise = image_noise(ids, 0, (3, 8, 8), 2)
+    assert noise.shape == (64, 2, 3, 8, 8)
+    assert abs(noise.mean().item()) < 0.02 and abs(noise.std().item() - 1) < 0.02
+    torch.testing.assert_close(image_noise(ids[10:12][::-1], 0, (3, 8, 8), 2), noise[[11, 10]])
+    flat = noise.flatten(1).numpy()
+    correlation = np.corrcoef(flat) - np.eye(64)
+    assert np.abs(correlation).max() < 0.2  # 384 values each: |r| of independent draws ≲ 0.2
+    assert not torch.equal(image_noise(ids[:1], 1, (3, 8, 8), 2), noise[:1])  # the seed matters
+
+
+@pytest.mark.parametrize("method, tolerance", [("diffpathv2", 0.03), ("diffpath6d", 0.08)])
+def test_bfloat16_features_agree_with_float32(method, tolerance) -> None:
+    """bf16 autocast (the fast path on GPUs) moves each feature by less than `tolerance` of
+    its spread across images, on the bundled model and real images."""
+    from diffpath.model import load_model
+    from diffpath.sources import list_source, load_images, subsample
+    from tests.conftest import SAMPLES
+
+    x, ids, _ = load_images(subsample(list_source(str(SAMPLES / "incoming.parquet")), 24, 0))
+    full = extract_features(load_model(device="cpu"), x, ids, FeatureConfig(method=method))
+    half = extract_features(
+        load_model(device="cpu", dtype=torch.bfloat16),
+        x,
+        ids,
+        FeatureConfig(method=method, dtype="bfloat16"),
+    )
+    assert (np.abs(full - half).max(0) / full.std(0)).max() < tolerance
+    assert not np.array_equal(full, half)  # bf16 really ran
