@@ -100,9 +100,9 @@ def screen_table(
         raise ConfigMismatchError(
             f"features come from model {model_id}, the reference from {reference.model_id}"
         )
-    rows, matrix = feature_matrix(features, reference.config)
+    rows, matrix = feature_matrix(features.to_arrow(), reference.config)
     scores = reference.anomaly_score(matrix) if len(rows) else np.empty(0)
-    return score_table(rows, scores, reference.flag(scores)), errors_table(features)
+    return score_table(pl.from_arrow(rows), scores, reference.flag(scores)), errors_table(features)
 
 
 def audit_table(
@@ -114,12 +114,12 @@ def audit_table(
     0.6745·(s − median)/MAD above 3.5 (Iglewicz & Hoaglin); the estimated contamination
     is the fraction of suspects.
     """
-    rows, matrix = feature_matrix(features, config)
+    rows, matrix = feature_matrix(features.to_arrow(), config)
     scores = cross_fit_scores(matrix, config.method, density, folds, seed)
     median = np.median(scores)
     mad = np.median(np.abs(scores - median)) or 1e-12
     flagged = 0.6745 * (scores - median) / mad > 3.5
-    return score_table(rows, scores, flagged), float(flagged.mean())
+    return score_table(pl.from_arrow(rows), scores, flagged), float(flagged.mean())
 
 
 def _write_outputs(
@@ -128,9 +128,9 @@ def _write_outputs(
     """scores.parquet, errors.parquet, duplicates.parquet and summary.json → their URIs."""
     errors, duplicates = errors_table(features), duplicates_table(features)
     return {
-        "scores": write_parquet(scores, join(out, "scores.parquet")),
-        "errors": write_parquet(errors, join(out, "errors.parquet")),
-        "duplicates": write_parquet(duplicates, join(out, "duplicates.parquet")),
+        "scores": write_parquet(scores.to_arrow(), join(out, "scores.parquet")),
+        "errors": write_parquet(errors.to_arrow(), join(out, "errors.parquet")),
+        "duplicates": write_parquet(duplicates.to_arrow(), join(out, "duplicates.parquet")),
         "summary": write_json(
             summarize(scores, errors, duplicates, **summary), join(out, "summary.json")
         ),
@@ -148,7 +148,8 @@ def screen(
     """Score a run's shards against a reference and write its outputs under `out`;
     `extra` fields go into the summary."""
     reference = load_reference(reference_uri)
-    features, model_id = read_shards(shard_uris, reference.config)
+    shards, model_id = read_shards(shard_uris, reference.config)
+    features = pl.from_arrow(shards)
     scores, _ = screen_table(reference, features, model_id)
     return _write_outputs(
         out,
@@ -175,7 +176,8 @@ def audit(
     **extra: Any,
 ) -> dict[str, str]:
     """Cross-fitted scores of one set → the run's outputs under `out`."""
-    features, model_id = read_shards(shard_uris, config)
+    shards, model_id = read_shards(shard_uris, config)
+    features = pl.from_arrow(shards)
     scores, contamination = audit_table(features, config, density, folds, config.seed)
     return _write_outputs(
         out,
@@ -199,8 +201,8 @@ def evaluate(
     reference = load_reference(reference_uri)
 
     def scores_of(uris: Sequence[str]) -> np.ndarray:
-        features, model_id = read_shards(uris, reference.config)
-        return screen_table(reference, features, model_id)[0]["score"].to_numpy()
+        shards, model_id = read_shards(uris, reference.config)
+        return screen_table(reference, pl.from_arrow(shards), model_id)[0]["score"].to_numpy()
 
     id_scores = scores_of(in_dist)
     results: dict[str, Any] = {"in_dist": {"n": len(id_scores), "scores": id_scores.tolist()}}

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from importlib.metadata import version
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from diffpath.cache import FeatureCache
 from diffpath.config import FeatureConfig
@@ -65,7 +65,7 @@ def compute_shard(
     config: FeatureConfig,
     cache: FeatureCache,
     progress: Callable[[int], None] | None = None,
-) -> tuple[pl.DataFrame, int, int]:
+) -> tuple[pa.Table, int, int]:
     """Features of `refs`, one row each in order (`error` set where it failed) → (frame,
     distinct contents computed, rows found in the cache)."""
     contents = read_refs(refs)
@@ -110,7 +110,7 @@ def compute_shard(
         },
         "error": pa.array([errors.get(i) for i in range(len(refs))], pa.string()),
     }
-    return pl.from_arrow(pa.table(columns)), len(computed), n_cached
+    return pa.table(columns), len(computed), n_cached
 
 
 def featurize_shard(
@@ -127,11 +127,11 @@ def featurize_shard(
     cache = FeatureCache(cache_root, config, model.model_id)
     frame, n_computed, n_cached = compute_shard(model, refs, config, cache, progress)
     uri = write_shard(shard_uri(out, listing.listing_id, index), frame, config, model.model_id)
-    n_errors = frame["error"].is_not_null().sum()
+    n_errors = len(frame) - frame["error"].null_count
     return ShardCounts(uri, len(refs), n_computed, n_cached, n_errors)
 
 
-def write_shard(uri: str, frame: pl.DataFrame, config: FeatureConfig, model_id: str) -> str:
+def write_shard(uri: str, frame: pa.Table, config: FeatureConfig, model_id: str) -> str:
     """Write a shard atomically, its provenance (feature key, config, model) in the metadata."""
     meta = {
         "feature_key": feature_key(config, model_id),
@@ -142,7 +142,7 @@ def write_shard(uri: str, frame: pl.DataFrame, config: FeatureConfig, model_id: 
     return write_parquet(frame, uri, meta)
 
 
-def read_shards(uris: Sequence[str], config: FeatureConfig) -> tuple[pl.DataFrame, str]:
+def read_shards(uris: Sequence[str], config: FeatureConfig) -> tuple[pa.Table, str]:
     """A run's shards concatenated → (frame, model fingerprint); refuses shards of another
     config hash or a mix of models."""
     if not uris:
@@ -160,13 +160,14 @@ def read_shards(uris: Sequence[str], config: FeatureConfig) -> tuple[pl.DataFram
                 f"{config.config_hash()}"
             )
         model_ids.add(meta["model_id"])
-        frames.append(pl.from_arrow(table.replace_schema_metadata(None)))
+        frames.append(table.replace_schema_metadata(None))
     if len(model_ids) > 1:
         raise ConfigMismatchError(f"feature shards come from several models: {sorted(model_ids)}")
-    return pl.concat(frames), model_ids.pop()
+    return pa.concat_tables(frames), model_ids.pop()
 
 
-def feature_matrix(frame: pl.DataFrame, config: FeatureConfig) -> tuple[pl.DataFrame, np.ndarray]:
+def feature_matrix(frame: pa.Table, config: FeatureConfig) -> tuple[pa.Table, np.ndarray]:
     """(the rows that have features, their features (n, D))."""
-    ok = frame.filter(pl.col("error").is_null())
-    return ok, ok.select(feature_names(config.method)).to_numpy()
+    ok = frame.filter(pc.is_null(frame["error"]))
+    names = feature_names(config.method)
+    return ok, np.column_stack([ok[n].to_numpy() for n in names]).reshape(len(ok), len(names))

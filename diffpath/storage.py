@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 import fsspec
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
@@ -114,14 +113,12 @@ def write_json(data: Any, uri: str) -> str:
 
 
 def write_parquet(
-    table: pa.Table | pl.DataFrame,
+    table: pa.Table,
     uri: str,
     metadata: Mapping[str, Any] | None = None,
     row_group_size: int | None = None,
 ) -> str:
     """Atomically write a table as zstd Parquet; `metadata` goes into the schema as JSON."""
-    if isinstance(table, pl.DataFrame):
-        table = table.to_arrow()
     if metadata is not None:
         table = table.replace_schema_metadata({b"diffpath": json.dumps(metadata).encode()})
     buffer = io.BytesIO()

@@ -240,8 +240,8 @@ def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config
         return folder.uris, parquet.uris
 
     folder_uris, parquet_uris = both()
-    a = read_shards(folder_uris, tiny_config)[0].sort("sha256")
-    b = read_shards(parquet_uris, tiny_config)[0]
+    a = pl.from_arrow(read_shards(folder_uris, tiny_config)[0]).sort("sha256")
+    b = pl.from_arrow(read_shards(parquet_uris, tiny_config)[0])
     b = b.filter(pl.col("sha256").is_in(a["sha256"].implode())).sort("sha256")
     assert a["path"].to_list() == b["path"].to_list() and len(a) == 12
     features = ["err_l1", "err_l2", "err_l3", "deriv_l1", "deriv_l2", "deriv_l3"]

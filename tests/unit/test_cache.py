@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -59,7 +60,8 @@ def test_shard_rows_follow_locators_and_features_follow_bytes(
     pq.write_table(table, tmp_path / "src.parquet")
     refs = list_source(str(tmp_path / "src.parquet"))
     cache = FeatureCache(str(tmp_path / "cache"), tiny_config, tiny_model.model_id)
-    frame, computed, cached = compute_shard(tiny_model, refs, tiny_config, cache)
+    table, computed, cached = compute_shard(tiny_model, refs, tiny_config, cache)
+    frame = pl.from_arrow(table)
     assert (computed, cached) == (2, 0)
     assert frame["row"].to_list() == [0, 1, 2, 3] and frame["path"].to_list() == [
         "a",
@@ -77,4 +79,4 @@ def test_shard_rows_follow_locators_and_features_follow_bytes(
     assert not np.array_equal(features[0], features[1])  # same name, other bytes
     assert frame["error"][3] is not None and np.isnan(features[3]).all()
     again, computed, cached = compute_shard(tiny_model, refs, tiny_config, cache)
-    assert (computed, cached) == (0, 3) and again.equals(frame)
+    assert (computed, cached) == (0, 3) and again.equals(table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 
 import botocore.exceptions
-import polars as pl
+import pyarrow as pa
 import pytest
 
 from diffpath.errors import ConfigError, DecodeError, StorageError
@@ -28,8 +28,7 @@ def test_read_many_returns_what_exists(tmp_path) -> None:
 
 
 def test_parquet_round_trip_with_metadata(tmp_path) -> None:
-    frame = pl.DataFrame({"x": [1, 2]})
-    uri = write_parquet(frame, str(tmp_path / "t.parquet"), {"feature_key": "k"})
+    uri = write_parquet(pa.table({"x": [1, 2]}), str(tmp_path / "t.parquet"), {"feature_key": "k"})
     table = read_parquet(uri)
     assert (
         table.column("x").to_pylist() == [1, 2]
