@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +134,21 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def pipeline_core(model: DiffusionModel, source: Path, config: FeatureConfig, work: Path) -> float:
-    """Seconds for listing → shards → feature Parquet through the shard task's own code."""
+def pipeline_core(
+    model: DiffusionModel, source: Path, config: FeatureConfig, work: Path, in_flight: int = 1
+) -> float:
+    """Seconds for listing → shards → feature Parquet through the shard task's own code,
+    `in_flight` shards at a time on one model (one's I/O overlaps another's model calls)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     start = time.perf_counter()
     listing = store_listing([str(source)], str(work), 2048, None, 0)
-    for index in range(listing.n_shards):
-        featurize_shard(model, listing, index, config, str(work / "cache"), str(work))
+    with ThreadPoolExecutor(in_flight) as pool:
+        shards = [
+            pool.submit(featurize_shard, model, listing, i, config, str(work / "cache"), str(work))
+            for i in range(listing.n_shards)
+        ]
+        [shard.result() for shard in shards]
     sync(model.device)
     return time.perf_counter() - start
 
@@ -196,6 +206,9 @@ def main() -> None:
         "--data", type=Path, default=None, help="Parquet of real images (else synthetic ones)"
     )
     parser.add_argument("--json", type=Path, default=Path("throughput.json"))
+    parser.add_argument(
+        "--compile", action="store_true", help="also the ceiling of torch.compile'd UNets"
+    )
     parser.add_argument("--memory-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -262,7 +275,9 @@ def main() -> None:
                 model = build_model(kind, args.device, getattr(torch, dtype))
                 params = sum(p.numel() for p in model.unet.parameters()) / 1e6
                 name = f"{kind}"
-                top, chunk = ceiling(model, chunks, min_seconds)
+                top, chunk = ceiling(
+                    model, chunks if kind == "default" else chunks[:4], min_seconds
+                )
                 row(
                     name,
                     dtype,
@@ -272,6 +287,10 @@ def main() -> None:
                     1.0,
                     f"{params:.1f}M params, {chunk} rows/call",
                 )
+                if args.compile:
+                    compiled = replace(model, unet=torch.compile(model.unet))
+                    rate = ceiling(compiled, [chunk], min_seconds)[0]
+                    row(kind, dtype, "ceiling (compiled)", None, rate, rate / top, "torch.compile")
                 n = n_images if kind == "default" or cuda else max(8, n_images // 4)
                 for method, stage in (
                     ("diffpathv2", "features (V2)"),
@@ -289,16 +308,18 @@ def main() -> None:
                 if kind != "default":
                     continue
                 config = FeatureConfig(timesteps=k, dtype=dtype, forward_batch=chunk)
-                seconds = pipeline_core(model, source, config, tmp / f"core-{dtype}")
-                row(
-                    name,
-                    dtype,
-                    "pipeline (core)",
-                    n_images / seconds,
-                    n_images * k / seconds,
-                    n_images * k / seconds / top,
-                    "Parquet bytes -> shard Parquet, no Prefect",
-                )
+                for in_flight in (1, 2):
+                    work = tmp / f"core-{dtype}-{in_flight}"
+                    seconds = pipeline_core(model, source, config, work, in_flight)
+                    row(
+                        name,
+                        dtype,
+                        f"pipeline (core) x{in_flight}",
+                        n_images / seconds,
+                        n_images * k / seconds,
+                        n_images * k / seconds / top,
+                        f"Parquet bytes -> shard Parquet, {in_flight} shard(s) in flight",
+                    )
                 try:
                     seconds = pipeline_flow(source, config, args.device, tmp / f"flow-{dtype}")
                     row(
