@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import polars as pl
 import typer
@@ -30,6 +30,7 @@ from flows.pipeline import (
     evaluate_flow,
     fit_reference_flow,
     screen_flow,
+    task_runner,
 )
 from flows.train import train_flow
 
@@ -72,6 +73,20 @@ FeaturesOpt = Annotated[
     ),
 ]
 
+CompileOpt = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the UNet: 2-3x on GPUs for long runs")
+]
+RunnerOpt = Annotated[
+    Literal["threads", "dask"],
+    typer.Option(
+        "--runner", help="threads (this process) | dask (a LocalCluster, one worker per GPU)"
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--dask-address", help="run on an existing Dask cluster (tcp://host:8786)"),
+]
+
 
 def _config(config_file: Path | None, **options: Any) -> FeatureConfig:
     """A config from a config file (if any) with the given CLI options on top."""
@@ -86,6 +101,7 @@ def _run_options(
     max_images: int | None,
     batch_size: int | None,
     device: str | None,
+    compile: bool,
 ) -> RunOptions:
     return RunOptions(
         features_root=features,
@@ -93,6 +109,7 @@ def _run_options(
         max_images=max_images,
         batch_size=batch_size,
         device=device,
+        compile=compile,
         progress=True,
     )
 
@@ -132,6 +149,9 @@ def fit_reference(
     max_images: MaxOpt = None,
     shard_size: ShardOpt = 2048,
     features: FeaturesOpt = None,
+    compile: CompileOpt = False,
+    runner: RunnerOpt = "threads",
+    dask_address: AddressOpt = None,
 ) -> None:
     """Fit a density model + flag threshold on trusted in-distribution images."""
 
@@ -139,8 +159,9 @@ def fit_reference(
         feature_config = _config(
             config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
         )
-        run = _run_options(features, shard_size, max_images, batch_size, device)
-        return fit_reference_flow(source, out, feature_config, density, target_fpr, run=run)
+        run = _run_options(features, shard_size, max_images, batch_size, device, compile)
+        flow = fit_reference_flow.with_options(task_runner=task_runner(runner, dask_address))
+        return flow(source, out, feature_config, density, target_fpr, run=run)
 
     console.print(f"reference: {_run(action)}")
 
@@ -158,13 +179,17 @@ def screen(
     max_images: MaxOpt = None,
     shard_size: ShardOpt = 2048,
     features: FeaturesOpt = None,
+    compile: CompileOpt = False,
+    runner: RunnerOpt = "threads",
+    dask_address: AddressOpt = None,
 ) -> None:
     """Score incoming images against a reference (with the reference's feature config):
     scores, flags, duplicates, summary and HTML report."""
 
     def action() -> dict[str, str]:
-        run = _run_options(features, shard_size, max_images, batch_size, device)
-        return screen_flow(source, reference, out, model, run)
+        run = _run_options(features, shard_size, max_images, batch_size, device, compile)
+        flow = screen_flow.with_options(task_runner=task_runner(runner, dask_address))
+        return flow(source, reference, out, model, run)
 
     outputs = _run(action)
     _print_summary(outputs)
@@ -198,6 +223,9 @@ def audit(
     max_images: MaxOpt = None,
     shard_size: ShardOpt = 2048,
     features: FeaturesOpt = None,
+    compile: CompileOpt = False,
+    runner: RunnerOpt = "threads",
+    dask_address: AddressOpt = None,
 ) -> None:
     """Rank every image of a set by a density not fitted on it; estimate contamination."""
 
@@ -205,8 +233,9 @@ def audit(
         feature_config = _config(
             config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
         )
-        run = _run_options(features, shard_size, max_images, batch_size, device)
-        return audit_flow(source, out, feature_config, density, folds, run)
+        run = _run_options(features, shard_size, max_images, batch_size, device, compile)
+        flow = audit_flow.with_options(task_runner=task_runner(runner, dask_address))
+        return flow(source, out, feature_config, density, folds, run)
 
     outputs = _run(action)
     _print_summary(outputs)
@@ -228,14 +257,18 @@ def evaluate(
     max_images: MaxOpt = None,
     shard_size: ShardOpt = 2048,
     features: FeaturesOpt = None,
+    compile: CompileOpt = False,
+    runner: RunnerOpt = "threads",
+    dask_address: AddressOpt = None,
 ) -> None:
     """AUROC, FPR@95 and AUPR of OOD sets against an in-distribution set, with ROC curves."""
     named = dict(item.split("=", 1) if "=" in item else (Path(item).stem, item) for item in ood)
 
     def action() -> dict[str, str]:
-        run = _run_options(features, shard_size, max_images, batch_size, device)
+        run = _run_options(features, shard_size, max_images, batch_size, device, compile)
         sources = {name: [uri] for name, uri in named.items()}
-        return evaluate_flow(in_dist, sources, reference, out, model, run)
+        flow = evaluate_flow.with_options(task_runner=task_runner(runner, dask_address))
+        return flow(in_dist, sources, reference, out, model, run)
 
     outputs = _run(action)
     _print_metrics(outputs["metrics"])

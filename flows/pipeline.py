@@ -6,14 +6,18 @@ on a local thread pool by default (no Prefect server needed); deployments swap i
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from prefect import flow, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffpath.config import FeatureConfig
+from diffpath.errors import ConfigError
+from diffpath.model import gpu_count
 from diffpath.shards import ShardCounts
 from diffpath.sources import Listing
 from diffpath.storage import join
@@ -24,6 +28,38 @@ from tasks.scoring import audit_task, evaluate_task, screen_task
 from tasks.sources import list_images
 
 RUNNER = ThreadPoolTaskRunner(max_workers=1)  # one model per process; shards queue on it
+
+
+def task_runner(
+    runner: Literal["threads", "dask"] = "threads",
+    address: str | None = None,
+    workers: int | None = None,
+) -> TaskRunner:
+    """Threads in this process, or Dask: the cluster at `address` (which implies Dask), else a
+    LocalCluster of
+    `workers` processes (default one per GPU, at least 2), one task at a time each, so each
+    feature task has a GPU to itself (worker i takes cuda:i). Dask workers report to the
+    Prefect server of PREFECT_API_URL."""
+    if runner == "threads" and address is None:
+        return RUNNER
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as err:
+        raise ConfigError("--runner dask needs prefect-dask: pip install 'diffpath[dask]'") from err
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ConfigError(
+            "--runner dask needs a Prefect server its workers can reach: start one with "
+            "`prefect server start` and set PREFECT_API_URL"
+        )
+    if address:
+        return DaskTaskRunner(address=address)
+    cluster = {
+        "n_workers": workers or max(2, gpu_count()),
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+    }
+    return DaskTaskRunner(cluster_kwargs=cluster)
 
 
 class RunOptions(BaseModel):
@@ -38,6 +74,7 @@ class RunOptions(BaseModel):
     max_images: int | None = Field(None, ge=1, description="seeded subsample of the source")
     batch_size: int | None = Field(None, ge=1, description="images per model batch")
     device: str | None = Field(None, description="cpu, cuda, cuda:1; default CUDA if present")
+    compile: bool = Field(False, description="torch.compile the UNet (pays on GPUs, long runs)")
     progress: bool = Field(False, description="progress bars (CLI); off in workers")
 
 
@@ -76,6 +113,7 @@ def featurize(source: list[str], config: FeatureConfig, out: str, run: RunOption
         unmapped(run.features_root or join(out, "features")),
         unmapped(out),
         unmapped(run.device),
+        unmapped(run.compile),
         unmapped(run.progress),
     )
     return Featurized(listing=listing, shards=[future.result() for future in futures])

@@ -129,3 +129,11 @@ def test_core_log_records_reach_prefect() -> None:
 
     handlers = logging.getLogger("diffpath").handlers
     assert any(isinstance(handler, APILogHandler) for handler in handlers)
+
+
+def test_dask_runner_without_a_prefect_server_exits_2(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = runner.invoke(
+        app, ["fit-reference", str(SAMPLES), "--out", str(tmp_path), "--runner", "dask"]
+    )
+    assert result.exit_code == 2 and "PREFECT_API_URL" in result.output.strip().splitlines()[-1]
