@@ -12,33 +12,31 @@ import argparse
 from pathlib import Path
 
 import torch
+from shared_sets import DATA_DIR, shared_sets
 
 from diffpath.model import load_model
 from diffpath.schedule import image_noise
 from diffpath.sources import list_source, load_images, subsample
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SETS = {
-    "celeba-test": (DATA / "celeba" / "test.parquet", 140),
-    "cifar10-test": (DATA / "cifar10" / "test.parquet", None),
-    "dtd": (DATA / "dtd" / "all.parquet", None),
-    "tinyimagenet": (DATA / "tinyimagenet32" / "val.parquet", None),
-}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--timesteps", type=int, nargs="*", default=[10, 100, 250, 500, 750])
     args = parser.parse_args()
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device=args.device)
     print(f"model {model.model_id}; mean squared error of ε̂ per timestep, {args.images} images")
     print(f"{'dataset':>14s} " + " ".join(f"t={t:<6d}" for t in args.timesteps))
-    for name, (path, crop) in SETS.items():
+    sets = shared_sets(args.data_dir)
+    for name in ("celeba-test", "cifar10", "dtd", "tinyimagenet"):
+        path, crop = sets[name]
         refs = subsample(list_source(str(path)), args.images, seed=0)
         images, hashes, _ = load_images(refs, 32, crop)
-        noise = image_noise(hashes, 0, images.shape[1:], 1)[:, 0]
+        images = images.to(model.device)
+        noise = image_noise(hashes, 0, images.shape[1:], 1, model.device)[:, 0]
         losses = []
         for t in args.timesteps:
             a = model.alphas_cumprod[t].float()

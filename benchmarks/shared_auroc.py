@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from shared_sets import DATA_DIR, shared_sets
 
 from diffpath.config import FeatureConfig
 from diffpath.features import extract_features
@@ -22,25 +23,18 @@ from diffpath.model import load_model
 from diffpath.reference import fit_reference
 from diffpath.sources import list_source, load_images, subsample
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SETS = {
-    "celeba-train": (DATA / "celeba" / "train.parquet", 140),
-    "celeba-test": (DATA / "celeba" / "test.parquet", 140),
-    "cifar10": (DATA / "cifar10" / "test.parquet", None),
-    "dtd": (DATA / "dtd" / "all.parquet", None),
-    "tinyimagenet": (DATA / "tinyimagenet32" / "val.parquet", None),
-}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=200, help="per set (x2 for celeba-train)")
     parser.add_argument("--methods", nargs="*", default=["diffpathv2", "diffpath6d"])
     args = parser.parse_args()
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device=args.device)
     images = {}
-    for name, (path, crop) in SETS.items():
+    for name, (path, crop) in shared_sets(args.data_dir).items():
         n = 2 * args.images if name == "celeba-train" else args.images
         refs = subsample(list_source(str(path)), n, seed=0)
         images[name] = load_images(refs, 32, crop)[:2]

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The prepared GPU check: one command, under 8 minutes on one GPU; on a CPU it runs small
 # sizes. Prints how features on this device agree with the CPU's, then the throughput table
-# (benchmarks/throughput.py), saved as OUT_DIR/throughput.json.
+# (benchmarks/throughput.py), saved as OUT_DIR/throughput.json. With --train MINUTES it
+# first warm-starts the bundled model on CelebA for that long (benchmarks/warm_start.py),
+# keeping the weights in OUT_DIR/model, and prints its denoising-loss and AUROC tables.
 #
-#   scripts/gpu-check.sh [OUT_DIR]
+#   scripts/gpu-check.sh [--train MINUTES] [OUT_DIR]
 #
 # The lent GPU machines have no network and lack some packages: first run
-# scripts/gpu-wheels.sh here (wheels into .whl/, CIFAR-10 into .data/) and carry both.
+# scripts/gpu-wheels.sh [--train] here (wheels into .whl/, data into .data/), carry both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+train=""
+if [ "${1:-}" = "--train" ]; then train=$2; shift 2; fi
 out=${1:-${OUT:-gpu-check}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -19,14 +23,19 @@ fi
 if ! python3 -c "from importlib.metadata import version; version('diffpath')" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-build-isolation -e .
 fi
-data=""
-for candidate in .data/cifar10-train.parquet ../shared/data/cifar10/train.parquet; do
-  if [ -f "$candidate" ]; then data="--data $candidate"; break; fi
-done
+data_dir=../shared/data
+if [ -d .data ]; then data_dir=.data; fi
 python3 - <<'PY'
 import torch
 print(f"torch {torch.__version__}; CUDA {torch.cuda.is_available()}"
       + (f": {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
 PY
+if [ -n "$train" ]; then
+  python3 benchmarks/warm_start.py --minutes "$train" --out "$out/model" --data-dir "$data_dir"
+fi
+data=""
+for candidate in "$data_dir/cifar10/train.parquet" "$data_dir/cifar10/test.parquet"; do
+  if [ -f "$candidate" ]; then data="--data $candidate"; break; fi
+done
 python3 benchmarks/device_agreement.py $data
 python3 benchmarks/throughput.py $data --json "$out/throughput.json"
