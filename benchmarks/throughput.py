@@ -131,7 +131,20 @@ def ceiling(model: DiffusionModel, chunks: list[int], min_seconds: float) -> tup
 
 
 def rss_mb() -> float:
+    """Peak resident memory of this process since start, or since `reset_peak_rss`."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Start measuring the peak anew (Linux: writing 5 to clear_refs resets VmHWM)."""
+    clear = Path("/proc/self/clear_refs")
+    if clear.exists():
+        clear.write_text("5")
 
 
 def pipeline_core(
@@ -176,6 +189,7 @@ def memory_child(source: Path, kind: str, device: str, dtype: str) -> None:
         model = build_model(kind, device, getattr(torch, dtype))
         config = FeatureConfig(dtype=dtype)
         baseline = rss_mb()
+        reset_peak_rss()
         seconds = pipeline_core(model, source, config, Path(tmp) / "run")
         gpu = torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else None
         print(
@@ -361,8 +375,8 @@ def main() -> None:
         m = memory[-1]
         gpu = "" if m["gpu_mb"] is None else f", GPU {m['gpu_mb']:.0f} MB"
         print(
-            f"memory {n:7d} images: peak RSS {m['rss_mb']:.0f} MB "
-            f"(after model load {m['rss_before_mb']:.0f} MB){gpu}, {n / m['seconds']:.0f} img/s",
+            f"memory {n:7d} images: peak RSS during the pipeline {m['rss_mb']:.0f} MB "
+            f"(peak before it {m['rss_before_mb']:.0f} MB){gpu}, {n / m['seconds']:.0f} img/s",
             flush=True,
         )
     args.json.write_text(json.dumps({**header, "rows": rows, "memory": memory}, indent=1))
