@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlertError",
     "ConfigError",
     "ConfigMismatchError",
     "DecodeError",
@@ -39,3 +40,11 @@ class ModelError(DiffPathError):
 
 class NotFittedError(DiffPathError, ValueError):
     """A density model was used before `fit`."""
+
+
+class AlertError(DiffPathError):
+    """A run finished and wrote its outputs, but they call for a person: the reasons."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons

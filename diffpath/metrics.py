@@ -17,6 +17,7 @@ __all__ = [
     "aupr_out",
     "auroc",
     "calibrate_threshold",
+    "conformal_p_values",
     "fpr_at_tpr",
     "ood_metrics",
     "roc",
@@ -69,6 +70,16 @@ def calibrate_threshold(id_scores: np.ndarray, target_fpr: float = 0.05) -> floa
     if len(scores) == 0:
         raise ConfigError("calibration needs in-distribution scores")
     return float(scores[int(np.ceil((1 - target_fpr) * len(scores))) - 1])
+
+
+def conformal_p_values(scores: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """(1 + #{calibration scores ≥ s}) / (n + 1) for each score s: for an in-distribution
+    image exchangeable with the calibration images, P(p ≤ α) ≤ α."""
+    calibration = np.sort(np.asarray(calibration, float))
+    if len(calibration) == 0:
+        raise ConfigError("p-values need calibration scores")
+    at_least = len(calibration) - np.searchsorted(calibration, np.asarray(scores, float), "left")
+    return (1 + at_least) / (len(calibration) + 1)
 
 
 def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:

@@ -55,9 +55,6 @@ class Reference:
     def anomaly_score(self, features: np.ndarray) -> np.ndarray:
         return self.density.anomaly_score(features)
 
-    def flag(self, scores: np.ndarray) -> np.ndarray:
-        return scores > self.threshold
-
 
 def fit_reference(
     features: np.ndarray,

@@ -21,10 +21,12 @@ from diffpath.storage import join, read_json, read_parquet, write_bytes
 __all__ = [
     "audit_report",
     "evaluate_report",
+    "flagged_rows",
     "histogram_png",
     "render_html",
     "roc_png",
     "screen_report",
+    "summary_markdown",
     "table_html",
     "thumbnails_html",
 ]
@@ -214,3 +216,23 @@ def evaluate_report(metrics_uri: str, out: str) -> str:
         {"ROC curves": roc_png(curves), "Anomaly scores": histogram_png(groups)},
     )
     return write_bytes(join(out, "report.html"), page.encode())
+
+
+def summary_markdown(summary: dict) -> str:
+    """A run's summary as Markdown: alerts first, then the counts (for Prefect artifacts)."""
+    alerts = summary.get("alerts") or []
+    lines = [f"**ALERT:** {reason}" for reason in alerts] or ["No alerts."]
+    lines += ["", "| field | value |", "|---|---|"]
+    lines += [
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in summary.items()
+        if not isinstance(v, dict | list)
+    ]
+    return "\n".join(lines)
+
+
+def flagged_rows(out: str, top: int = 50) -> list[dict]:
+    """The `top` highest-ranked flagged images of a run: locator, score, p-value."""
+    scores, _ = _scores_and_summary(out)
+    columns = [c for c in ("path", "uri", "row", "score", "p_value", "rank") if c in scores.columns]
+    return scores.filter(pl.col("flagged")).head(top).select(columns).to_dicts()

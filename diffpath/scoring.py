@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from importlib.metadata import version
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from diffpath.alerts import ScreenPolicy, alert_reasons, flag_threshold, flagged_p_value
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigMismatchError
-from diffpath.metrics import ood_metrics, roc
+from diffpath.metrics import conformal_p_values, ood_metrics, roc
 from diffpath.reference import Reference, cross_fit_scores, load_reference
 from diffpath.shards import LOCATOR, feature_matrix, read_shards
 from diffpath.storage import join, write_json, write_parquet
@@ -37,14 +39,22 @@ __all__ = [
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
-def score_table(rows: pl.DataFrame, scores: np.ndarray, flagged: np.ndarray) -> pl.DataFrame:
-    """Locator columns of `rows` + (score, flagged, rank), sorted by rank (1 = most anomalous)."""
+def score_table(
+    rows: pl.DataFrame,
+    scores: np.ndarray,
+    flagged: np.ndarray,
+    p_values: np.ndarray | None = None,
+) -> pl.DataFrame:
+    """Locator columns of `rows` + (score, [p_value], flagged, rank), sorted by rank
+    (1 = most anomalous)."""
     order = np.argsort(-scores, kind="stable")
     rank = np.empty(len(scores), dtype=np.int64)
     rank[order] = np.arange(1, len(scores) + 1)
-    results = pl.DataFrame(
-        {"score": scores, "flagged": flagged, "rank": rank},
-        schema={"score": pl.Float64, "flagged": pl.Boolean, "rank": pl.Int64},
+    results = pl.DataFrame({"score": pl.Series(scores, dtype=pl.Float64)})
+    if p_values is not None:
+        results = results.with_columns(p_value=pl.Series(p_values, dtype=pl.Float64))
+    results = results.with_columns(
+        flagged=pl.Series(flagged, dtype=pl.Boolean), rank=pl.Series(rank, dtype=pl.Int64)
     )
     return pl.concat([rows.select(LOCATOR), results], how="horizontal").sort("rank")
 
@@ -75,10 +85,12 @@ def summarize(
     values = scores["score"].to_numpy()
     quantiles = np.quantile(values, QUANTILES) if len(values) else [None] * len(QUANTILES)
     n_flagged = int(scores["flagged"].sum())
+    n_images = len(scores) + len(errors)
     return {
-        "n_images": len(scores) + len(errors),
+        "n_images": n_images,
         "n_scored": len(scores),
         "n_errors": len(errors),
+        "error_fraction": len(errors) / max(1, n_images),
         "n_flagged": n_flagged,
         "flagged_fraction": n_flagged / max(1, len(scores)),
         "n_duplicate_groups": len(duplicates),
@@ -93,16 +105,20 @@ def summarize(
 
 
 def screen_table(
-    reference: Reference, features: pl.DataFrame, model_id: str
+    reference: Reference, features: pl.DataFrame, model_id: str, threshold: float | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Score features against a reference → (scores, errors); refuses another model's features."""
+    """Score features against a reference → (scores with conformal p-values, errors);
+    flags scores above `threshold` (default: the reference's); refuses another model's
+    features."""
     if model_id != reference.model_id:
         raise ConfigMismatchError(
             f"features come from model {model_id}, the reference from {reference.model_id}"
         )
     rows, matrix = feature_matrix(features.to_arrow(), reference.config)
     scores = reference.anomaly_score(matrix) if len(rows) else np.empty(0)
-    return score_table(pl.from_arrow(rows), scores, reference.flag(scores)), errors_table(features)
+    flagged = scores > (reference.threshold if threshold is None else threshold)
+    p_values = conformal_p_values(scores, reference.calibration_scores)
+    return score_table(pl.from_arrow(rows), scores, flagged, p_values), errors_table(features)
 
 
 def audit_table(
@@ -122,18 +138,15 @@ def audit_table(
     return score_table(pl.from_arrow(rows), scores, flagged), float(flagged.mean())
 
 
-def _write_outputs(
-    out: str, features: pl.DataFrame, scores: pl.DataFrame, **summary: Any
-) -> dict[str, str]:
+def _write_outputs(out: str, features: pl.DataFrame, scores: pl.DataFrame, summary: dict) -> dict:
     """scores.parquet, errors.parquet, duplicates.parquet and summary.json → their URIs."""
-    errors, duplicates = errors_table(features), duplicates_table(features)
     return {
         "scores": write_parquet(scores.to_arrow(), join(out, "scores.parquet")),
-        "errors": write_parquet(errors.to_arrow(), join(out, "errors.parquet")),
-        "duplicates": write_parquet(duplicates.to_arrow(), join(out, "duplicates.parquet")),
-        "summary": write_json(
-            summarize(scores, errors, duplicates, **summary), join(out, "summary.json")
+        "errors": write_parquet(errors_table(features).to_arrow(), join(out, "errors.parquet")),
+        "duplicates": write_parquet(
+            duplicates_table(features).to_arrow(), join(out, "duplicates.parquet")
         ),
+        "summary": write_json(summary, join(out, "summary.json")),
     }
 
 
@@ -143,27 +156,36 @@ def screen(
     out: str,
     started: float,
     sources: list[str],
+    policy: ScreenPolicy | None = None,
     **extra: Any,
 ) -> dict[str, str]:
-    """Score a run's shards against a reference and write its outputs under `out`;
-    `extra` fields go into the summary."""
+    """Score a run's shards against a reference and write its outputs under `out`; the
+    summary holds the alert reasons of `policy` and `extra` fields."""
+    policy = policy or ScreenPolicy()
     reference = load_reference(reference_uri)
     shards, model_id = read_shards(shard_uris, reference.config)
     features = pl.from_arrow(shards)
-    scores, _ = screen_table(reference, features, model_id)
-    return _write_outputs(
-        out,
-        features,
+    threshold, expected = flag_threshold(reference, policy)
+    scores, errors = screen_table(reference, features, model_id, threshold)
+    summary = summarize(
         scores,
+        errors,
+        duplicates_table(features),
+        started_at=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        wall_seconds=time.time() - started,
         sources=sources,
-        threshold=reference.threshold,
-        target_fpr=reference.target_fpr,
+        reference=reference_uri,
         config_hash=reference.config.config_hash(),
         model_id=model_id,
-        reference=reference_uri,
-        wall_seconds=time.time() - started,
+        threshold=threshold,
+        expected_flagged_fraction=expected,
         **extra,
     )
+    summary["flagged_p_value"] = flagged_p_value(
+        summary["n_flagged"], summary["n_scored"], expected
+    )
+    summary["alerts"] = alert_reasons(summary, policy)
+    return _write_outputs(out, features, scores, summary)
 
 
 def audit(
@@ -179,10 +201,10 @@ def audit(
     shards, model_id = read_shards(shard_uris, config)
     features = pl.from_arrow(shards)
     scores, contamination = audit_table(features, config, density, folds, config.seed)
-    return _write_outputs(
-        out,
-        features,
+    summary = summarize(
         scores,
+        errors_table(features),
+        duplicates_table(features),
         sources=sources,
         estimated_contamination=contamination,
         folds=folds,
@@ -191,6 +213,7 @@ def audit(
         model_id=model_id,
         **extra,
     )
+    return _write_outputs(out, features, scores, summary)
 
 
 def evaluate(

@@ -1,8 +1,9 @@
 """The `diffpath` command line: fit-reference, screen, audit, evaluate, train, demo.
 
 Every command runs its Prefect flow in-process (ephemeral mode, no server needed).
-Exit codes: 0 ok, 2 bad arguments or mismatched configs, 1 other failures (unreadable
-source, missing model); the last line printed says why.
+Exit codes: 0 ok, 1 failures (unreadable source, missing model), 2 bad arguments or
+mismatched configs, 3 a screening run that alerts (outputs written); the last line
+printed says why.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from prefect.settings import temporary_settings
 from pydantic import ValidationError
 from rich.console import Console
 
+from diffpath.alerts import ScreenPolicy
 from diffpath.config import FeatureConfig, Method, read_config_file
-from diffpath.errors import ConfigError, DiffPathError
+from diffpath.errors import AlertError, ConfigError, DiffPathError
 from diffpath.metrics import auroc
-from diffpath.storage import read_bytes
+from diffpath.storage import join, read_bytes
 from diffpath.train import TrainConfig
 from flows.pipeline import (
     RunOptions,
@@ -34,6 +36,7 @@ from flows.pipeline import (
 )
 from flows.train import train_flow
 
+ALERT_EXIT = 3
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(stderr=True, soft_wrap=True)
 
@@ -114,13 +117,18 @@ def _run_options(
     )
 
 
-def _run(action: Callable[[], Any]) -> Any:
+def _run(action: Callable[[], Any], alert_out: str | None = None) -> Any:
     """Run a command, turning our errors into a one-line reason and an exit code."""
     try:
         # in-process flows: no heartbeat (~1 s per flow run), no telemetry (no network)
         quiet = {"flows.heartbeat_frequency": None, "server.analytics_enabled": False}
         with temporary_settings(updates=quiet):
             return action()
+    except AlertError as err:
+        if alert_out is not None:
+            _print_summary({"summary": join(alert_out, "summary.json")})
+        console.print(f"[red]alert:[/red] {err}")
+        raise typer.Exit(ALERT_EXIT) from None
     except (ConfigError, ValidationError) as err:
         console.print(f"[red]error:[/red] {str(err).splitlines()[0]}")
         raise typer.Exit(2) from None
@@ -173,6 +181,23 @@ def screen(
         str, typer.Option("--reference", help="reference.json from fit-reference")
     ],
     out: Annotated[str, typer.Option("--out", help="output URI for scores, summary, report")],
+    fpr: Annotated[
+        float | None,
+        typer.Option("--fpr", help="flag at this in-distribution rate instead of the reference's"),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="flag scores above this value instead")
+    ] = None,
+    fail_above: Annotated[
+        float | None,
+        typer.Option("--fail-above", help="alert (exit 3) when more than this fraction is flagged"),
+    ] = None,
+    max_errors: Annotated[
+        float | None,
+        typer.Option(
+            "--max-errors", help="alert (exit 3) when more than this fraction is unreadable"
+        ),
+    ] = None,
     model: RefModelOpt = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
@@ -184,22 +209,27 @@ def screen(
     dask_address: AddressOpt = None,
 ) -> None:
     """Score incoming images against a reference (with the reference's feature config):
-    scores, flags, duplicates, summary and HTML report."""
+    scores, p-values, flags, duplicates, summary and HTML report. Exits 3 after writing
+    them when the run alerts (--fail-above, --max-errors, or nothing scored)."""
 
     def action() -> dict[str, str]:
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
+        policy = ScreenPolicy(
+            fpr=fpr, threshold=threshold, fail_above=fail_above, max_errors=max_errors
+        )
         flow = screen_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(source, reference, out, model, run)
+        return flow(source, reference, out, model, run, policy)
 
-    outputs = _run(action)
-    _print_summary(outputs)
+    _print_summary(_run(action, alert_out=out))
 
 
 def _print_summary(outputs: dict[str, str]) -> None:
     summary = json.loads(read_bytes(outputs["summary"]))
+    expected = summary.get("expected_flagged_fraction")
+    chance = "" if expected is None else f", expected {100 * expected:.1f}%"
     console.print(
         f"{summary['n_images']} images: {summary['n_flagged']} flagged "
-        f"({100 * summary['flagged_fraction']:.1f}%), {summary['n_errors']} unreadable, "
+        f"({100 * summary['flagged_fraction']:.1f}%{chance}), {summary['n_errors']} unreadable, "
         f"{summary['n_duplicates']} exact duplicates; features computed for "
         f"{summary['features_computed']}, {summary['features_from_cache']} from the cache"
     )

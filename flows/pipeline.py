@@ -15,15 +15,21 @@ from prefect import flow, unmapped
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from diffpath.alerts import ScreenPolicy
 from diffpath.config import FeatureConfig
-from diffpath.errors import ConfigError
+from diffpath.errors import AlertError, ConfigError
 from diffpath.model import gpu_count
 from diffpath.shards import ShardCounts
 from diffpath.sources import Listing
 from diffpath.storage import join
 from tasks.features import featurize_shard_task
 from tasks.reference import fit_reference_task, reference_config_task
-from tasks.reports import audit_report_task, evaluate_report_task, screen_report_task
+from tasks.reports import (
+    audit_report_task,
+    evaluate_report_task,
+    publish_task,
+    screen_report_task,
+)
 from tasks.scoring import audit_task, evaluate_task, screen_task
 from tasks.sources import list_images
 
@@ -80,6 +86,7 @@ class RunOptions(BaseModel):
 
 DEFAULT_CONFIG = FeatureConfig()
 DEFAULT_RUN = RunOptions()
+DEFAULT_POLICY = ScreenPolicy()
 
 
 @dataclass(frozen=True)
@@ -141,16 +148,22 @@ def screen_flow(
     out: str,
     model: str | None = None,
     run: RunOptions = DEFAULT_RUN,
+    policy: ScreenPolicy = DEFAULT_POLICY,
 ) -> dict[str, str]:
     """Incoming images + reference → scores, errors, duplicates, summary and report URIs.
 
     The feature config is the reference's; `model` says where its weights are when they
-    moved (checked by fingerprint before any feature is computed)."""
+    moved (checked by fingerprint before any feature is computed). The outputs are always
+    written; then the run fails with `AlertError` if `policy` finds reasons to alert."""
     started = time.time()
     config = reference_config_task(reference, model)
     features = featurize(source, config, out, run)
-    outputs = screen_task(features.uris, reference, out, started, source, features.counts())
-    return {**outputs, "report": screen_report_task(out, reference)}
+    outputs = screen_task(features.uris, reference, out, started, source, features.counts(), policy)
+    outputs = {**outputs, "report": screen_report_task(out, reference)}
+    alerts = publish_task(out)
+    if alerts:
+        raise AlertError(alerts)
+    return outputs
 
 
 @flow(name="audit", task_runner=RUNNER)

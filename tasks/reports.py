@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from diffpath import report
+from diffpath.storage import join, read_json
 from tasks.retry import RETRY, transient_failure
 
 
@@ -21,3 +23,12 @@ def audit_report_task(out: str) -> str:
 @task(**RETRY, retry_condition_fn=transient_failure)
 def evaluate_report_task(metrics_uri: str, out: str) -> str:
     return report.evaluate_report(metrics_uri, out)
+
+
+@task(**RETRY, retry_condition_fn=transient_failure)
+def publish_task(out: str) -> list[str]:
+    """Show a run's summary and its top flagged images in the Prefect UI; returns its alerts."""
+    summary = read_json(join(out, "summary.json"))
+    create_markdown_artifact(report.summary_markdown(summary), key="diffpath-summary")
+    create_table_artifact(report.flagged_rows(out), key="diffpath-top-flagged")
+    return summary.get("alerts", [])

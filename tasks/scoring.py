@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from diffpath import scoring
+from diffpath.alerts import ScreenPolicy
 from diffpath.config import FeatureConfig
 from diffpath.storage import read_json
 from tasks.retry import RETRY, transient_failure
@@ -18,9 +19,10 @@ def screen_task(
     started: float,
     sources: list[str],
     counts: dict[str, int],
+    policy: ScreenPolicy | None = None,
 ) -> dict[str, str]:
     """scores, errors, duplicates and summary of a screening run under `out` → their URIs."""
-    outputs = scoring.screen(shard_uris, reference_uri, out, started, sources, **counts)
+    outputs = scoring.screen(shard_uris, reference_uri, out, started, sources, policy, **counts)
     summary = read_json(outputs["summary"])
     get_run_logger().info(
         "screened %d images: %d flagged, %d unreadable, %d duplicates",

@@ -137,3 +137,44 @@ def test_dask_runner_without_a_prefect_server_exits_2(tmp_path, monkeypatch) -> 
         app, ["fit-reference", str(SAMPLES), "--out", str(tmp_path), "--runner", "dask"]
     )
     assert result.exit_code == 2 and "PREFECT_API_URL" in result.output.strip().splitlines()[-1]
+
+
+def test_screen_alerts_exit_3_after_writing_outputs(tmp_path, tiny_model_dir) -> None:
+    ref = tmp_path / "ref"
+    fit = runner.invoke(
+        app,
+        [
+            "fit-reference",
+            str(SAMPLES / "reference.parquet"),
+            "--out",
+            str(ref),
+            "--model",
+            str(tiny_model_dir),
+            "--timesteps",
+            "3",
+            "--max-images",
+            "30",
+        ],
+    )
+    assert fit.exit_code == 0, fit.output
+    screen = runner.invoke(
+        app,
+        [
+            "screen",
+            str(SAMPLES / "incoming.parquet"),
+            "--reference",
+            str(ref / "reference.json"),
+            "--out",
+            str(tmp_path / "s"),
+            "--max-images",
+            "10",
+            "--threshold",
+            "-1e9",
+            "--fail-above",
+            "0.2",
+        ],
+    )
+    assert screen.exit_code == 3, screen.output
+    assert screen.output.strip().splitlines()[-1].startswith("alert: 100.0% flagged")
+    assert "10 images: 10 flagged" in screen.output
+    assert (tmp_path / "s" / "scores.parquet").exists()

@@ -61,7 +61,7 @@ def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
     out, reference = fitted
     outputs = screen([INCOMING], reference, out / "screen", shard_size=64)
     scores = pl.read_parquet(outputs["scores"])
-    assert scores.columns == [*LOCATOR, "score", "flagged", "rank"]
+    assert scores.columns == [*LOCATOR, "score", "p_value", "flagged", "rank"]
     assert len(scores) == N_INCOMING and scores["row"].n_unique() == N_INCOMING
     assert scores["uri"].unique().to_list() == [INCOMING]
     assert scores["rank"].to_list() == list(range(1, N_INCOMING + 1))
@@ -271,3 +271,68 @@ def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
         auroc(np.array(metrics["in_dist"]["scores"]), np.array(ood["scores"]))
     )
     assert "AUROC" in Path(result["report"]).read_text()
+
+
+def test_p_values_and_flags_chosen_at_screening_time(tmp_path, fitted) -> None:
+    from diffpath.alerts import ScreenPolicy
+    from flows.pipeline import RunOptions, screen_flow
+
+    _, reference = fitted
+    cache = str(tmp_path / "cache")
+    run = RunOptions(features_root=cache, max_images=60)
+    default = screen_flow([INCOMING], reference, str(tmp_path / "a"), run=run)
+    loose = screen_flow(
+        [INCOMING], reference, str(tmp_path / "b"), run=run, policy=ScreenPolicy(fpr=0.5)
+    )
+    a, b = pl.read_parquet(default["scores"]), pl.read_parquet(loose["scores"])
+    assert a.columns == [*LOCATOR, "score", "p_value", "flagged", "rank"]
+    assert a["p_value"].is_between(0, 1, closed="right").all()
+    assert a["p_value"].is_sorted()  # rank 1 (highest score) has the smallest p-value
+    assert b["flagged"].sum() > a["flagged"].sum() and a["score"].equals(b["score"])
+    assert summary_of(loose)["expected_flagged_fraction"] == 0.5
+    assert summary_of(loose)["features_computed"] == 0  # re-flagging computes nothing
+
+
+def test_an_alert_fails_the_run_after_its_outputs_are_written(tmp_path, fitted) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from diffpath.alerts import ScreenPolicy
+    from diffpath.errors import AlertError
+    from flows.pipeline import RunOptions, screen_flow
+
+    _, reference = fitted
+    state = screen_flow(
+        [INCOMING],
+        reference,
+        str(tmp_path / "out"),
+        run=RunOptions(max_images=20),
+        policy=ScreenPolicy(threshold=-1e9, fail_above=0.5),  # everything flagged
+        return_state=True,
+    )
+    assert state.is_failed()
+    with pytest.raises(AlertError, match=r"100\.0% flagged, above --fail-above 0\.5"):
+        state.result()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert len(summary["alerts"]) == 1
+    assert summary["expected_flagged_fraction"] == summary["flagged_p_value"] == 1.0  # as chosen
+    assert (tmp_path / "out" / "report.html").exists()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    assert {"diffpath-summary", "diffpath-top-flagged"} <= {a.key for a in artifacts}
+
+
+def test_a_dump_of_unreadable_files_always_alerts(tmp_path, fitted) -> None:
+    from diffpath.errors import AlertError
+
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not a jpeg")
+    (folder / "b.png").write_bytes(b"")
+    with pytest.raises(AlertError, match="no image could be scored"):
+        screen([str(folder)], fitted[1], tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_errors"] == 2

@@ -1,0 +1,53 @@
+"""Conformal p-values, the flagging rule chosen at screening time, and alert reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffpath.alerts import ScreenPolicy, alert_reasons, flag_threshold, flagged_p_value
+from diffpath.config import FeatureConfig
+from diffpath.metrics import conformal_p_values
+from diffpath.reference import fit_reference
+
+
+def test_conformal_p_values_count_calibration_scores_at_least_as_large() -> None:
+    calibration = np.array([1.0, 2.0, 3.0, 4.0])
+    p = conformal_p_values(np.array([0.5, 2.0, 3.5, 9.0]), calibration)
+    np.testing.assert_allclose(p, [5 / 5, 4 / 5, 2 / 5, 1 / 5])
+
+
+def test_p_values_of_exchangeable_scores_are_uniform() -> None:
+    rng = np.random.default_rng(0)
+    p = conformal_p_values(rng.normal(size=20000), rng.normal(size=9999))
+    for alpha in (0.01, 0.05, 0.2):
+        assert abs(np.mean(p <= alpha) - alpha) < 0.015
+
+
+def test_threshold_from_the_reference_an_fpr_or_a_value() -> None:
+    rng = np.random.default_rng(1)
+    reference = fit_reference(rng.normal(size=(500, 6)), FeatureConfig(), "m", target_fpr=0.05)
+    assert flag_threshold(reference, ScreenPolicy()) == (reference.threshold, 0.05)
+    loose, expected = flag_threshold(reference, ScreenPolicy(fpr=0.2))
+    assert loose < reference.threshold and expected == 0.2
+    assert np.mean(reference.calibration_scores > loose) <= 0.2
+    value, expected = flag_threshold(reference, ScreenPolicy(threshold=1e9))
+    assert (value, expected) == (1e9, 0.0)
+
+
+def test_binomial_p_value_and_alert_reasons() -> None:
+    assert flagged_p_value(5, 100, 0.05) == pytest.approx(0.564, abs=1e-3)
+    assert flagged_p_value(42, 100, 0.05) < 1e-20
+    assert flagged_p_value(0, 0, 0.05) is None
+    summary = {
+        "n_scored": 100,
+        "n_errors": 30,
+        "error_fraction": 30 / 130,
+        "flagged_fraction": 0.42,
+        "flagged_p_value": 1e-21,
+    }
+    assert alert_reasons(summary, ScreenPolicy()) == []
+    reasons = alert_reasons(summary, ScreenPolicy(fail_above=0.1, max_errors=0.1))
+    assert len(reasons) == 2 and "23.1% unreadable" in reasons[0] and "42.0% flagged" in reasons[1]
+    nothing = {**summary, "n_scored": 0, "flagged_fraction": 0.0, "flagged_p_value": None}
+    assert alert_reasons(nothing, ScreenPolicy())[0].startswith("no image could be scored")
