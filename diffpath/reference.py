@@ -20,6 +20,7 @@ from diffpath.identity import feature_key
 from diffpath.metrics import calibrate_threshold
 from diffpath.model import model_fingerprint
 from diffpath.shards import feature_matrix, read_shards
+from diffpath.sources import read_groups
 from diffpath.storage import join, read_bytes, write_bytes
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "load_reference",
     "reference_config",
     "save_reference",
+    "split_holdout",
 ]
 
 FORMAT = "diffpath-reference/1"
@@ -46,6 +48,7 @@ class Reference:
     model_id: str
     n_fit: int
     calibration_scores: np.ndarray  # anomaly scores of held-back reference images
+    split: str = "random"  # how they were held back: "random" or "group:<column>"
 
     @property
     def feature_key(self) -> str:
@@ -56,6 +59,29 @@ class Reference:
         return self.density.anomaly_score(features)
 
 
+def split_holdout(
+    n: int, holdout: float, seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to fit, rows to calibrate on): a seeded random `holdout` fraction, or whole
+    groups drawn at random until they make up that fraction."""
+    if not 0 < holdout < 1:
+        raise ConfigError(f"holdout must be in (0, 1), got {holdout}")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        order = rng.permutation(n)
+        n_cal = max(1, round(holdout * n))
+        fit_rows, cal_rows = order[n_cal:], order[:n_cal]
+    else:
+        labels, index = np.unique(np.asarray(groups, str), return_inverse=True)
+        held = rng.permutation(len(labels))
+        n_held = int(np.searchsorted(np.cumsum(np.bincount(index)[held]), holdout * n)) + 1
+        is_cal = np.isin(index, held[:n_held])
+        fit_rows, cal_rows = np.flatnonzero(~is_cal), np.flatnonzero(is_cal)
+    if len(fit_rows) < 2 or len(cal_rows) < 1:
+        raise ConfigError(f"need more reference images (or groups) than {n} to fit and calibrate")
+    return np.sort(fit_rows), np.sort(cal_rows)
+
+
 def fit_reference(
     features: np.ndarray,
     config: FeatureConfig,
@@ -64,15 +90,14 @@ def fit_reference(
     target_fpr: float = 0.05,
     holdout: float = 0.2,
     seed: int = 0,
+    groups: np.ndarray | None = None,
+    split: str = "random",
 ) -> Reference:
-    """Fit the density on (1 − holdout) of `features`, calibrate the threshold on the rest."""
-    if not 0 < holdout < 1:
-        raise ConfigError(f"holdout must be in (0, 1), got {holdout}")
-    order = np.random.default_rng(seed).permutation(len(features))
-    n_cal = max(1, round(holdout * len(features)))
-    if len(features) - n_cal < 2:
-        raise ConfigError(f"need more reference images than {len(features)} to fit and calibrate")
-    fit_rows, cal_rows = order[n_cal:], order[:n_cal]
+    """Fit the density on (1 − holdout) of `features`, calibrate the threshold on the rest.
+
+    With `groups` (one label per row: an identity, a source), whole groups are held back,
+    so calibration images share no group with the fitted ones — as new images will not."""
+    fit_rows, cal_rows = split_holdout(len(features), holdout, seed, groups)
     model = make_density(density, config.method).fit(features[fit_rows])
     calibration = model.anomaly_score(features[cal_rows])
     return Reference(
@@ -83,6 +108,7 @@ def fit_reference(
         model_id=model_id,
         n_fit=len(fit_rows),
         calibration_scores=np.sort(calibration),
+        split=split,
     )
 
 
@@ -93,11 +119,17 @@ def fit_reference_shards(
     density: str = "auto",
     target_fpr: float = 0.05,
     holdout: float = 0.2,
+    group_column: str | None = None,
 ) -> str:
-    """Fit a reference on a run's feature shards and save it as `out/reference.json`."""
+    """Fit a reference on a run's feature shards and save it as `out/reference.json`;
+    `group_column` (a column of the Parquet sources) holds back whole groups."""
     frame, model_id = read_shards(shard_uris, config)
-    features = feature_matrix(frame, config)[1]
-    reference = fit_reference(features, config, model_id, density, target_fpr, holdout, config.seed)
+    rows, features = feature_matrix(frame, config)
+    groups = None if group_column is None else read_groups(rows, group_column)
+    split = "random" if group_column is None else f"group:{group_column}"
+    reference = fit_reference(
+        features, config, model_id, density, target_fpr, holdout, config.seed, groups, split
+    )
     return save_reference(reference, join(out, "reference.json"))
 
 
@@ -127,6 +159,7 @@ def reference_to_dict(reference: Reference) -> dict[str, Any]:
         "threshold": reference.threshold,
         "target_fpr": reference.target_fpr,
         "n_fit": reference.n_fit,
+        "split": reference.split,
         "calibration_scores": reference.calibration_scores.tolist(),
         "density": density_to_dict(reference.density, reference.config.config_hash()),
     }
@@ -149,6 +182,7 @@ def load_reference(uri: str) -> Reference:
         config=config,
         model_id=data["model_id"],
         n_fit=data["n_fit"],
+        split=data.get("split", "random"),
         calibration_scores=np.asarray(data["calibration_scores"]),
     )
 

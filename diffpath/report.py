@@ -56,6 +56,8 @@ def histogram_png(groups: Mapping[str, np.ndarray], threshold: float | None = No
     low, high = np.percentile(values, [0.5, 99.5]) if len(values) else (0.0, 1.0)
     bins = np.linspace(low, high if high > low else low + 1, 50)
     for name, scores in groups.items():
+        if not len(scores):
+            continue
         ax.hist(
             np.clip(scores, low, high),
             bins=bins,

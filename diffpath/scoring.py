@@ -179,8 +179,15 @@ def screen(
         model_id=model_id,
         threshold=threshold,
         expected_flagged_fraction=expected,
+        calibration_split=reference.split,
         **extra,
     )
+    if reference.split == "random":
+        summary["warnings"] = [
+            "the reference's threshold was calibrated on a random split: where images share "
+            "an identity or source across it, new in-distribution images are flagged above "
+            "the expected rate; refit with --group-column"
+        ]
     summary["flagged_p_value"] = flagged_p_value(
         summary["n_flagged"], summary["n_scored"], expected
     )

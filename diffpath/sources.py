@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from diffpath.errors import StorageError
+from diffpath.errors import ConfigError, StorageError
 from diffpath.identity import content_hash
 from diffpath.images import IMAGE_EXTENSIONS, decode_images
 from diffpath.storage import filesystem, join, write_parquet
@@ -30,6 +30,7 @@ __all__ = [
     "list_source",
     "listing_id",
     "load_images",
+    "read_groups",
     "read_listing",
     "read_refs",
     "store_listing",
@@ -164,6 +165,24 @@ def read_refs(refs: Sequence[ImageRef]) -> list[bytes | str]:
         except (OSError, pa.ArrowException) as err:
             results |= dict.fromkeys(members, f"cannot read {uri}: {err}".splitlines()[0])
     return [results[i] for i in range(len(refs))]
+
+
+def read_groups(rows: pa.Table, column: str) -> np.ndarray:
+    """The `column` value of each (uri, row) in `rows`, read from its Parquet source (that
+    column alone): e.g. an identity, to hold back whole groups when calibrating."""
+    uris, indices = rows["uri"].to_pylist(), rows["row"].to_pylist()
+    if None in indices:
+        raise ConfigError(
+            f"a group column needs Parquet sources; {uris[indices.index(None)]} is a file"
+        )
+    values: dict[str, list] = {}
+    for uri in dict.fromkeys(uris):
+        fs, path = filesystem(uri)
+        schema = pq.read_schema(fs.open(path, "rb"))
+        if column not in schema.names:
+            raise ConfigError(f"{uri} has no column {column!r} (it has {', '.join(schema.names)})")
+        values[uri] = pq.read_table(fs.open(path, "rb"), columns=[column]).column(0).to_pylist()
+    return np.array([str(values[u][i]) for u, i in zip(uris, indices, strict=True)])
 
 
 def load_images(

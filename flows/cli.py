@@ -147,6 +147,13 @@ def fit_reference(
     target_fpr: Annotated[
         float, typer.Option(help="in-distribution flag rate of the threshold")
     ] = 0.05,
+    group_column: Annotated[
+        str | None,
+        typer.Option(
+            "--group-column",
+            help="Parquet column (identity, source) whose groups are held back together",
+        ),
+    ] = None,
     config: ConfigFileOpt = None,
     model: ModelOpt = None,
     method: MethodOpt = None,
@@ -169,7 +176,9 @@ def fit_reference(
         )
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
         flow = fit_reference_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(source, out, feature_config, density, target_fpr, run=run)
+        return flow(
+            source, out, feature_config, density, target_fpr, run=run, group_column=group_column
+        )
 
     console.print(f"reference: {_run(action)}")
 

@@ -135,10 +135,16 @@ def fit_reference_flow(
     target_fpr: float = 0.05,
     holdout: float = 0.2,
     run: RunOptions = DEFAULT_RUN,
+    group_column: str | None = None,
 ) -> str:
-    """Trusted in-distribution images → fitted reference (density + threshold) JSON URI."""
+    """Trusted in-distribution images → fitted reference (density + threshold) JSON URI.
+
+    `group_column` (e.g. an identity column of Parquet sources) holds back whole groups for
+    calibrating the threshold, so it holds for groups never seen."""
     features = featurize(source, config, out, run)
-    return fit_reference_task(features.uris, config, out, density, target_fpr, holdout)
+    return fit_reference_task(
+        features.uris, config, out, density, target_fpr, holdout, group_column
+    )
 
 
 @flow(name="screen", task_runner=RUNNER)

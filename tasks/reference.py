@@ -17,9 +17,10 @@ def fit_reference_task(
     density: str,
     target_fpr: float,
     holdout: float,
+    group_column: str | None = None,
 ) -> str:
     """Fit density + threshold on the shards' features; returns the reference JSON URI."""
-    uri = fit_reference_shards(shard_uris, config, out, density, target_fpr, holdout)
+    uri = fit_reference_shards(shard_uris, config, out, density, target_fpr, holdout, group_column)
     get_run_logger().info("reference fitted (%s, %.0f%% FPR) -> %s", density, 100 * target_fpr, uri)
     return uri
 

@@ -336,3 +336,25 @@ def test_a_dump_of_unreadable_files_always_alerts(tmp_path, fitted) -> None:
     with pytest.raises(AlertError, match="no image could be scored"):
         screen([str(folder)], fitted[1], tmp_path / "out")
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_errors"] == 2
+
+
+def test_reference_held_back_by_group_and_said_in_the_summary(tmp_path, tiny_config) -> None:
+    from diffpath.errors import ConfigError
+    from flows.pipeline import RunOptions, fit_reference_flow
+
+    run = RunOptions(features_root=str(tmp_path / "cache"))
+    grouped = fit_reference_flow(
+        [REFERENCE], str(tmp_path / "by-identity"), tiny_config, run=run, group_column="label"
+    )
+    assert json.loads(Path(grouped).read_text())["split"] == "group:label"
+    summary = summary_of(screen([INCOMING], grouped, tmp_path / "s", max_images=10))
+    assert summary["calibration_split"] == "group:label" and "warnings" not in summary
+    with pytest.raises(ConfigError, match="no column 'identity'"):
+        fit_reference_flow(
+            [REFERENCE], str(tmp_path / "x"), tiny_config, run=run, group_column="identity"
+        )
+
+
+def test_a_randomly_calibrated_reference_is_flagged_in_the_summary(tmp_path, fitted) -> None:
+    summary = summary_of(screen([INCOMING], fitted[1], tmp_path / "s", max_images=10))
+    assert summary["calibration_split"] == "random" and "--group-column" in summary["warnings"][0]

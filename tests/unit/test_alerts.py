@@ -7,8 +7,9 @@ import pytest
 
 from diffpath.alerts import ScreenPolicy, alert_reasons, flag_threshold, flagged_p_value
 from diffpath.config import FeatureConfig
+from diffpath.errors import ConfigError
 from diffpath.metrics import conformal_p_values
-from diffpath.reference import fit_reference
+from diffpath.reference import fit_reference, split_holdout
 
 
 def test_conformal_p_values_count_calibration_scores_at_least_as_large() -> None:
@@ -51,3 +52,25 @@ def test_binomial_p_value_and_alert_reasons() -> None:
     assert len(reasons) == 2 and "23.1% unreadable" in reasons[0] and "42.0% flagged" in reasons[1]
     nothing = {**summary, "n_scored": 0, "flagged_fraction": 0.0, "flagged_p_value": None}
     assert alert_reasons(nothing, ScreenPolicy())[0].startswith("no image could be scored")
+
+
+def test_holdout_keeps_whole_groups_together() -> None:
+    groups = np.repeat([f"id{i}" for i in range(30)], np.arange(1, 31))  # sizes 1..30
+    fit_rows, cal_rows = split_holdout(len(groups), 0.2, 0, groups)
+    assert not set(groups[fit_rows]) & set(groups[cal_rows])
+    assert len(fit_rows) + len(cal_rows) == len(groups)
+    assert 0.2 <= len(cal_rows) / len(groups) < 0.35  # the last group drawn overshoots
+    random_fit, random_cal = split_holdout(len(groups), 0.2, 0)
+    assert len(random_cal) == round(0.2 * len(groups)) and set(groups[random_fit]) & set(
+        groups[random_cal]
+    )
+    with pytest.raises(ConfigError, match="groups"):
+        split_holdout(10, 0.2, 0, np.array(["one"] * 10))
+    reference = fit_reference(
+        np.random.default_rng(0).normal(size=(len(groups), 6)),
+        FeatureConfig(),
+        "m",
+        groups=groups,
+        split="group:id",
+    )
+    assert reference.split == "group:id" and reference.n_fit == len(fit_rows)
