@@ -14,8 +14,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from diffpath.config import FeatureConfig
+from diffpath.features.v2 import error_maps
+from diffpath.model import DiffusionModel
 from diffpath.reference import load_reference
-from diffpath.sources import ImageRef, read_refs
+from diffpath.sources import ImageRef, load_images, read_refs
 from diffpath.storage import join, read_json, read_parquet, write_bytes
 
 __all__ = [
@@ -49,12 +52,21 @@ def _png(plt, fig) -> bytes:
     return buffer.getvalue()
 
 
-def histogram_png(groups: Mapping[str, np.ndarray], threshold: float | None = None) -> bytes:
-    """Overlaid, normalised histograms of anomaly scores, with the flag threshold."""
+def histogram_png(
+    groups: Mapping[str, np.ndarray], threshold: float | None = None, log: bool = False
+) -> bytes:
+    """Overlaid, normalised histograms of anomaly scores, with the flag threshold; `log`
+    puts scores on a symmetric-log axis so a long tail does not squash the bulk."""
     plt, fig, ax = _figure()
-    values = np.concatenate([np.asarray(v, float) for v in groups.values() if len(v)])
-    low, high = np.percentile(values, [0.5, 99.5]) if len(values) else (0.0, 1.0)
-    bins = np.linspace(low, high if high > low else low + 1, 50)
+    values = np.concatenate([np.asarray(v, float) for v in groups.values() if len(v)] or [[0.0]])
+    low, high = (values.min(), values.max()) if log else np.percentile(values, [0.5, 99.5])
+    high = high if high > low else low + 1
+    if log:
+        ax.set_xscale("symlog", linthresh=1.0)
+        to, back = np.arcsinh, np.sinh  # close to symlog: bins of equal width on the axis
+        bins = back(np.linspace(to(low), to(high), 60))
+    else:
+        bins = np.linspace(low, high, 50)
     for name, scores in groups.items():
         if not len(scores):
             continue
@@ -89,37 +101,51 @@ def _img(png: bytes, width: int | None = None, title: str = "") -> str:
     return f'<img src="data:image/png;base64,{data}"{size} title="{html.escape(title)}">'
 
 
-def thumbnails_html(items: Sequence[tuple[str, float, bytes | str]], size: int = 64) -> str:
-    """A grid of (name, score, encoded image) thumbnails; undecodable images show a '?'."""
+def thumbnail(data: bytes | str, size: int = 64, title: str = "") -> str:
+    """An <img> of encoded image bytes fitted into size×size, keeping its aspect ratio;
+    a '?' box for anything that does not decode (a thumbnail never breaks a report)."""
     from PIL import Image
 
-    cells = []
-    for key, score, data in items:
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                thumb = image.convert("RGB").resize((size, size))
-                buffer = io.BytesIO()
-                thumb.save(buffer, format="PNG")
-            picture = _img(buffer.getvalue(), size, key)
-        except Exception:  # a thumbnail must never break the report
-            picture = "<div class='missing'>?</div>"
-        cells.append(
-            f"<figure>{picture}<figcaption>{html.escape(key[-28:])}<br>{score:.3g}</figcaption></figure>"
-        )
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+        return _img(buffer.getvalue(), title=title)
+    except Exception:
+        return f"<div class='missing' title='{html.escape(title)}'>?</div>"
+
+
+def thumbnails_html(items: Sequence[tuple[str, float, bytes | str]], size: int = 64) -> str:
+    """A grid of (name, score, encoded image) thumbnails with wrapped captions."""
+    cells = [
+        f"<figure>{thumbnail(data, size, key)}<figcaption title='{html.escape(key)}'>"
+        f"{html.escape(key)}<br>{score:.3g}</figcaption></figure>"
+        for key, score, data in items
+    ]
     return f"<div class='grid'>{''.join(cells)}</div>"
 
 
-def table_html(rows: Sequence[Mapping[str, object]]) -> str:
+def table_html(rows: Sequence[Mapping[str, object]], sortable: bool = False) -> str:
+    """A table of rows (dicts); values that are already HTML are wrapped in `Markup`;
+    `sortable` headers sort the rows when clicked."""
     if not rows:
         return "<p>(none)</p>"
     head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
 
     def cell(value: object) -> str:
+        if isinstance(value, Markup):
+            return f"<td>{value}</td>"
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        return f"<td>{html.escape(text)}</td>"
+        return f"<td data-v='{html.escape(text)}'>{html.escape(text)}</td>"
 
     body = "".join("<tr>" + "".join(cell(v) for v in row.values()) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    kind = " class='sortable'" if sortable else ""
+    return f"<table{kind}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class Markup(str):
+    """A table value that is HTML already (a thumbnail)."""
 
 
 def render_html(
@@ -131,12 +157,31 @@ def render_html(
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
-        ".grid{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;font-size:10px;width:80px}"
+        "td{word-break:break-all;max-width:420px}th{cursor:pointer;background:#f3f3f3}"
+        ".grid{display:flex;flex-wrap:wrap;gap:10px}"
+        "figure{margin:0;font-size:10px;width:96px;overflow-wrap:anywhere}"
+        "figure img{display:block;margin:auto}.missing{width:64px;height:64px;background:#ddd}"
+        ".alert{background:#fdd;border:1px solid #c33;padding:6px 10px;margin:4px 0}"
+        ".note{background:#ffd;border:1px solid #cc3;padding:6px 10px;margin:4px 0}"
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}"
+        f"<script>{SORT_SCRIPT}</script></body></html>"
     )
+
+
+# click a header of a table.sortable: sort its rows by that column (numbers as numbers)
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach((th, i) => th.onclick = () => {
+  const body = th.closest('table').tBodies[0], rows = [...body.rows];
+  const key = r => { const v = r.cells[i].dataset.v ?? ''; const n = parseFloat(v);
+                     return isNaN(n) ? v : n; };
+  const dir = th.dataset.dir = th.dataset.dir === 'asc' ? 'desc' : 'asc';
+  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (dir === 'asc' ? 1 : -1));
+  rows.forEach(r => body.appendChild(r));
+});
+"""
 
 
 def _scores_and_summary(out: str) -> tuple[pl.DataFrame, dict]:
@@ -148,34 +193,109 @@ def _summary_rows(summary: dict) -> list[dict[str, object]]:
     return [{"field": k, "value": v} for k, v in summary.items() if not isinstance(v, dict | list)]
 
 
+def _refs(rows: pl.DataFrame) -> list[ImageRef]:
+    return [ImageRef(r["uri"], r["row"], r["path"]) for r in rows.iter_rows(named=True)]
+
+
 def _thumbnails(scores: pl.DataFrame, top: int) -> str:
     """Thumbnails of the first `top` rows of a scores table, read from where they were listed."""
     head = scores.head(top)
-    refs = [ImageRef(r["uri"], r["row"], r["path"]) for r in head.iter_rows(named=True)]
-    contents = read_refs(refs)
-    return thumbnails_html(list(zip(head["path"], head["score"], contents, strict=True)))
+    return thumbnails_html(
+        list(zip(head["path"], head["score"], read_refs(_refs(head)), strict=True))
+    )
 
 
-def screen_report(out: str, reference_uri: str, top: int = 48) -> str:
-    """report.html of a screening run: summary, score histogram against the reference,
-    top-ranked thumbnails."""
+def _flagged_table(flagged: pl.DataFrame, top: int, max_rows: int) -> str:
+    """Every flagged image (up to `max_rows`) in a sortable table; thumbnails for the first
+    `top`."""
+    shown = flagged.head(max_rows)
+    pictures = read_refs(_refs(shown.head(top)))
+    rows = [
+        {
+            "image": Markup(thumbnail(pictures[i], 48, r["uri"]) if i < len(pictures) else ""),
+            "rank": r["rank"],
+            "path": r["path"],
+            "score": r["score"],
+            "p-value": r["p_value"],
+            "location": r["uri"] if r["row"] is None else f"{r['uri']} row {r['row']}",
+        }
+        for i, r in enumerate(shown.iter_rows(named=True))
+    ]
+    more = len(flagged) - len(shown)
+    tail = f"<p>{more} more flagged images in scores.parquet.</p>" if more > 0 else ""
+    return table_html(rows, sortable=True) + tail
+
+
+def why_png(scores: pl.DataFrame, model: DiffusionModel, config: FeatureConfig) -> bytes | None:
+    """Each image beside its (1 − SSIM)-weighted score-error map at its most telling timestep:
+    where the diffusion model cannot explain the image."""
+    refs = _refs(scores)
+    images, hashes, _ = load_images(refs, config.image_size, config.center_crop)
+    if not len(images):
+        return None
+    maps, timesteps = error_maps(model, images, hashes, config)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(images), 2, figsize=(4.2, 2.0 * len(images)), squeeze=False)
+    for row, (image, heat, t, ref) in enumerate(zip(images, maps, timesteps, refs, strict=False)):
+        axes[row, 0].imshow(((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
+        axes[row, 0].set_title(ref.path[-28:], fontsize=7)
+        shown = axes[row, 1].imshow(heat.numpy(), cmap="magma")
+        axes[row, 1].set_title(f"weighted error, t = {int(t)}", fontsize=7)
+        fig.colorbar(shown, ax=axes[row, 1], fraction=0.046)
+        for ax in axes[row]:
+            ax.axis("off")
+    return _png(plt, fig)
+
+
+def _notes(summary: dict) -> str:
+    alerts = "".join(
+        f"<div class='alert'>ALERT: {html.escape(a)}</div>" for a in summary.get("alerts", [])
+    )
+    notes = "".join(
+        f"<div class='note'>{html.escape(w)}</div>" for w in summary.get("warnings", [])
+    )
+    return alerts + notes
+
+
+def screen_report(
+    out: str,
+    reference_uri: str,
+    model: DiffusionModel | None = None,
+    top: int = 48,
+    max_rows: int = 5000,
+    explain: int = 6,
+) -> str:
+    """report.html of a screening run: alerts, summary, every flagged image in a sortable
+    table (thumbnails for the first `top`), why the top `explain` were flagged (error maps,
+    when a model is given), and the score histogram against the calibration scores."""
     scores, summary = _scores_and_summary(out)
     reference = load_reference(reference_uri)
+    flagged = scores.filter(pl.col("flagged"))
+    if len(flagged):
+        listing = (f"Flagged images ({len(flagged)})", _flagged_table(flagged, top, max_rows))
+    else:
+        listing = (
+            "Flagged images (0)",
+            "<p>No image was flagged. The 12 highest-scoring, for reference:</p>"
+            + _thumbnails(scores, 12),
+        )
+    sections = [("Summary", _notes(summary) + table_html(_summary_rows(summary))), listing]
+    why = (
+        why_png(flagged.head(explain), model, reference.config) if model and len(flagged) else None
+    )
     histogram = histogram_png(
         {
-            "reference (held back)": reference.calibration_scores,
-            "incoming": scores["score"].to_numpy(),
+            "reference, held back for calibration": reference.calibration_scores,
+            "this run": scores["score"].to_numpy(),
         },
-        reference.threshold,
+        summary.get("threshold", reference.threshold),
+        log=True,
     )
-    page = render_html(
-        "diffpath screening report",
-        [
-            ("Summary", table_html(_summary_rows(summary))),
-            (f"Top {top} by anomaly score", _thumbnails(scores, top)),
-        ],
-        {"Anomaly scores": histogram},
-    )
+    images = {"Anomaly scores (symmetric log axis)": histogram}
+    if why is not None:
+        images = {"Why the top flagged images were flagged": why, **images}
+    page = render_html("diffpath screening report", sections, images)
     return write_bytes(join(out, "report.html"), page.encode())
 
 

@@ -165,7 +165,7 @@ def screen_flow(
     config = reference_config_task(reference, model)
     features = featurize(source, config, out, run)
     outputs = screen_task(features.uris, reference, out, started, source, features.counts(), policy)
-    outputs = {**outputs, "report": screen_report_task(out, reference)}
+    outputs = {**outputs, "report": screen_report_task(out, reference, config, run.device)}
     alerts = publish_task(out)
     if alerts:
         raise AlertError(alerts)

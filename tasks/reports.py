@@ -6,13 +6,18 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from diffpath import report
+from diffpath.config import FeatureConfig
 from diffpath.storage import join, read_json
+from tasks.features import cached_model
 from tasks.retry import RETRY, transient_failure
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
-def screen_report_task(out: str, reference_uri: str) -> str:
-    return report.screen_report(out, reference_uri)
+def screen_report_task(
+    out: str, reference_uri: str, config: FeatureConfig, device: str | None = None
+) -> str:
+    """The screening report, with error maps of the top flagged images from the model."""
+    return report.screen_report(out, reference_uri, cached_model(config, device, compile=False))
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

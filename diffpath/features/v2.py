@@ -21,7 +21,7 @@ from diffpath.config import FeatureConfig
 from diffpath.model import DiffusionModel
 from diffpath.schedule import image_noise, select_timesteps
 
-__all__ = ["FEATURE_NAMES", "predict_stacked", "v2_features"]
+__all__ = ["FEATURE_NAMES", "error_maps", "predict_stacked", "v2_features", "weighted_errors"]
 
 FEATURE_NAMES = ("err_l1", "err_l2", "err_l3", "deriv_l1", "deriv_l2", "deriv_l3")
 
@@ -42,10 +42,11 @@ def _norms(u: torch.Tensor) -> list[torch.Tensor]:
     return [torch.linalg.vector_norm(flat, ord=p, dim=-1).sum(1) for p in (1, 2, 3)]
 
 
-def v2_features(
+def weighted_errors(
     model: DiffusionModel, x: torch.Tensor, image_ids: Sequence[str], config: FeatureConfig
 ) -> torch.Tensor:
-    """DiffPathV2 features of images x (B, C, H, W) in [−1, 1] → (B, 6), float32 on CPU;
+    """Steps 1–5: the (1 − SSIM)-weighted score errors u (B, K, C, H, W) on the model's
+    device of images x (B, C, H, W) in [−1, 1] — what the model cannot explain, per pixel;
     `image_ids` (content hashes) seed each image's noise."""
     b, c, h, w = x.shape
     t = select_timesteps(config, model.num_train_timesteps)
@@ -68,5 +69,26 @@ def v2_features(
             max_val=2.0,
         ).view(b, k, c, h, w)
         error = (1 - ssim) * error  # step 5
-    derivative = k * (error[:, 1:] - error[:, :-1])
+    return error
+
+
+def v2_features(
+    model: DiffusionModel, x: torch.Tensor, image_ids: Sequence[str], config: FeatureConfig
+) -> torch.Tensor:
+    """DiffPathV2 features of images x (B, C, H, W) in [−1, 1] → (B, 6), float32 on CPU."""
+    error = weighted_errors(model, x, image_ids, config)
+    derivative = error.shape[1] * (error[:, 1:] - error[:, :-1])
     return torch.stack(_norms(error) + _norms(derivative), dim=1).cpu()  # step 6
+
+
+@torch.inference_mode()
+def error_maps(
+    model: DiffusionModel, x: torch.Tensor, image_ids: Sequence[str], config: FeatureConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the model disagrees: |u| averaged over channels at each image's most telling
+    timestep (largest ‖u_k‖₂) → (maps (B, H, W), timesteps (B,)), on the CPU."""
+    error = weighted_errors(model, x, image_ids, config)
+    k = torch.linalg.vector_norm(error.flatten(2), dim=-1).argmax(1)
+    maps = error[torch.arange(len(error)), k].abs().mean(1)
+    t = select_timesteps(config, model.num_train_timesteps)
+    return maps.cpu(), t[k.cpu()]
