@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import IO, Any
 
 import fsspec
@@ -24,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 from diffpath.errors import StorageError
 
 __all__ = [
+    "dated",
     "exists",
     "filesystem",
     "is_transient",
@@ -54,6 +56,13 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 def join(uri: str, *parts: str) -> str:
     """Join path parts onto a URI with '/'."""
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def dated(uri: str, when: float) -> str:
+    """`uri` with `{date}` (UTC YYYY-MM-DD) and `{time}` (HHMMSS) filled in from the epoch
+    time `when`, so that scheduled runs write side by side instead of over each other."""
+    moment = datetime.fromtimestamp(when, timezone.utc)
+    return uri.replace("{date}", f"{moment:%Y-%m-%d}").replace("{time}", f"{moment:%H%M%S}")
 
 
 def exists(uri: str) -> bool:

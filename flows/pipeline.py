@@ -21,7 +21,7 @@ from diffpath.errors import AlertError, ConfigError
 from diffpath.model import gpu_count
 from diffpath.shards import ShardCounts
 from diffpath.sources import Listing
-from diffpath.storage import join
+from diffpath.storage import dated, join
 from tasks.features import featurize_shard_task
 from tasks.reference import fit_reference_task, reference_config_task
 from tasks.reports import (
@@ -159,9 +159,11 @@ def screen_flow(
     """Incoming images + reference → scores, errors, duplicates, summary and report URIs.
 
     The feature config is the reference's; `model` says where its weights are when they
-    moved (checked by fingerprint before any feature is computed). The outputs are always
-    written; then the run fails with `AlertError` if `policy` finds reasons to alert."""
+    moved (checked by fingerprint before any feature is computed). `out` may hold `{date}`
+    and `{time}` (UTC). The outputs are always written; then the run fails with
+    `AlertError` if `policy` finds reasons to alert."""
     started = time.time()
+    out = dated(out, started)
     config = reference_config_task(reference, model)
     features = featurize(source, config, out, run)
     outputs = screen_task(features.uris, reference, out, started, source, features.counts(), policy)
@@ -182,6 +184,7 @@ def audit_flow(
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """A set with unknown contamination → cross-fitted scores, suspects, estimate, report."""
+    out = dated(out, time.time())
     features = featurize(source, config, out, run)
     outputs = audit_task(features.uris, config, out, density, folds, source, features.counts())
     return {**outputs, "report": audit_report_task(out)}
@@ -197,6 +200,7 @@ def evaluate_flow(
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves."""
+    out = dated(out, time.time())
     config = reference_config_task(reference, model)
     id_shards = featurize(in_dist, config, out, run).uris
     ood_shards = {name: featurize(source, config, out, run).uris for name, source in ood.items()}

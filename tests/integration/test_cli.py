@@ -129,6 +129,7 @@ def test_core_log_records_reach_prefect() -> None:
 
     handlers = logging.getLogger("diffpath").handlers
     assert any(isinstance(handler, APILogHandler) for handler in handlers)
+    assert logging.getLogger("diffpath.model").isEnabledFor(logging.INFO)
 
 
 def test_dask_runner_without_a_prefect_server_exits_2(tmp_path, monkeypatch) -> None:
