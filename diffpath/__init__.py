@@ -3,55 +3,54 @@
 >>> from diffpath import FeatureConfig, GMMDensity, extract_features, load_model
 >>> config = FeatureConfig()                       # DiffPathV2, K=10
 >>> model = load_model(config.model, dtype=config.torch_dtype)
->>> features = extract_features(model, images, keys, config)   # images (N,3,32,32)
+>>> features = extract_features(model, images, hashes, config)  # images (N,3,32,32)
 >>> density = GMMDensity().fit(reference_features)
 >>> anomaly = density.anomaly_score(features)      # higher = more anomalous
+
+Names are imported on first use, so `import diffpath` (and the CLI's --help) stays fast.
 """
 
-from diffpath.config import FeatureConfig
-from diffpath.density import (
-    GaussianDensity,
-    GMMDensity,
-    KDEDensity,
-    load_density,
-    make_density,
-    save_density,
-)
-from diffpath.errors import (
-    ConfigError,
-    ConfigMismatchError,
-    DecodeError,
-    DiffPathError,
-    ModelError,
-    NotFittedError,
-    StorageError,
-)
-from diffpath.features import extract_features, feature_names
-from diffpath.images import decode_image, decode_images
-from diffpath.metrics import calibrate_threshold, ood_metrics
-from diffpath.model import DiffusionModel, load_model
+from __future__ import annotations
 
-__all__ = [
-    "ConfigError",
-    "ConfigMismatchError",
-    "DecodeError",
-    "DiffPathError",
-    "DiffusionModel",
-    "FeatureConfig",
-    "GMMDensity",
-    "GaussianDensity",
-    "KDEDensity",
-    "ModelError",
-    "NotFittedError",
-    "StorageError",
-    "calibrate_threshold",
-    "decode_image",
-    "decode_images",
-    "extract_features",
-    "feature_names",
-    "load_density",
-    "load_model",
-    "make_density",
-    "ood_metrics",
-    "save_density",
-]
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("diffpath")
+except PackageNotFoundError:  # run from a source tree that was not installed
+    __version__ = "0+unknown"
+
+_WHERE = {
+    "FeatureConfig": "config",
+    "GaussianDensity": "density",
+    "GMMDensity": "density",
+    "KDEDensity": "density",
+    "load_density": "density",
+    "make_density": "density",
+    "save_density": "density",
+    "AlertError": "errors",
+    "ConfigError": "errors",
+    "ConfigMismatchError": "errors",
+    "DecodeError": "errors",
+    "DiffPathError": "errors",
+    "ModelError": "errors",
+    "NotFittedError": "errors",
+    "StorageError": "errors",
+    "extract_features": "features",
+    "feature_names": "features",
+    "decode_image": "images",
+    "decode_images": "images",
+    "calibrate_threshold": "metrics",
+    "conformal_p_values": "metrics",
+    "ood_metrics": "metrics",
+    "DiffusionModel": "model",
+    "load_model": "model",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'diffpath' has no attribute {name!r}")
+    return getattr(import_module(f"diffpath.{_WHERE[name]}"), name)

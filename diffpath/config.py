@@ -11,9 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from diffpath.errors import ConfigError
 
-__all__ = ["FeatureConfig", "Method", "read_config_file"]
+__all__ = ["DEFAULT_UNET_CHANNELS", "FeatureConfig", "Method", "read_config_file"]
 
 Method = Literal["diffpathv2", "diffpath6d", "diffpath1d"]
+
+DEFAULT_UNET_CHANNELS = (64, 128, 256)  # the bundled model's UNet blocks; `train`'s default
 
 # Fields that never change a feature value, so they stay out of the hash: batch sizes change
 # only speed (tests prove it), and `model` is where the weights are, not which they are

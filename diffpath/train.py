@@ -25,6 +25,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from diffpath.config import DEFAULT_UNET_CHANNELS
 from diffpath.model import load_model
 from diffpath.sources import list_source, load_images
 from diffpath.storage import exists, join, read_bytes, write_bytes
@@ -43,7 +44,7 @@ class TrainConfig(BaseModel):
     val_data: list[str] = Field(default_factory=list, description="validation sources")
     image_size: int = 32
     center_crop: int | None = Field(140, description="CelebA convention: crop 140 of 178x218")
-    block_out_channels: tuple[int, ...] = (64, 128, 256)
+    block_out_channels: tuple[int, ...] = DEFAULT_UNET_CHANNELS
     layers_per_block: int = 1
     attention: bool = Field(True, description="self-attention at the lowest resolution")
     schedule: Literal["cosine", "linear"] = "cosine"

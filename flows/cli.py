@@ -8,39 +8,44 @@ printed says why.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import polars as pl
 import typer
-from prefect.settings import temporary_settings
 from pydantic import ValidationError
 from rich.console import Console
 
-from diffpath.alerts import ScreenPolicy
-from diffpath.config import FeatureConfig, Method, read_config_file
+import diffpath
+from diffpath.config import DEFAULT_UNET_CHANNELS, FeatureConfig, Method, read_config_file
 from diffpath.errors import AlertError, ConfigError, DiffPathError
-from diffpath.metrics import auroc
-from diffpath.storage import join, read_bytes
-from diffpath.train import TrainConfig
-from flows.pipeline import (
-    RunOptions,
-    audit_flow,
-    evaluate_flow,
-    fit_reference_flow,
-    screen_flow,
-    task_runner,
-)
-from flows.train import train_flow
+
+# Flows, Prefect and torch are imported inside the commands: `--help` stays fast.
 
 ALERT_EXIT = 3
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"diffpath {diffpath.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """diffpath: zero-shot image OOD screening with a pretrained diffusion model."""
+
+
 console = Console(stderr=True, soft_wrap=True)
 
-DEFAULT_CHANNELS = ",".join(map(str, TrainConfig.model_fields["block_out_channels"].default))
+DEFAULT_CHANNELS = ",".join(map(str, DEFAULT_UNET_CHANNELS))
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 
 ConfigFileOpt = Annotated[
@@ -105,7 +110,9 @@ def _run_options(
     batch_size: int | None,
     device: str | None,
     compile: bool,
-) -> RunOptions:
+):
+    from flows.pipeline import RunOptions
+
     return RunOptions(
         features_root=features,
         shard_size=shard_size,
@@ -119,6 +126,10 @@ def _run_options(
 
 def _run(action: Callable[[], Any], alert_out: str | None = None) -> Any:
     """Run a command, turning our errors into a one-line reason and an exit code."""
+    from prefect.settings import temporary_settings
+
+    from diffpath.storage import join
+
     try:
         # in-process flows: no heartbeat (~1 s per flow run), no telemetry (no network)
         quiet = {"flows.heartbeat_frequency": None, "server.analytics_enabled": False}
@@ -175,6 +186,8 @@ def fit_reference(
             config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
         )
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
+        from flows.pipeline import fit_reference_flow, task_runner
+
         flow = fit_reference_flow.with_options(task_runner=task_runner(runner, dask_address))
         return flow(
             source, out, feature_config, density, target_fpr, run=run, group_column=group_column
@@ -223,6 +236,9 @@ def screen(
 
     def action() -> dict[str, str]:
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
+        from diffpath.alerts import ScreenPolicy
+        from flows.pipeline import screen_flow, task_runner
+
         policy = ScreenPolicy(
             fpr=fpr, threshold=threshold, fail_above=fail_above, max_errors=max_errors
         )
@@ -233,6 +249,8 @@ def screen(
 
 
 def _print_summary(outputs: dict[str, str]) -> None:
+    from diffpath.storage import read_bytes
+
     summary = json.loads(read_bytes(outputs["summary"]))
     expected = summary.get("expected_flagged_fraction")
     chance = "" if expected is None else f", expected {100 * expected:.1f}%"
@@ -273,6 +291,8 @@ def audit(
             config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
         )
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
+        from flows.pipeline import audit_flow, task_runner
+
         flow = audit_flow.with_options(task_runner=task_runner(runner, dask_address))
         return flow(source, out, feature_config, density, folds, run)
 
@@ -306,6 +326,8 @@ def evaluate(
     def action() -> dict[str, str]:
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
         sources = {name: [uri] for name, uri in named.items()}
+        from flows.pipeline import evaluate_flow, task_runner
+
         flow = evaluate_flow.with_options(task_runner=task_runner(runner, dask_address))
         return flow(in_dist, sources, reference, out, model, run)
 
@@ -315,6 +337,8 @@ def evaluate(
 
 
 def _print_metrics(metrics_uri: str) -> None:
+    from diffpath.storage import read_bytes
+
     for name, m in json.loads(read_bytes(metrics_uri))["ood"].items():
         console.print(
             f"{name:>20s}: AUROC {m['auroc']:.4f}  FPR@95 {m['fpr95']:.4f}  "
@@ -348,6 +372,9 @@ def train(
     """Train the base diffusion model (EMA weights saved in diffusers layout)."""
 
     def action() -> str:
+        from diffpath.train import TrainConfig
+        from flows.train import train_flow
+
         config = TrainConfig(
             data=data,
             val_data=val_data or [],
@@ -373,6 +400,8 @@ def demo(
     """Fit on bundled faces, screen a bundled mixed dump, print AUROC and the report path."""
 
     def action() -> dict[str, str]:
+        from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
+
         run = RunOptions(device=device, progress=True)
         reference = fit_reference_flow(
             [str(SAMPLES / "reference.parquet")], f"{out}/reference", FeatureConfig(), run=run
@@ -380,7 +409,12 @@ def demo(
         return screen_flow([str(SAMPLES / "incoming.parquet")], reference, f"{out}/screen", run=run)
 
     outputs = _run(action)
-    scores = pl.read_parquet(io.BytesIO(read_bytes(outputs["scores"])))
+    import polars as pl
+
+    from diffpath.metrics import auroc
+    from diffpath.storage import read_parquet
+
+    scores = pl.from_arrow(read_parquet(outputs["scores"]))
     is_face = scores["path"].str.starts_with("faces/").to_numpy()
     values = scores["score"].to_numpy()
     _print_summary(outputs)

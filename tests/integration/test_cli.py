@@ -179,3 +179,17 @@ def test_screen_alerts_exit_3_after_writing_outputs(tmp_path, tiny_model_dir) ->
     assert screen.output.strip().splitlines()[-1].startswith("alert: 100.0% flagged")
     assert "10 images: 10 flagged" in screen.output
     assert (tmp_path / "s" / "scores.parquet").exists()
+
+
+def test_version_and_a_help_that_loads_no_heavy_module() -> None:
+    import subprocess
+    import sys
+
+    import diffpath
+
+    assert runner.invoke(app, ["--version"]).output.strip() == f"diffpath {diffpath.__version__}"
+    probe = "import sys, flows.cli; print(sorted({'torch', 'prefect'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
