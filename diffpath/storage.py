@@ -30,6 +30,7 @@ __all__ = [
     "filesystem",
     "is_transient",
     "join",
+    "point_latest",
     "read_bytes",
     "read_json",
     "read_many",
@@ -58,11 +59,23 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-def dated(uri: str, when: float) -> str:
-    """`uri` with `{date}` (UTC YYYY-MM-DD) and `{time}` (HHMMSS) filled in from the epoch
-    time `when`, so that scheduled runs write side by side instead of over each other."""
-    moment = datetime.fromtimestamp(when, timezone.utc)
-    return uri.replace("{date}", f"{moment:%Y-%m-%d}").replace("{time}", f"{moment:%H%M%S}")
+def dated(uri: str, when: datetime) -> str:
+    """`uri` with `{date}` (YYYY-MM-DD) and `{datetime}` (YYYY-MM-DDTHHMMSSZ) of `when`
+    (in UTC) filled in: scheduled runs read their night's dump and write side by side."""
+    moment = when.astimezone(timezone.utc)
+    return uri.replace("{date}", f"{moment:%Y-%m-%d}").replace(
+        "{datetime}", f"{moment:%Y-%m-%dT%H%M%SZ}"
+    )
+
+
+def point_latest(template: str, resolved: str, when: datetime) -> str | None:
+    """For an output URI with a date placeholder, write `latest.json` beside the dated
+    folders ({"out": resolved, "run_time": …}) and return its URI; else do nothing."""
+    if "{date" not in template:
+        return None
+    prefix = template[: template.index("{")].rsplit("/", 1)[0]
+    record = {"out": resolved, "run_time": when.astimezone(timezone.utc).isoformat()}
+    return write_json(record, join(prefix, "latest.json"))
 
 
 def exists(uri: str) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Literal
 
+import prefect.runtime as prefect_runtime
 from prefect import flow, unmapped
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +29,7 @@ from tasks.reference import fit_reference_task, reference_config_task
 from tasks.reports import (
     audit_report_task,
     evaluate_report_task,
+    point_latest_task,
     publish_task,
     screen_report_task,
 )
@@ -34,6 +37,13 @@ from tasks.scoring import audit_task, evaluate_task, screen_task
 from tasks.sources import list_images
 
 RUNNER = ThreadPoolTaskRunner(max_workers=1)  # one model per process; shards queue on it
+
+
+def run_time() -> datetime:
+    """When this flow run was scheduled to start (a deployment's schedule), else now: what
+    `{date}` and `{datetime}` in source and output URIs stand for."""
+    scheduled = prefect_runtime.flow_run.scheduled_start_time
+    return datetime.now(timezone.utc) if scheduled is None else scheduled
 
 
 def task_runner(
@@ -159,16 +169,18 @@ def screen_flow(
     """Incoming images + reference → scores, errors, duplicates, summary and report URIs.
 
     The feature config is the reference's; `model` says where its weights are when they
-    moved (checked by fingerprint before any feature is computed). `out` may hold `{date}`
-    and `{time}` (UTC). The outputs are always written; then the run fails with
-    `AlertError` if `policy` finds reasons to alert."""
-    started = time.time()
-    out = dated(out, started)
+    moved (checked by fingerprint before any feature is computed). Sources and `out` may
+    hold `{date}`/`{datetime}` (`run_time`); a dated `out` gets a `latest.json` beside it.
+    The outputs are always written; then the run fails with `AlertError` if `policy` finds
+    reasons to alert."""
+    started, when = time.time(), run_time()
+    template, out, source = out, dated(out, when), [dated(uri, when) for uri in source]
     config = reference_config_task(reference, model)
     features = featurize(source, config, out, run)
     outputs = screen_task(features.uris, reference, out, started, source, features.counts(), policy)
     outputs = {**outputs, "report": screen_report_task(out, reference, config, run.device)}
     alerts = publish_task(out)
+    point_latest_task(template, out, when)
     if alerts:
         raise AlertError(alerts)
     return outputs
@@ -184,7 +196,8 @@ def audit_flow(
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """A set with unknown contamination → cross-fitted scores, suspects, estimate, report."""
-    out = dated(out, time.time())
+    when = run_time()
+    out, source = dated(out, when), [dated(uri, when) for uri in source]
     features = featurize(source, config, out, run)
     outputs = audit_task(features.uris, config, out, density, folds, source, features.counts())
     return {**outputs, "report": audit_report_task(out)}
@@ -200,7 +213,7 @@ def evaluate_flow(
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
     """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves."""
-    out = dated(out, time.time())
+    out = dated(out, run_time())
     config = reference_config_task(reference, model)
     id_shards = featurize(in_dist, config, out, run).uris
     ood_shards = {name: featurize(source, config, out, run).uris for name, source in ood.items()}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from diffpath import report
 from diffpath.config import FeatureConfig
-from diffpath.storage import join, read_json
+from diffpath.storage import join, point_latest, read_json
 from tasks.features import cached_model
 from tasks.retry import RETRY, transient_failure
 
@@ -37,3 +39,9 @@ def publish_task(out: str) -> list[str]:
     create_markdown_artifact(report.summary_markdown(summary), key="diffpath-summary")
     create_table_artifact(report.flagged_rows(out), key="diffpath-top-flagged")
     return summary.get("alerts", [])
+
+
+@task(**RETRY, retry_condition_fn=transient_failure)
+def point_latest_task(template: str, out: str, when: datetime) -> str | None:
+    """latest.json beside a run's dated output folder."""
+    return point_latest(template, out, when)

@@ -358,3 +358,16 @@ def test_reference_held_back_by_group_and_said_in_the_summary(tmp_path, tiny_con
 def test_a_randomly_calibrated_reference_is_flagged_in_the_summary(tmp_path, fitted) -> None:
     summary = summary_of(screen([INCOMING], fitted[1], tmp_path / "s", max_images=10))
     assert summary["calibration_split"] == "random" and "--group-column" in summary["warnings"][0]
+
+
+def test_dated_sources_and_outputs_resolve_to_the_run_date(tmp_path, fitted) -> None:
+    from datetime import datetime, timezone
+
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    write_folder(tmp_path / "incoming" / today, [("a.jpg", sample_bytes("faces/", 1)[0])])
+    outputs = screen(
+        [str(tmp_path / "incoming" / "{date}")], fitted[1], tmp_path / "screen" / "{date}"
+    )
+    assert outputs["scores"] == str(tmp_path / "screen" / today / "scores.parquet")
+    latest = json.loads((tmp_path / "screen" / "latest.json").read_text())
+    assert latest["out"] == str(tmp_path / "screen" / today)

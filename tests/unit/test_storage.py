@@ -87,3 +87,20 @@ def test_task_retry_condition_uses_the_exception_type(tmp_path) -> None:
     assert transient_failure(None, None, Failed(data=TimeoutError("slow")))
     assert not transient_failure(None, None, Failed(data=PermissionError("AccessDenied")))
     assert not transient_failure(None, None, Completed(data=1))
+
+
+def test_dated_uris_and_the_latest_pointer(tmp_path) -> None:
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from diffpath.storage import dated, point_latest
+
+    when = datetime(2026, 11, 26, 2, 0, 5, tzinfo=timezone(timedelta(hours=1)))
+    assert dated("s3://b/incoming/{date}/", when) == "s3://b/incoming/2026-11-26/"
+    assert dated("out/{datetime}", when) == "out/2026-11-26T010005Z"
+    template = str(tmp_path / "screen" / "{date}")
+    uri = point_latest(template, dated(template, when), when)
+    assert json.loads((tmp_path / "screen" / "latest.json").read_text())["out"].endswith(
+        "screen/2026-11-26"
+    ) and uri.endswith("latest.json")
+    assert point_latest(str(tmp_path / "fixed"), str(tmp_path / "fixed"), when) is None
