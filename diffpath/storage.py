@@ -106,12 +106,14 @@ def read_parquet(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
 
 @contextmanager
 def write_atomic(uri: str) -> Iterator[IO[bytes]]:
-    """Write to a temporary key, then move it to `uri`: readers never see half a file."""
+    """Write to a temporary key, then move it to `uri`: readers never see half a file.
+    Folders are made on a local disk only: on object stores that would create a bucket,
+    so a mistyped output bucket fails instead."""
     fs, path = filesystem(uri)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}"
     try:
-        if parent:
+        if parent and isinstance(fs, LocalFileSystem):
             fs.makedirs(parent, exist_ok=True)
         with fs.open(tmp, "wb") as handle:
             yield handle

@@ -91,3 +91,22 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
     )
     assert json.loads(fs.cat_file(again["summary"]))["features_computed"] == 0
     assert not fs.glob(f"{bucket}/runs/**/.tmp-*")  # atomic writes left no temporaries
+
+
+def test_a_mistyped_output_bucket_fails_at_once_and_is_not_created(
+    s3_endpoint, tiny_config
+) -> None:
+    from s3fs import S3FileSystem
+
+    from diffpath.errors import StorageError
+    from flows.pipeline import RunOptions, fit_reference_flow
+
+    with pytest.raises(StorageError, match="nobucket"):
+        fit_reference_flow(
+            ["s3://diffpath-test/data/reference.parquet"],
+            "s3://nobucket/ref",
+            tiny_config,
+            run=RunOptions(max_images=10),
+        )
+    S3FileSystem.clear_instance_cache()
+    assert "nobucket" not in S3FileSystem().ls("")
