@@ -80,6 +80,17 @@ class DensityModel(BaseEstimator, ABC):
     def _standardize(self, X: np.ndarray) -> np.ndarray:
         return (X - self.mean_) / self.scale_
 
+    def problems(self) -> list[str]:
+        """Why this fitted state cannot be a real fit (e.g. loaded from an edited file)."""
+        if not (np.isfinite(self.mean_).all() and np.isfinite(self.scale_).all()):
+            return ["its feature scaling is not finite"]
+        if (self.scale_ <= 0).any():
+            return ["its feature scales are not positive"]
+        return self._problems()
+
+    def _problems(self) -> list[str]:
+        return []
+
     @abstractmethod
     def _fit(self, Z: np.ndarray) -> None: ...
 
@@ -107,6 +118,11 @@ class GaussianDensity(DensityModel):
         diff = Z - self.location_
         mahalanobis = np.einsum("ni,ij,nj->n", diff, self.precision_, diff)
         return -0.5 * (mahalanobis + self.logdet_ + Z.shape[1] * np.log(2 * np.pi))
+
+    def _problems(self) -> list[str]:
+        if not _positive_definite(self.precision_) or not np.isfinite(self.logdet_):
+            return ["its covariance is not positive definite"]
+        return []
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"location_": self.location_, "precision_": self.precision_, "logdet_": self.logdet_}
@@ -165,6 +181,27 @@ class GMMDensity(DensityModel):
     def _log_density(self, Z: np.ndarray) -> np.ndarray:
         return self.mixture_.score_samples(Z)
 
+    def _problems(self) -> list[str]:
+        m, problems = self.mixture_, []
+        if (
+            (m.weights_ < 0).any()
+            or not np.isclose(m.weights_.sum(), 1.0)
+            or (m.weights_ == 0).all()
+        ):
+            problems.append(
+                f"its mixture weights {np.round(m.weights_, 4).tolist()} do not sum to 1"
+            )
+        covariances = np.asarray(m.covariances_)
+        if self.covariance_type_ == "full":
+            definite = all(_positive_definite(c) for c in covariances)
+        elif self.covariance_type_ == "tied":
+            definite = _positive_definite(covariances)
+        else:
+            definite = bool(np.isfinite(covariances).all() and (covariances > 0).all())
+        if not definite or not np.isfinite(m.means_).all():
+            problems.append("its mixture covariances are not positive definite")
+        return problems
+
     def _state(self) -> dict[str, np.ndarray]:
         m = self.mixture_
         return {
@@ -216,6 +253,17 @@ class KDEDensity(DensityModel):
 DENSITIES: dict[str, type[DensityModel]] = {
     cls.kind: cls for cls in (GaussianDensity, GMMDensity, KDEDensity)
 }
+
+
+def _positive_definite(matrix: np.ndarray) -> bool:
+    matrix = np.asarray(matrix, float)
+    if not np.isfinite(matrix).all() or not np.allclose(matrix, matrix.T):
+        return False
+    try:
+        np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return False
+    return True
 
 
 def make_density(kind: str, method: str = "diffpathv2", **params: Any) -> DensityModel:

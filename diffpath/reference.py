@@ -7,6 +7,7 @@ flagged. Saved as JSON (density, threshold, config, model id, calibration scores
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ __all__ = [
     "split_holdout",
 ]
 
-FORMAT = "diffpath-reference/1"
+FORMAT = "diffpath-reference/2"  # 2: content checksum
 
 
 @dataclass
@@ -165,26 +166,65 @@ def reference_to_dict(reference: Reference) -> dict[str, Any]:
     }
 
 
+def _checksum(data: dict[str, Any]) -> str:
+    """sha256 of the reference's canonical JSON without its checksum field."""
+    content = {k: v for k, v in data.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def save_reference(reference: Reference, uri: str) -> str:
-    return write_bytes(uri, json.dumps(reference_to_dict(reference)).encode())
+    """Write a reference as JSON with a checksum of its content (edits are detected)."""
+    data = reference_to_dict(reference)
+    data["checksum"] = _checksum(data)
+    return write_bytes(uri, json.dumps(data, allow_nan=False).encode())
 
 
 def load_reference(uri: str) -> Reference:
-    """Load a reference saved by `save_reference` (JSON; nothing is unpickled)."""
-    data = json.loads(read_bytes(uri))
-    if data.get("format") != FORMAT:
-        raise ConfigError(f"{uri} is not a diffpath reference (format {data.get('format')!r})")
-    config = FeatureConfig.parse(**data["config"])
-    return Reference(
-        density=density_from_dict(data["density"], config.config_hash()),
-        threshold=data["threshold"],
-        target_fpr=data["target_fpr"],
-        config=config,
-        model_id=data["model_id"],
-        n_fit=data["n_fit"],
-        split=data.get("split", "random"),
-        calibration_scores=np.asarray(data["calibration_scores"]),
-    )
+    """Load and validate a reference saved by `save_reference` (JSON; nothing is unpickled):
+    its checksum, hashes, numbers and density must all hold, or `ConfigError` says which."""
+    try:
+        data = json.loads(read_bytes(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{uri} is not valid JSON ({err}); refit the reference") from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise ConfigError(f"{uri} is not a diffpath reference of format {FORMAT} ({found!r})")
+    if data.get("checksum") != _checksum(data):
+        raise ConfigError(f"{uri} was changed after it was fitted (checksum mismatch); refit it")
+    try:
+        reference = Reference(
+            density=density_from_dict(data["density"], data["config_hash"]),
+            threshold=float(data["threshold"]),
+            target_fpr=float(data["target_fpr"]),
+            config=FeatureConfig.parse(**data["config"]),
+            model_id=str(data["model_id"]),
+            n_fit=int(data["n_fit"]),
+            split=str(data["split"]),
+            calibration_scores=np.asarray(data["calibration_scores"], dtype=float),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{uri} is not a valid reference: {err!r}; refit it") from err
+    _validate(reference, data, uri)
+    return reference
+
+
+def _validate(reference: Reference, data: dict[str, Any], uri: str) -> None:
+    """Refuse references whose numbers or hashes cannot be right."""
+    problems = []
+    if data["config_hash"] != reference.config.config_hash():
+        problems.append("its config does not match its config hash")
+    if data["feature_key"] != reference.feature_key:
+        problems.append("its feature key does not match its config and model")
+    if not np.isfinite(reference.threshold):
+        problems.append(f"threshold {reference.threshold} is not finite")
+    if not 0 < reference.target_fpr < 1:
+        problems.append(f"target FPR {reference.target_fpr} is not in (0, 1)")
+    calibration = reference.calibration_scores
+    if calibration.ndim != 1 or not len(calibration) or not np.isfinite(calibration).all():
+        problems.append("its calibration scores are missing or not finite")
+    problems += reference.density.problems()
+    if problems:
+        raise ConfigError(f"{uri} is not a valid reference: {'; '.join(problems)}; refit it")
 
 
 def reference_config(uri: str, model: str | None = None) -> FeatureConfig:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -78,3 +80,62 @@ def test_reference_follows_its_weights_not_their_location(tmp_path, tiny_model_d
     (moved / "unet" / "config.json").write_text((moved / "unet" / "config.json").read_text() + " ")
     with pytest.raises(ConfigMismatchError, match="fitted with model"):
         reference_config(uri, str(moved))
+
+
+@pytest.fixture
+def saved_reference(tmp_path) -> tuple[str, dict]:
+    from diffpath.reference import fit_reference
+
+    features = np.random.default_rng(0).normal(size=(200, 6))
+    reference = fit_reference(features, FeatureConfig(), "m1", density="gmm")
+    uri = save_reference(reference, str(tmp_path / "reference.json"))
+    return uri, json.loads(Path(uri).read_text())
+
+
+def rewrite(uri: str, data: dict, checksum: bool) -> None:
+    """Edit a reference; with `checksum`, also recompute its checksum (a careful forger)."""
+    from diffpath.reference import _checksum
+
+    if checksum:
+        data["checksum"] = _checksum(data)
+    Path(uri).write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "edit, checksum, message",
+    [
+        (lambda d: d.update(threshold=1e9), False, "checksum mismatch"),
+        (lambda d: d.update(threshold=float("nan")), True, "threshold nan is not finite"),
+        (lambda d: d["config"].update(timesteps=5), True, "does not match its config hash"),
+        (lambda d: d.update(target_fpr=1.5), True, "target FPR 1.5"),
+        (lambda d: d.update(calibration_scores=[]), True, "calibration scores"),
+        (lambda d: d.pop("threshold"), True, "not a valid reference"),
+    ],
+)
+def test_edited_references_are_refused_with_the_reason(saved_reference, edit, checksum, message):
+    from diffpath.errors import ConfigError
+
+    uri, data = saved_reference
+    edit(data)
+    rewrite(uri, data, checksum)
+    with pytest.raises(ConfigError, match=message):
+        load_reference(uri)
+
+
+def test_impossible_densities_are_refused(saved_reference) -> None:
+    from diffpath.errors import ConfigError
+
+    uri, data = saved_reference
+    weights = data["density"]["state"]["weights_"]
+    weights["data"] = [0.0] * len(weights["data"])
+    rewrite(uri, data, checksum=True)
+    with pytest.raises(ConfigError, match=r"weights .* do not sum to 1"):
+        load_reference(uri)
+
+
+def test_broken_json_is_one_clear_error(tmp_path) -> None:
+    from diffpath.errors import ConfigError
+
+    (tmp_path / "reference.json").write_text('{"format": "diffpath-reference/2", "thr')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_reference(str(tmp_path / "reference.json"))
