@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from diffpath.errors import DecodeError
 
@@ -71,6 +71,8 @@ def decode_image(
                 image = ImageOps.exif_transpose(opened)
                 image.load()
                 image = to_rgb(image)
+    except UnidentifiedImageError as err:
+        raise DecodeError(f"cannot decode image {key!r}: not a known image format") from err
     except Exception as err:  # Pillow raises many unrelated types for bad bytes
         raise DecodeError(f"cannot decode image {key!r}: {err}") from err
     pixels = np.asarray(_crop_and_resize(image, size, center_crop), dtype=np.float32)

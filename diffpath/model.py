@@ -144,7 +144,15 @@ def load_model(
     folder = _resolve_folder(source)
     unet_dir, scheduler_file = _layout(folder)
     default_device, default_dtype = _default_device_dtype()
-    device = torch.device(device) if device is not None else default_device
+    try:
+        device = torch.device(device) if device is not None else default_device
+    except RuntimeError as err:
+        raise ModelError(f"unknown device {str(device)!r}: use cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and (device.index or 0) >= gpu_count():
+        raise ModelError(
+            f"device {str(device)!r} asked for, but this machine has {gpu_count()} CUDA GPUs; "
+            "use --device cpu or another index"
+        )
     dtype = dtype or (default_dtype if device.type == "cuda" else torch.float32)
     try:
         unet = UNet2DModel.from_pretrained(

@@ -140,7 +140,11 @@ def _run(action: Callable[[], Any], alert_out: str | None = None) -> Any:
             _print_summary({"summary": join(alert_out, "summary.json")})
         console.print(f"[red]alert:[/red] {err}")
         raise typer.Exit(ALERT_EXIT) from None
-    except (ConfigError, ValidationError) as err:
+    except ValidationError as err:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        console.print(f"[red]error:[/red] invalid {err.title} option: {reasons}")
+        raise typer.Exit(2) from None
+    except ConfigError as err:
         console.print(f"[red]error:[/red] {str(err).splitlines()[0]}")
         raise typer.Exit(2) from None
     except (DiffPathError, OSError) as err:

@@ -193,3 +193,19 @@ def test_version_and_a_help_that_loads_no_heavy_module() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "options, code, reason",
+    [
+        (["--device", "cuda:7"], 1, "CUDA GPUs; use --device cpu"),
+        (["--device", "tpu"], 1, "unknown device 'tpu'"),
+        (["--shard-size", "0"], 2, "invalid RunOptions option: shard_size"),
+    ],
+)
+def test_run_options_fail_with_one_line_naming_them(tmp_path, options, code, reason) -> None:
+    result = runner.invoke(
+        app, ["fit-reference", str(SAMPLES / "reference.parquet"), "--out", str(tmp_path), *options]
+    )
+    assert result.exit_code == code, result.output
+    assert reason in result.output.strip().splitlines()[-1]

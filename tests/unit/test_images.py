@@ -84,3 +84,9 @@ def test_jpeg_dataset_sample_decodes(shared_data) -> None:
     for row in table.to_pylist():
         tensor = decode_image(row["image"], row["path"], size=32, center_crop=140)
         assert tensor.shape == (3, 32, 32)
+
+
+def test_unknown_bytes_say_so_without_object_addresses() -> None:
+    with pytest.raises(DecodeError) as raised:
+        decode_image(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "x.jpg")
+    assert str(raised.value) == "cannot decode image 'x.jpg': not a known image format"
