@@ -1,8 +1,11 @@
+import contextlib
 import io
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from diffpath.errors import DecodeError
@@ -90,3 +93,25 @@ def test_unknown_bytes_say_so_without_object_addresses() -> None:
     with pytest.raises(DecodeError) as raised:
         decode_image(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "x.jpg")
     assert str(raised.value) == "cannot decode image 'x.jpg': not a known image format"
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=4096), size=st.sampled_from([8, 32]))
+def test_arbitrary_bytes_give_an_image_or_a_decode_error(data: bytes, size: int) -> None:
+    """Fuzz the one decode path: whatever the bytes, only `DecodeError` may come out."""
+    try:
+        image = decode_image(data, "fuzz", size)
+    except DecodeError as err:
+        assert str(err).startswith("cannot decode image 'fuzz'")
+    else:
+        assert image.shape == (3, size, size) and torch.isfinite(image).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 3), st.binary(min_size=1, max_size=64), st.integers(0, 2000))
+def test_damaged_real_images_give_an_image_or_a_decode_error(kind, junk, at) -> None:
+    """Valid PNG/JPEG/GIF/WebP bytes with junk spliced in (bad CRCs, truncation)."""
+    data = encode(gradient(), ["PNG", "JPEG", "GIF", "WEBP"][kind])
+    damaged = data[:at] + junk + data[at + len(junk) :]
+    with contextlib.suppress(DecodeError):  # anything else fails the test
+        assert decode_image(damaged, "damaged", 16).shape == (3, 16, 16)
