@@ -1,0 +1,122 @@
+"""A corpus of bad and odd inputs, generated here, screened in one run: each has its
+expected outcome — scored, or one row in errors.parquet naming it — and nothing else breaks."""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+
+def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def picture(width: int = 40, height: int = 30, mode: str = "RGB") -> Image.Image:
+    pixels = np.random.default_rng(width * height).integers(0, 255, (height, width, 3), np.uint8)
+    return Image.fromarray(pixels).convert(mode)
+
+
+def bad_crc_png() -> bytes:
+    data = bytearray(encoded(picture(), "PNG"))
+    ihdr_crc = 8 + 4 + 4 + 13  # signature, length, type, IHDR data
+    data[ihdr_crc : ihdr_crc + 4] = (zlib.crc32(b"wrong") & 0xFFFFFFFF).to_bytes(4, "big")
+    return bytes(data)
+
+
+def exif_rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
+    return encoded(picture(40, 20), "JPEG", exif=exif)
+
+
+SCORED = {
+    "grey.png": encoded(picture(mode="L"), "PNG"),
+    "cmyk.jpg": encoded(picture(mode="CMYK"), "JPEG"),
+    "rgba.png": encoded(picture(mode="RGBA"), "PNG"),
+    "palette.gif": encoded(picture(mode="P"), "GIF"),
+    "wide.png": encoded(picture(500, 30), "PNG"),
+    "tiny.png": encoded(picture(1, 1), "PNG"),
+    "rotated.jpg": exif_rotated_jpeg(),
+    "<img src=x onerror=alert(1)>.png": encoded(picture(33, 33), "PNG"),
+    "ünïcödé 名前.png": encoded(picture(34, 34), "PNG"),
+}
+FAILED = {
+    "zero.jpg": b"",
+    "truncated.jpg": encoded(picture(), "JPEG")[:100],
+    "text.png": b"hello, I am not a picture",
+    "svg.jpg": b"<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>",
+    "page.jpg": b"<!doctype html><html><body>hi</body></html>",
+    "bad-crc.png": bad_crc_png(),
+}
+
+
+def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config) -> None:
+    from diffpath.alerts import ScreenPolicy
+    from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
+    from tests.conftest import SAMPLES
+
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    for name, data in {**SCORED, **FAILED}.items():
+        (folder / name).write_bytes(data)
+    reference = fit_reference_flow(
+        [str(SAMPLES / "reference.parquet")],
+        str(tmp_path / "ref"),
+        tiny_config,
+        run=RunOptions(max_images=40),
+    )
+    outputs = screen_flow(  # every image flagged: all of them in the report's table
+        [str(folder)], reference, str(tmp_path / "out"), policy=ScreenPolicy(threshold=-1e9)
+    )
+    scores, errors = pl.read_parquet(outputs["scores"]), pl.read_parquet(outputs["errors"])
+    assert sorted(scores["path"]) == sorted(SCORED)
+    assert sorted(errors["path"]) == sorted(FAILED)
+    for row in errors.iter_rows(named=True):
+        assert row["path"] in row["error"] and "<_io" not in row["error"]
+    assert scores["score"].is_finite().all()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<img src=x onerror" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_images"] == len(SCORED) + len(FAILED)
+
+
+def test_odd_parquet_sources(tmp_path, tiny_config) -> None:
+    from prefect import flow
+
+    from diffpath.errors import StorageError
+    from flows.pipeline import RunOptions, featurize
+
+    good = encoded(picture(), "PNG")
+    pq.write_table(  # duplicate and null keys, a null image, a non-image
+        pa.table({"image": [good, good, None, b"junk"], "path": ["a", "a", None, None]}),
+        tmp_path / "odd.parquet",
+    )
+    pq.write_table(pa.table({"pixels": [good]}), tmp_path / "other-schema.parquet")
+    pq.write_table(pa.table({"image": pa.array([], pa.binary())}), tmp_path / "empty.parquet")
+
+    @flow
+    def run(source: str):
+        return featurize([source], tiny_config, str(tmp_path / "out"), RunOptions())
+
+    from diffpath.shards import read_shards
+
+    rows = pl.from_arrow(read_shards(run(str(tmp_path / "odd.parquet")).uris, tiny_config)[0])
+    assert rows["path"].to_list() == ["a", "a", "odd.parquet#2", "odd.parquet#3"]
+    assert rows["error"].is_null().to_list() == [True, True, False, False]
+    assert rows["sha256"][0] == rows["sha256"][1]
+    with pytest.raises(StorageError, match="no 'image' column"):
+        run(str(tmp_path / "other-schema.parquet"))
+    with pytest.raises(StorageError, match="holds no images"):
+        run(str(tmp_path / "empty.parquet"))
