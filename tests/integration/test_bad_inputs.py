@@ -35,6 +35,22 @@ def bad_crc_png() -> bytes:
     return bytes(data)
 
 
+def png_bomb(side: int = 30000) -> bytes:
+    """A PNG whose header claims side×side pixels (a decompression bomb), in a few bytes."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return len(body).to_bytes(4, "big") + kind + body + crc.to_bytes(4, "big")
+
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(side * 3 + 1)))
+        + chunk(b"IEND", b"")
+    )
+
+
 def exif_rotated_jpeg() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
@@ -59,6 +75,7 @@ FAILED = {
     "svg.jpg": b"<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>",
     "page.jpg": b"<!doctype html><html><body>hi</body></html>",
     "bad-crc.png": bad_crc_png(),
+    "bomb.png": png_bomb(),
 }
 
 
