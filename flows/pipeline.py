@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from diffpath.alerts import ScreenPolicy
 from diffpath.config import FeatureConfig
 from diffpath.errors import AlertError, ConfigError
+from diffpath.lock import output_lock
 from diffpath.model import gpu_count
 from diffpath.shards import ShardCounts
 from diffpath.sources import Listing
@@ -151,10 +152,11 @@ def fit_reference_flow(
 
     `group_column` (e.g. an identity column of Parquet sources) holds back whole groups for
     calibrating the threshold, so it holds for groups never seen."""
-    features = featurize(source, config, out, run)
-    return fit_reference_task(
-        features.uris, config, out, density, target_fpr, holdout, group_column
-    )
+    with output_lock(out):
+        features = featurize(source, config, out, run)
+        return fit_reference_task(
+            features.uris, config, out, density, target_fpr, holdout, group_column
+        )
 
 
 @flow(name="screen", task_runner=RUNNER)
@@ -176,10 +178,13 @@ def screen_flow(
     started, when = time.time(), run_time()
     template, out, source = out, dated(out, when), [dated(uri, when) for uri in source]
     config = reference_config_task(reference, model)
-    features = featurize(source, config, out, run)
-    outputs = screen_task(features.uris, reference, out, started, source, features.counts(), policy)
-    outputs = {**outputs, "report": screen_report_task(out, reference, config, run.device)}
-    alerts = publish_task(out)
+    with output_lock(out):
+        features = featurize(source, config, out, run)
+        outputs = screen_task(
+            features.uris, reference, out, started, source, features.counts(), policy
+        )
+        outputs = {**outputs, "report": screen_report_task(out, reference, config, run.device)}
+        alerts = publish_task(out)
     point_latest_task(template, out, when)
     if alerts:
         raise AlertError(alerts)
@@ -198,9 +203,11 @@ def audit_flow(
     """A set with unknown contamination → cross-fitted scores, suspects, estimate, report."""
     when = run_time()
     out, source = dated(out, when), [dated(uri, when) for uri in source]
-    features = featurize(source, config, out, run)
-    outputs = audit_task(features.uris, config, out, density, folds, source, features.counts())
-    return {**outputs, "report": audit_report_task(out)}
+    with output_lock(out):
+        features = featurize(source, config, out, run)
+        counts = features.counts()
+        outputs = audit_task(features.uris, config, out, density, folds, source, counts)
+        return {**outputs, "report": audit_report_task(out)}
 
 
 @flow(name="evaluate", task_runner=RUNNER)
@@ -215,7 +222,8 @@ def evaluate_flow(
     """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves."""
     out = dated(out, run_time())
     config = reference_config_task(reference, model)
-    id_shards = featurize(in_dist, config, out, run).uris
-    ood_shards = {name: featurize(source, config, out, run).uris for name, source in ood.items()}
-    metrics = evaluate_task(id_shards, ood_shards, reference, out)
-    return {"metrics": metrics, "report": evaluate_report_task(metrics, out)}
+    with output_lock(out):
+        id_shards = featurize(in_dist, config, out, run).uris
+        ood_shards = {n: featurize(source, config, out, run).uris for n, source in ood.items()}
+        metrics = evaluate_task(id_shards, ood_shards, reference, out)
+        return {"metrics": metrics, "report": evaluate_report_task(metrics, out)}

@@ -96,3 +96,27 @@ def test_damaged_shards_and_cache_objects_are_recomputed_not_trusted(tmp_path, r
     b = pl.read_parquet(second["scores"]).sort("uri", "row")
     assert a.select("uri", "row", "sha256").equals(b.select("uri", "row", "sha256"))
     np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4)  # 5 recomputed in a batch of 5
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, reference) -> None:
+    import json
+    import socket
+
+    from diffpath.lock import LOCK, LockedError
+    from flows.pipeline import RunOptions, screen_flow
+
+    out = tmp_path / "out"
+    run = RunOptions(max_images=8)
+    screen_flow([INCOMING], reference, str(out), run=run)
+    assert not (out / LOCK).exists()  # released when the run ended
+    before = (out / "scores.parquet").read_bytes()
+    live = {"run_id": "abc", "pid": os.getpid(), "host": socket.gethostname(), "started": "x"}
+    (out / LOCK).write_text(json.dumps(live))
+    with pytest.raises(LockedError, match="another run \\(id abc"):
+        screen_flow([INCOMING], reference, str(out), run=run)
+    assert (out / "scores.parquet").read_bytes() == before  # nothing of the second run mixed in
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (out / LOCK).write_text(json.dumps({**live, "pid": gone.pid}))
+    screen_flow([INCOMING], reference, str(out), run=run)
+    assert not (out / LOCK).exists()
