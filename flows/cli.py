@@ -9,9 +9,10 @@ printed says why.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -33,14 +34,47 @@ def _version(show: bool) -> None:
         raise typer.Exit()
 
 
+DEBUG = {"on": False}
+
+
 @app.callback()
 def main(
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks")] = False,
 ) -> None:
     """diffpath: zero-shot image OOD screening with a pretrained diffusion model."""
+    DEBUG["on"] = debug
+
+
+class _OneLine(logging.Formatter):
+    """Wraps a console formatter so that log records print without their tracebacks."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_console() -> None:
+    """Without --debug the console shows progress bars, warnings and errors, one line each,
+    so a failure ends with our one-line reason (Prefect's run logs keep everything)."""
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
+        if handler.formatter is not None and not isinstance(handler.formatter, _OneLine):
+            handler.setFormatter(_OneLine(handler.formatter))
 
 
 console = Console(stderr=True, soft_wrap=True)
@@ -130,26 +164,35 @@ def _run(action: Callable[[], Any], alert_out: str | None = None) -> Any:
 
     from diffpath.storage import join
 
+    if not DEBUG["on"]:
+        _quiet_console()
     try:
         # in-process flows: no heartbeat (~1 s per flow run), no telemetry (no network)
         quiet = {"flows.heartbeat_frequency": None, "server.analytics_enabled": False}
         with temporary_settings(updates=quiet):
             return action()
     except AlertError as err:
+        if DEBUG["on"]:
+            console.print_exception()
         if alert_out is not None:
             _print_summary({"summary": join(alert_out, "summary.json")})
         console.print(f"[red]alert:[/red] {err}")
         raise typer.Exit(ALERT_EXIT) from None
-    except ValidationError as err:
+    except (ValidationError, DiffPathError, OSError) as err:
+        if DEBUG["on"]:
+            console.print_exception()
+        _exit_with_reason(err)
+
+
+def _exit_with_reason(err: Exception) -> NoReturn:
+    """One line saying what went wrong, and the exit code: 2 for arguments and configs."""
+    if isinstance(err, ValidationError):
         reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        console.print(f"[red]error:[/red] invalid {err.title} option: {reasons}")
-        raise typer.Exit(2) from None
-    except ConfigError as err:
-        console.print(f"[red]error:[/red] {str(err).splitlines()[0]}")
-        raise typer.Exit(2) from None
-    except (DiffPathError, OSError) as err:
-        console.print(f"[red]error:[/red] {str(err).splitlines()[0]}")
-        raise typer.Exit(1) from None
+        line, code = f"invalid {err.title} option: {reasons}", 2
+    else:
+        line, code = str(err).splitlines()[0], 2 if isinstance(err, ConfigError) else 1
+    console.print(f"[red]error:[/red] {line}")
+    raise typer.Exit(code) from None
 
 
 @app.command("fit-reference")

@@ -209,3 +209,29 @@ def test_run_options_fail_with_one_line_naming_them(tmp_path, options, code, rea
     )
     assert result.exit_code == code, result.output
     assert reason in result.output.strip().splitlines()[-1]
+
+
+def test_failures_end_in_one_line_and_debug_shows_the_traceback(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "flows.cli"]
+    args = [
+        "fit-reference",
+        str(SAMPLES / "reference.parquet"),
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cuda:7",
+        "--max-images",
+        "4",
+    ]
+    quiet = subprocess.run([*command, *args], env=env, capture_output=True, text=True)
+    assert quiet.returncode == 1
+    assert "Traceback" not in quiet.stderr
+    assert quiet.stderr.strip().splitlines()[-1].startswith("error: device 'cuda:7' asked for")
+    loud = subprocess.run([*command, "--debug", *args], env=env, capture_output=True, text=True)
+    assert loud.returncode == 1 and "Traceback" in loud.stderr
