@@ -209,17 +209,18 @@ def _flagged_table(flagged: pl.DataFrame, top: int, max_rows: int) -> str:
     """Every flagged image (up to `max_rows`) in a sortable table; thumbnails for the first
     `top`."""
     shown = flagged.head(max_rows)
-    pictures = read_refs(_refs(shown.head(top)))
+    refs = _refs(shown)
+    pictures = read_refs(refs[:top])
     rows = [
         {
-            "image": Markup(thumbnail(pictures[i], 48, r["uri"]) if i < len(pictures) else ""),
+            "image": Markup(thumbnail(pictures[i], 48, ref.locator) if i < top else ""),
             "rank": r["rank"],
-            "path": r["path"],
+            "path": ref.path,
             "score": r["score"],
             "p-value": r["p_value"],
-            "location": r["uri"] if r["row"] is None else f"{r['uri']} row {r['row']}",
+            "location": ref.locator,
         }
-        for i, r in enumerate(shown.iter_rows(named=True))
+        for i, (ref, r) in enumerate(zip(refs, shown.iter_rows(named=True), strict=True))
     ]
     more = len(flagged) - len(shown)
     tail = f"<p>{more} more flagged images in scores.parquet.</p>" if more > 0 else ""

@@ -22,6 +22,7 @@ from diffpath.errors import ConfigMismatchError
 from diffpath.metrics import conformal_p_values, ood_metrics, roc
 from diffpath.reference import Reference, cross_fit_scores, load_reference
 from diffpath.shards import LOCATOR, feature_matrix, read_shards
+from diffpath.sources import ImageRef
 from diffpath.storage import join, write_json, write_parquet
 
 __all__ = [
@@ -66,14 +67,13 @@ def errors_table(features: pl.DataFrame) -> pl.DataFrame:
 
 def duplicates_table(features: pl.DataFrame) -> pl.DataFrame:
     """Groups of identical images (same sha256) in a run: sha256, count, uris (locators)."""
-    locator = pl.when(pl.col("row").is_null()).then(pl.col("uri"))
-    locator = locator.otherwise(pl.format("{}#{}", "uri", "row"))
+    repeated = features.filter(pl.col("sha256").is_not_null() & pl.col("sha256").is_duplicated())
+    locators = [ImageRef(r["uri"], r["row"], "").locator for r in repeated.iter_rows(named=True)]
     return (
-        features.filter(pl.col("sha256").is_not_null())
+        repeated.select("sha256")
+        .with_columns(uris=pl.Series(locators, dtype=pl.String))
         .group_by("sha256")
-        .agg(pl.len().alias("count"), locator.sort().alias("uris"))
-        .filter(pl.col("count") > 1)
-        .with_columns(pl.col("count").cast(pl.Int64))
+        .agg(pl.len().cast(pl.Int64).alias("count"), pl.col("uris").sort())
         .sort("count", "sha256", descending=[True, False])
     )
 
@@ -138,14 +138,18 @@ def audit_table(
     return score_table(pl.from_arrow(rows), scores, flagged), float(flagged.mean())
 
 
-def _write_outputs(out: str, features: pl.DataFrame, scores: pl.DataFrame, summary: dict) -> dict:
+def _write_outputs(
+    out: str,
+    scores: pl.DataFrame,
+    errors: pl.DataFrame,
+    duplicates: pl.DataFrame,
+    summary: dict[str, Any],
+) -> dict[str, str]:
     """scores.parquet, errors.parquet, duplicates.parquet and summary.json → their URIs."""
     return {
         "scores": write_parquet(scores.to_arrow(), join(out, "scores.parquet")),
-        "errors": write_parquet(errors_table(features).to_arrow(), join(out, "errors.parquet")),
-        "duplicates": write_parquet(
-            duplicates_table(features).to_arrow(), join(out, "duplicates.parquet")
-        ),
+        "errors": write_parquet(errors.to_arrow(), join(out, "errors.parquet")),
+        "duplicates": write_parquet(duplicates.to_arrow(), join(out, "duplicates.parquet")),
         "summary": write_json(summary, join(out, "summary.json")),
     }
 
@@ -167,10 +171,11 @@ def screen(
     features = pl.from_arrow(shards)
     threshold, expected = flag_threshold(reference, policy)
     scores, errors = screen_table(reference, features, model_id, threshold)
+    duplicates = duplicates_table(features)
     summary = summarize(
         scores,
         errors,
-        duplicates_table(features),
+        duplicates,
         started_at=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
         wall_seconds=time.time() - started,
         sources=sources,
@@ -192,7 +197,7 @@ def screen(
         summary["n_flagged"], summary["n_scored"], expected
     )
     summary["alerts"] = alert_reasons(summary, policy)
-    return _write_outputs(out, features, scores, summary)
+    return _write_outputs(out, scores, errors, duplicates, summary)
 
 
 def audit(
@@ -208,10 +213,11 @@ def audit(
     shards, model_id = read_shards(shard_uris, config)
     features = pl.from_arrow(shards)
     scores, contamination = audit_table(features, config, density, folds, config.seed)
+    errors, duplicates = errors_table(features), duplicates_table(features)
     summary = summarize(
         scores,
-        errors_table(features),
-        duplicates_table(features),
+        errors,
+        duplicates,
         sources=sources,
         estimated_contamination=contamination,
         folds=folds,
@@ -220,7 +226,7 @@ def audit(
         model_id=model_id,
         **extra,
     )
-    return _write_outputs(out, features, scores, summary)
+    return _write_outputs(out, scores, errors, duplicates, summary)
 
 
 def evaluate(
