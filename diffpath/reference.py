@@ -188,7 +188,10 @@ def load_reference(uri: str) -> Reference:
         raise ConfigError(f"{uri} is not valid JSON ({err}); refit the reference") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else None
-        raise ConfigError(f"{uri} is not a diffpath reference of format {FORMAT} ({found!r})")
+        raise ConfigError(
+            f"{uri} is not a diffpath reference of format {FORMAT} (found {found!r}); "
+            "refit it with `diffpath fit-reference`"
+        )
     if data.get("checksum") != _checksum(data):
         raise ConfigError(f"{uri} was changed after it was fitted (checksum mismatch); refit it")
     try:
