@@ -13,7 +13,8 @@ from diffpath.errors import ConfigError
 
 __all__ = ["DEFAULT_UNET_CHANNELS", "FeatureConfig", "Method", "read_config_file"]
 
-Method = Literal["diffpathv2", "diffpath6d", "diffpath1d"]
+Method = Literal["diffpathv2", "diffpath6d", "diffpath1d", "diffpathv2+6d"]
+COMBINED = {"diffpathv2+6d": ("diffpathv2", "diffpath6d")}  # a combination's parts, in order
 
 DEFAULT_UNET_CHANNELS = (64, 128, 256)  # the bundled model's UNet blocks; `train`'s default
 
@@ -26,12 +27,21 @@ UNHASHED_FIELDS = frozenset({"model", "batch_size", "forward_batch"})
 # so the cache never serves features of an older algorithm.
 FEATURES_VERSION = 2
 
+# Fields added after FEATURES_VERSION 2, hashed only when they differ from these values,
+# so every config that existed before keeps its hash (and its cache and references).
+NEUTRAL_VALUES = {"draws": 1}
+
+# The fields only DiffPathV2 reads: a DiffPath part of a combination keeps their defaults,
+# so it shares its features (and its cache) with a plain `diffpath6d` run.
+V2_FIELDS = ("shared_noise", "ssim_window", "ssim_weighting", "draws")
+
 
 class FeatureConfig(BaseModel):
     """Everything that determines the features of an image.
 
-    `method` picks DiffPathV2 (``diffpathv2``: SSIM-weighted score error, 6-D) or the
-    DiffPath baseline on the DDIM-inversion path (``diffpath6d``/``diffpath1d``).
+    `method` picks DiffPathV2 (``diffpathv2``: SSIM-weighted score error, 6-D), the
+    DiffPath baseline on the DDIM-inversion path (``diffpath6d``/``diffpath1d``), or both
+    side by side (``diffpathv2+6d``: 12-D). V2 features average `draws` noise draws.
     Timesteps index the model's training schedule; ``t_end=None`` means its last step.
     """
 
@@ -49,6 +59,7 @@ class FeatureConfig(BaseModel):
     center_crop: int | None = Field(None, ge=8, description="crop side before resize")
     ssim_window: int = Field(5, ge=3, le=31)
     ssim_weighting: bool = True
+    draws: int = Field(1, ge=1, le=64, description="noise draws averaged per V2 feature")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int | None = Field(
         None, ge=1, description="images per batch (not hashed); None: 64 on CPU, 512 on GPU"
@@ -79,6 +90,22 @@ class FeatureConfig(BaseModel):
             ]
             raise ConfigError("invalid feature config: " + "; ".join(reasons)) from err
 
+    def parts(self) -> tuple[FeatureConfig, ...]:
+        """The single-method configs whose features a combination concatenates (else self);
+        each part is the config a run of that method alone would have."""
+        if self.method not in COMBINED:
+            return (self,)
+        defaults = {name: FeatureConfig.model_fields[name].default for name in V2_FIELDS}
+        return tuple(
+            self.model_copy(update={"method": m, **({} if m == "diffpathv2" else defaults)})
+            for m in COMBINED[self.method]
+        )
+
+    @property
+    def unet_evals(self) -> int:
+        """UNet evaluations per image: the cost of a feature, whatever the hardware."""
+        return sum(p.timesteps * (p.draws if p.method == "diffpathv2" else 1) for p in self.parts())
+
     @property
     def torch_dtype(self):
         """The torch dtype the model runs in for this config."""
@@ -89,6 +116,9 @@ class FeatureConfig(BaseModel):
     def canonical_json(self) -> str:
         """The hashed fields as sorted, compact JSON."""
         fields = self.model_dump(mode="json", exclude=set(UNHASHED_FIELDS))
+        for name, neutral in NEUTRAL_VALUES.items():
+            if fields[name] == neutral:
+                del fields[name]
         fields["features_version"] = FEATURES_VERSION
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 

@@ -63,32 +63,44 @@ def compute_shard(
     model: DiffusionModel,
     refs: Sequence[ImageRef],
     config: FeatureConfig,
-    cache: FeatureCache,
+    cache_root: str,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[pa.Table, int, int]:
     """Features of `refs`, one row each in order (`error` set where it failed) → (frame,
-    distinct contents computed, rows found in the cache)."""
+    distinct contents computed, rows found in the cache).
+
+    A combination's parts are cached apart, as their own methods' features: a part seen
+    before (e.g. by a `diffpath6d` run) is read, only the missing parts are computed."""
     contents = read_refs(refs)
     hashes = [content_hash(c) if isinstance(c, bytes) else None for c in contents]
     errors = {i: c for i, c in enumerate(contents) if isinstance(c, str)}
-    known = cache.get([h for h in hashes if h is not None])
-    n_cached = sum(h in known for h in hashes)
-    todo = {}  # one decode per distinct content not cached: {hash: (name, bytes)}
+    parts = config.parts()
+    caches = [FeatureCache(cache_root, part, model.model_id) for part in parts]
+    known = [cache.get([h for h in hashes if h is not None]) for cache in caches]
+    n_cached = sum(h is not None and all(h in k for k in known) for h in hashes)
+    todo = {}  # one decode per distinct content with a part missing: {hash: (name, bytes)}
     for ref, h, c in zip(refs, hashes, contents, strict=True):
-        if h is not None and h not in known and h not in todo:
+        if h is not None and h not in todo and not all(h in k for k in known):
             todo[h] = (ref.locator, c)
     if progress:
         progress(len(refs) - len(todo))
-    todo_hashes, computed, failed = list(todo), {}, {}
+    todo_hashes, failed = list(todo), {}
+    computed: list[dict[str, np.ndarray]] = [{} for _ in parts]
     size = config.batch_size or model.batch_sizes[0]
     batches = decode_batches(list(todo.values()), size, config.image_size, config.center_crop)
     for images, decoded, decode_errors in batches:  # decoding runs ahead on threads
         ids = [todo_hashes[i] for i in decoded]
-        values = extract_features(model, images, ids, config, progress)
-        computed |= dict(zip(ids, values, strict=True))
+        for part, have, new in zip(parts, known, computed, strict=True):
+            missing = [j for j, h in enumerate(ids) if h not in have]
+            if missing:
+                values = extract_features(model, images[missing], [ids[j] for j in missing], part)
+                new |= dict(zip([ids[j] for j in missing], values, strict=True))
+        if progress:
+            progress(len(ids))
         failed |= {todo_hashes[i]: message for i, message in decode_errors.items()}
-    cache.put(computed)
-    known |= computed
+    for cache, have, new in zip(caches, known, computed, strict=True):
+        cache.put(new)
+        have |= new
     if progress and failed:
         progress(len(failed))
     for i, h in enumerate(hashes):
@@ -98,7 +110,7 @@ def compute_shard(
     matrix = np.full((len(refs), len(names)), np.nan)
     for i, h in enumerate(hashes):
         if i not in errors:
-            matrix[i] = known[h]
+            matrix[i] = np.concatenate([have[h] for have in known])
     columns = {
         "uri": pa.array([r.uri for r in refs], pa.string()),
         "row": pa.array([r.row for r in refs], pa.int64()),
@@ -110,7 +122,8 @@ def compute_shard(
         },
         "error": pa.array([errors.get(i) for i in range(len(refs))], pa.string()),
     }
-    return pa.table(columns), len(computed), n_cached
+    n_computed = len(set().union(*computed))
+    return pa.table(columns), n_computed, n_cached
 
 
 def featurize_shard(
@@ -124,8 +137,7 @@ def featurize_shard(
 ) -> ShardCounts:
     """Shard `index` of a stored listing → its Parquet under `out`, features cached by content."""
     refs = read_listing(listing.uri, index)
-    cache = FeatureCache(cache_root, config, model.model_id)
-    frame, n_computed, n_cached = compute_shard(model, refs, config, cache, progress)
+    frame, n_computed, n_cached = compute_shard(model, refs, config, cache_root, progress)
     uri = write_shard(shard_uri(out, listing.listing_id, index), frame, config, model.model_id)
     n_errors = len(frame) - frame["error"].null_count
     return ShardCounts(uri, len(refs), n_computed, n_cached, n_errors)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from diffpath.config import FeatureConfig, Method
+from diffpath.config import COMBINED, FeatureConfig, Method
 from diffpath.errors import ConfigError
 from diffpath.features.diffpath import FEATURE_NAMES_1D, FEATURE_NAMES_6D, diffpath_features
 from diffpath.features.v2 import FEATURE_NAMES, v2_features
@@ -17,7 +17,9 @@ __all__ = ["extract_features", "feature_names"]
 
 
 def feature_names(method: Method) -> tuple[str, ...]:
-    """Column names of the features a method produces."""
+    """Column names of the features a method produces (a combination: its parts' names)."""
+    if method in COMBINED:
+        return tuple(name for part in COMBINED[method] for name in feature_names(part))
     return {"diffpathv2": FEATURE_NAMES, "diffpath6d": FEATURE_NAMES_6D}.get(
         method, FEATURE_NAMES_1D
     )
@@ -38,6 +40,9 @@ def extract_features(
     depends on the bytes only); `progress(n)` is called
     with the number of images done after each batch.
     """
+    if len(parts := config.parts()) > 1:  # progress is reported once, by the last part
+        done = [progress if p is parts[-1] else None for p in parts]
+        return np.hstack([extract_features(model, images, image_ids, p, d) for p, d in zip(parts, done, strict=True)])
     if len(image_ids) != len(images):
         raise ConfigError(f"{len(images)} images but {len(image_ids)} image ids")
     if images.shape[-1] != config.image_size or images.shape[-2] != config.image_size:

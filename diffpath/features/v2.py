@@ -8,6 +8,9 @@ For an image batch x (B, C, H, W) and timesteps t_1 < … < t_K:
 4. x̂0_t = clip((x_t − √(1−ᾱ_t) · ε̂) / √ᾱ_t, −1, 1)                 (Tweedie estimate)
 5. u_t = (1 − SSIM(x, x̂0_t)) ⊙ e_t,  SSIM per pixel and channel   (perceptual weight)
 6. f = [Σ_k ‖u_k‖_p]_{p=1,2,3} ⧺ [Σ_k ‖K·(u_{k+1} − u_k)‖_p]_{p=1,2,3}   (6 numbers)
+
+With `draws` > 1, steps 1–6 repeat with independent noise and f is their mean: one draw
+is a noisy measurement (two draws correlate 0.75–0.88 per face image).
 """
 
 from __future__ import annotations
@@ -45,20 +48,22 @@ def _norms(u: torch.Tensor) -> list[torch.Tensor]:
 def weighted_errors(
     model: DiffusionModel, x: torch.Tensor, image_ids: Sequence[str], config: FeatureConfig
 ) -> torch.Tensor:
-    """Steps 1–5: the (1 − SSIM)-weighted score errors u (B, K, C, H, W) on the model's
-    device of images x (B, C, H, W) in [−1, 1] — what the model cannot explain, per pixel;
-    `image_ids` (content hashes) seed each image's noise."""
+    """Steps 1–5: the (1 − SSIM)-weighted score errors u (B, draws, K, C, H, W) on the
+    model's device of images x (B, C, H, W) in [−1, 1] — what the model cannot explain, per
+    pixel; `image_ids` (content hashes) seed each image's noise (draw 0 is the same noise
+    whatever `draws` is)."""
     b, c, h, w = x.shape
     t = select_timesteps(config, model.num_train_timesteps)
-    k = len(t)
+    n, k = config.draws, len(t)
     x = x.to(model.device, torch.float32)
-    draws = 1 if config.shared_noise else k
-    eps = image_noise(image_ids, config.seed, (c, h, w), draws, model.device).expand(b, k, c, h, w)
-    a = model.alpha_bar(t).view(1, k, 1, 1, 1)
+    per_draw = 1 if config.shared_noise else k
+    eps = image_noise(image_ids, config.seed, (c, h, w), n * per_draw, model.device)
+    eps = eps.view(b, n, per_draw, c, h, w).expand(b, n, k, c, h, w).flatten(1, 2)
+    a = model.alpha_bar(t).repeat(n).view(1, n * k, 1, 1, 1)
     x0 = x.unsqueeze(1)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # step 1
-    eps_hat = predict_stacked(model, x_t.flatten(0, 1), t.repeat(b), config.forward_batch)
-    eps_hat = eps_hat.view(b, k, c, h, w)  # step 2
+    eps_hat = predict_stacked(model, x_t.flatten(0, 1), t.repeat(b * n), config.forward_batch)
+    eps_hat = eps_hat.view(b, n * k, c, h, w)  # step 2
     error = eps_hat - eps  # step 3
     if config.ssim_weighting:
         x0_hat = ((x_t - (1 - a).sqrt() * eps_hat) / a.sqrt()).clamp(-1, 1)  # step 4
@@ -67,18 +72,19 @@ def weighted_errors(
             x0_hat.flatten(0, 1),
             config.ssim_window,
             max_val=2.0,
-        ).view(b, k, c, h, w)
+        ).view(b, n * k, c, h, w)
         error = (1 - ssim) * error  # step 5
-    return error
+    return error.view(b, n, k, c, h, w)
 
 
 def v2_features(
     model: DiffusionModel, x: torch.Tensor, image_ids: Sequence[str], config: FeatureConfig
 ) -> torch.Tensor:
     """DiffPathV2 features of images x (B, C, H, W) in [−1, 1] → (B, 6), float32 on CPU."""
-    error = weighted_errors(model, x, image_ids, config)
+    error = weighted_errors(model, x, image_ids, config).flatten(0, 1)  # (B·draws, K, …)
     derivative = error.shape[1] * (error[:, 1:] - error[:, :-1])
-    return torch.stack(_norms(error) + _norms(derivative), dim=1).cpu()  # step 6
+    features = torch.stack(_norms(error) + _norms(derivative), dim=1)  # step 6
+    return features.view(len(x), config.draws, -1).mean(1).cpu()
 
 
 @torch.inference_mode()
@@ -87,7 +93,7 @@ def error_maps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the model disagrees: |u| averaged over channels at each image's most telling
     timestep (largest ‖u_k‖₂) → (maps (B, H, W), timesteps (B,)), on the CPU."""
-    error = weighted_errors(model, x, image_ids, config)
+    error = weighted_errors(model, x, image_ids, config)[:, 0]  # the first noise draw
     k = torch.linalg.vector_norm(error.flatten(2), dim=-1).argmax(1)
     maps = error[torch.arange(len(error)), k].abs().mean(1)
     t = select_timesteps(config, model.num_train_timesteps)

@@ -59,7 +59,7 @@ def test_shard_rows_follow_locators_and_features_follow_bytes(
     )
     pq.write_table(table, tmp_path / "src.parquet")
     refs = list_source(str(tmp_path / "src.parquet"))
-    cache = FeatureCache(str(tmp_path / "cache"), tiny_config, tiny_model.model_id)
+    cache = str(tmp_path / "cache")
     table, computed, cached = compute_shard(tiny_model, refs, tiny_config, cache)
     frame = pl.from_arrow(table)
     assert (computed, cached) == (2, 0)
@@ -80,3 +80,28 @@ def test_shard_rows_follow_locators_and_features_follow_bytes(
     assert frame["error"][3] is not None and np.isnan(features[3]).all()
     again, computed, cached = compute_shard(tiny_model, refs, tiny_config, cache)
     assert (computed, cached) == (0, 3) and again.equals(table)
+
+
+def test_a_combination_reads_the_parts_it_has_and_computes_the_rest(
+    tmp_path, tiny_model, tiny_config
+) -> None:
+    from tests.conftest import SAMPLES
+
+    images = pq.read_table(SAMPLES / "incoming.parquet").column("image").to_pylist()[:2]
+    pq.write_table(pa.table({"image": images}), tmp_path / "src.parquet")
+    refs = list_source(str(tmp_path / "src.parquet"))
+    root = str(tmp_path / "cache")
+    ddim = tiny_config.model_copy(update={"method": "diffpath6d"})
+    first, computed, _ = compute_shard(tiny_model, refs, ddim, root)
+    marker = np.arange(6, dtype=np.float32)  # planted: the combination must read, not recompute
+    FeatureCache(root, ddim, tiny_model.model_id).put({first["sha256"][0].as_py(): marker})
+    combined = tiny_config.model_copy(update={"method": "diffpathv2+6d"})
+    table, computed, cached = compute_shard(tiny_model, refs, combined, root)
+    assert (computed, cached) == (2, 0)  # the V2 part was missing for both
+    frame = pl.from_arrow(table)
+    np.testing.assert_array_equal(frame.select(pl.col("^eps_.*$", "^deriv_s.*$")).row(0), marker)
+    v2_alone, computed, cached = compute_shard(tiny_model, refs, tiny_config, root)
+    assert (computed, cached) == (0, 2)
+    np.testing.assert_array_equal(
+        frame.select("err_l1").to_series(), pl.from_arrow(v2_alone)["err_l1"]
+    )

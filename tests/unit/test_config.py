@@ -27,7 +27,15 @@ def test_config_files_in_json_and_yaml(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"method": "diffpath6d"}, {"timesteps": 5}, {"seed": 1}, {"ssim_weighting": False}]
+    "change",
+    [
+        {"method": "diffpath6d"},
+        {"method": "diffpathv2+6d"},
+        {"timesteps": 5},
+        {"seed": 1},
+        {"ssim_weighting": False},
+        {"draws": 2},
+    ],
 )
 def test_hash_changes_with_feature_fields(change: dict) -> None:
     assert FeatureConfig(**change).config_hash() != FeatureConfig().config_hash()
@@ -45,3 +53,18 @@ def test_config_is_frozen() -> None:
     config = FeatureConfig()
     with pytest.raises(ValueError):
         config.seed = 3  # type: ignore[misc]
+
+
+def test_fields_added_later_keep_older_hashes_at_their_neutral_value() -> None:
+    assert '"draws"' not in FeatureConfig().canonical_json()  # hashes from before `draws`
+    assert '"draws":2' in FeatureConfig(draws=2).canonical_json()
+
+
+def test_a_combination_is_its_methods_side_by_side() -> None:
+    combined = FeatureConfig(method="diffpathv2+6d", timesteps=5, draws=4, ssim_window=7)
+    v2, ddim = combined.parts()
+    assert v2 == FeatureConfig(timesteps=5, draws=4, ssim_window=7)
+    # the DiffPath part is the config a plain diffpath6d run has, so they share a cache key
+    assert ddim.config_hash() == FeatureConfig(method="diffpath6d", timesteps=5).config_hash()
+    assert combined.unet_evals == 5 * 4 + 5
+    assert FeatureConfig().parts() == (FeatureConfig(),)

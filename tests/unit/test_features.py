@@ -88,6 +88,27 @@ def test_seed_controls_the_noise(tiny_model) -> None:
     )
 
 
+def test_noise_draws_average_and_keep_the_first_draw(tiny_model) -> None:
+    from diffpath.features.v2 import weighted_errors
+
+    x, k = images(4), keys(4)
+    one = weighted_errors(tiny_model, x, k, config(shared_noise=False))
+    two = weighted_errors(tiny_model, x, k, config(shared_noise=False, draws=2))
+    assert two.shape[:3] == (4, 2, 10)
+    torch.testing.assert_close(two[:, 0], one[:, 0])  # draw 0 does not depend on `draws`
+    assert not torch.allclose(two[:, 0], two[:, 1])
+    single = extract_features(tiny_model, x, k, config())
+    mean = extract_features(tiny_model, x, k, config(draws=3))
+    assert mean.shape == single.shape and not np.allclose(mean, single)
+
+
+def test_a_combination_concatenates_its_parts(tiny_model) -> None:
+    x, k = images(3), keys(3)
+    cfg = config(method="diffpathv2+6d", timesteps=4, draws=2)
+    parts = [extract_features(tiny_model, x, k, part) for part in cfg.parts()]
+    np.testing.assert_array_equal(extract_features(tiny_model, x, k, cfg), np.hstack(parts))
+
+
 def test_v2_matches_per_timestep_reference(tiny_model) -> None:
     """The stacked (B·K) forward equals K separate forwards, and each step follows the paper."""
     cfg = config(timesteps=4, batch_size=64)
