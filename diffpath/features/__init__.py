@@ -41,8 +41,12 @@ def extract_features(
     with the number of images done after each batch.
     """
     if len(parts := config.parts()) > 1:  # progress is reported once, by the last part
-        done = [progress if p is parts[-1] else None for p in parts]
-        return np.hstack([extract_features(model, images, image_ids, p, d) for p, d in zip(parts, done, strict=True)])
+        reports = [progress if p is parts[-1] else None for p in parts]
+        features = [
+            extract_features(model, images, image_ids, p, report)
+            for p, report in zip(parts, reports, strict=True)
+        ]
+        return np.hstack(features)
     if len(image_ids) != len(images):
         raise ConfigError(f"{len(images)} images but {len(image_ids)} image ids")
     if images.shape[-1] != config.image_size or images.shape[-2] != config.image_size:
