@@ -4,14 +4,16 @@ A shard task reads its slice of the listing, hashes each image's bytes, takes wh
 from the content-addressed `FeatureCache`, computes the rest (each distinct content once,
 however many names it has), stores those in the cache and writes the shard: one row per
 listed image — ``uri, row, path, sha256, <features…>, error`` — to
-``<out>/shards/<listing-id>/shard-NNNNN.parquet``, with the feature key, config and model
-fingerprint in the Parquet metadata. A shard is always rebuilt from the bytes, never
+``<out>/shards/<listing-id>-<config-hash>/shard-NNNNN.parquet`` (one folder per listing
+and config: two configs over one listing never overwrite each other), with the feature
+key, config and model fingerprint in the Parquet metadata. A shard is always rebuilt from the bytes, never
 trusted by name; only features are reused, and only by content.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -46,17 +48,19 @@ LOCATOR = ["uri", "row", "path", "sha256"]  # the columns every per-image output
 
 @dataclass(frozen=True)
 class ShardCounts:
-    """What a shard task did: images listed, features computed / taken from the cache, failures."""
+    """What a shard task did: images listed, features computed / taken from the cache,
+    failures, and its wall time."""
 
     uri: str
     n_images: int
     n_computed: int
     n_cached: int
     n_errors: int
+    seconds: float = 0.0
 
 
-def shard_uri(out: str, listing_id: str, index: int) -> str:
-    return join(out, "shards", listing_id, f"shard-{index:05d}.parquet")
+def shard_uri(out: str, listing_id: str, index: int, config: FeatureConfig) -> str:
+    return join(out, "shards", f"{listing_id}-{config.config_hash()}", f"shard-{index:05d}.parquet")
 
 
 def compute_shard(
@@ -136,11 +140,15 @@ def featurize_shard(
     progress: Callable[[int], None] | None = None,
 ) -> ShardCounts:
     """Shard `index` of a stored listing → its Parquet under `out`, features cached by content."""
+    started = time.perf_counter()
     refs = read_listing(listing.uri, index)
     frame, n_computed, n_cached = compute_shard(model, refs, config, cache_root, progress)
-    uri = write_shard(shard_uri(out, listing.listing_id, index), frame, config, model.model_id)
+    uri = write_shard(
+        shard_uri(out, listing.listing_id, index, config), frame, config, model.model_id
+    )
     n_errors = len(frame) - frame["error"].null_count
-    return ShardCounts(uri, len(refs), n_computed, n_cached, n_errors)
+    seconds = time.perf_counter() - started
+    return ShardCounts(uri, len(refs), n_computed, n_cached, n_errors, seconds)
 
 
 def write_shard(uri: str, frame: pa.Table, config: FeatureConfig, model_id: str) -> str:

@@ -1,8 +1,9 @@
-"""The `diffpath` command line: fit-reference, screen, audit, evaluate, train, demo.
+"""The `diffpath` command line: fit-reference, screen, audit, evaluate, benchmark, train, demo.
 
 Every command runs its Prefect flow in-process (ephemeral mode, no server needed).
 Exit codes: 0 ok, 1 failures (unreadable source, missing model), 2 bad arguments or
-mismatched configs, 3 a screening run that alerts (outputs written); the last line
+mismatched configs, 3 a run that alerts: a screening over its limits, a benchmark that
+regressed (outputs written); the last line
 printed says why.
 """
 
@@ -437,6 +438,61 @@ def train(
         return train_flow(config, out, resume, device, minutes, progress=True)
 
     console.print(f"model: {_run(action)}")
+
+
+@app.command()
+def benchmark(
+    spec: Annotated[str, typer.Argument(help="benchmark spec YAML (benchmarks/shared-data.yaml)")],
+    out: Annotated[str, typer.Option("--out", help="output URI; {date} for scheduled runs")],
+    full: Annotated[
+        bool, typer.Option("--full", help="the spec's full sizes and its ablations (a GPU)")
+    ] = False,
+    ablations: Annotated[
+        bool | None, typer.Option("--ablations/--no-ablations", help="run the ablations too")
+    ] = None,
+    previous: Annotated[
+        str | None,
+        typer.Option(
+            "--previous",
+            help="an earlier run's results.parquet (or folder, or 'latest'): deltas, and exit 3 "
+            "on a regression",
+        ),
+    ] = None,
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="where the spec's relative paths live")
+    ] = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    shard_size: ShardOpt = 2048,
+    features: FeaturesOpt = None,
+    compile: CompileOpt = False,
+    runner: RunnerOpt = "threads",
+    dask_address: AddressOpt = None,
+) -> None:
+    """Methods side by side on every (in-distribution, OOD) pair of a spec: AUROC with
+    bootstrap intervals, the default chosen on validation, regressions against --previous."""
+
+    def action() -> dict[str, str]:
+        run = _run_options(features, shard_size, None, batch_size, device, compile)
+        from flows.benchmark import benchmark_flow
+        from flows.pipeline import task_runner
+
+        flow = benchmark_flow.with_options(task_runner=task_runner(runner, dask_address))
+        return flow(spec, out, full, ablations, previous, data_root, run)
+
+    outputs = _run(action)
+    from diffpath.storage import read_bytes
+
+    summary = json.loads(read_bytes(outputs["summary"]))
+    for m in summary["methods"]:
+        low, high = m["test_auroc_interval"]
+        console.print(
+            f"{m['method']:>18s}: mean AUROC {m['test_auroc']:.4f} [{low:.3f}, {high:.3f}]  "
+            f"({m['unet_evals']} UNet evals/image)"
+        )
+    console.print(f"chosen on validation: {summary['chosen_default']}")
+    for name, uri in outputs.items():
+        console.print(f"  {name}: {uri}")
 
 
 @app.command()

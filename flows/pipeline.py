@@ -14,6 +14,7 @@ from typing import Literal
 
 import prefect.runtime as prefect_runtime
 from prefect import flow, unmapped
+from prefect.futures import PrefectFutureList
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,10 +122,18 @@ class Featurized:
 
 def featurize(source: list[str], config: FeatureConfig, out: str, run: RunOptions) -> Featurized:
     """List `source` and map one feature task over its shards."""
+    listing = list_images(source, out, run.shard_size, run.max_images, config.seed)
+    futures = submit_shards(listing, config, out, run)
+    return Featurized(listing=listing, shards=[future.result() for future in futures])
+
+
+def submit_shards(
+    listing: Listing, config: FeatureConfig, out: str, run: RunOptions
+) -> PrefectFutureList:
+    """Map one feature task over a stored listing's shards (results: `ShardCounts`)."""
     if run.batch_size is not None:
         config = config.model_copy(update={"batch_size": run.batch_size})
-    listing = list_images(source, out, run.shard_size, run.max_images, config.seed)
-    futures = featurize_shard_task.map(
+    return featurize_shard_task.map(
         unmapped(listing),
         range(listing.n_shards),
         unmapped(config),
@@ -134,7 +143,6 @@ def featurize(source: list[str], config: FeatureConfig, out: str, run: RunOption
         unmapped(run.compile),
         unmapped(run.progress),
     )
-    return Featurized(listing=listing, shards=[future.result() for future in futures])
 
 
 @flow(name="fit-reference", task_runner=RUNNER)

@@ -1,0 +1,506 @@
+"""The benchmark matrix: each in-distribution set against every other, methods side by side.
+
+A spec (YAML) names datasets, pairs, methods and sizes. Each dataset splits by image name
+into `fit`, `validation` and `test` (a set with train and test files splits its train file
+into fit and validation); the split of an image never depends on what else is listed.
+Features come from the same shards and content cache as `screen`. Per (method, in-dist
+set) a density is fitted on `fit`, then every set's `validation` and `test` images are
+scored: AUROC (bootstrap 95% interval, paired across methods), FPR@95 and AUPR per pair.
+The default is chosen on validation pairs only; a previous run's results flag regressions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from scipy.stats import rankdata
+
+from diffpath.config import FeatureConfig
+from diffpath.contamination import mixture_estimate, storey_estimate
+from diffpath.density import make_density
+from diffpath.errors import ConfigError
+from diffpath.metrics import auroc, conformal_p_values, ood_metrics
+from diffpath.reference import cross_fit_scores
+from diffpath.shards import ShardCounts, feature_matrix, read_shards
+from diffpath.sources import ImageRef, Listing, list_source, listing_id, write_listing
+from diffpath.storage import join, read_bytes, read_parquet, write_json, write_parquet
+
+__all__ = [
+    "BenchmarkSpec",
+    "Matrix",
+    "audit_accuracy",
+    "bootstrap_aurocs",
+    "compare",
+    "evaluate_matrix",
+    "load_features",
+    "load_spec",
+    "method_costs",
+    "split_refs",
+    "store_splits",
+    "write_benchmark",
+]
+
+ROLES = ("fit", "validation", "test")
+SPLITS = ("validation", "test")  # where images are scored
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetSpec(_Spec):
+    """One image set: a single `source` (split by fractions) or `train` and `test` files."""
+
+    source: str | None = None
+    train: str | None = None
+    test: str | None = None
+    center_crop: int | None = Field(None, ge=8, description="crop side before resizing")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DatasetSpec:
+        if (self.source is None) == (self.train is None or self.test is None):
+            raise ValueError("give either `source`, or both `train` and `test`")
+        return self
+
+
+class MethodSpec(_Spec):
+    """A feature config (fields of `FeatureConfig`) and the density fitted on it."""
+
+    label: str = ""
+    config: dict[str, Any] = {}
+    density: str = "auto"
+
+
+class Sizes(_Spec):
+    """Images per dataset and role (fewer where a set has fewer)."""
+
+    fit: int = Field(400, ge=2)
+    validation: int = Field(200, ge=2)
+    test: int = Field(200, ge=2)
+
+
+class AuditSpec(_Spec):
+    """Contaminants mixed into a clean set's test images at known rates."""
+
+    clean: str
+    contaminants: list[str]
+    rates: list[float] = [0.0, 0.01, 0.05, 0.15]
+
+
+class BenchmarkSpec(_Spec):
+    """What a benchmark run measures; see benchmarks/shared-data.yaml."""
+
+    name: str = "benchmark"
+    data_root: str = "."
+    model: str = "default"
+    datasets: dict[str, DatasetSpec]
+    pairs: list[tuple[str, str]] | None = None
+    methods: dict[str, MethodSpec]
+    ablations: dict[str, MethodSpec] = {}
+    baseline: str = "diffpath6d"
+    candidates: list[str] | None = None
+    sizes: Sizes = Sizes()
+    full_sizes: Sizes | None = None
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    bootstrap: int = Field(1000, ge=0)
+    seed: int = 0
+    tolerance: float = Field(0.01, ge=0)
+    audit: AuditSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> BenchmarkSpec:
+        names = set(self.datasets)
+        for a, b in self.pair_list():
+            if a not in names or b not in names or a == b:
+                raise ValueError(f"pair ({a}, {b}) needs two different datasets of {sorted(names)}")
+        if set(self.methods) & set(self.ablations):
+            raise ValueError(
+                f"names in both methods and ablations: {set(self.methods) & set(self.ablations)}"
+            )
+        for name in [self.baseline, *(self.candidates or [])]:
+            if name not in self.methods:
+                raise ValueError(f"{name!r} is not one of the methods {sorted(self.methods)}")
+        if self.audit and not {self.audit.clean, *self.audit.contaminants} <= names:
+            raise ValueError("the audit's sets must be datasets of the spec")
+        return self
+
+    def pair_list(self) -> list[tuple[str, str]]:
+        """(in-distribution, OOD) pairs: as given, else every set against every other."""
+        if self.pairs is not None:
+            return [tuple(p) for p in self.pairs]
+        return [(a, b) for a in self.datasets for b in self.datasets if a != b]
+
+    def run_methods(self, ablations: bool) -> dict[str, MethodSpec]:
+        return {**self.methods, **(self.ablations if ablations else {})}
+
+    def feature_config(self, method: MethodSpec, dataset: str) -> FeatureConfig:
+        """The method's config on a dataset: the dataset's crop, the spec's model."""
+        crop = self.datasets[dataset].center_crop
+        return FeatureConfig.parse(**{"model": self.model, **method.config, "center_crop": crop})
+
+    def uri(self, path: str) -> str:
+        """A dataset path: URIs and absolute paths as given, others under `data_root`."""
+        return path if "://" in path or Path(path).is_absolute() else join(self.data_root, path)
+
+
+def load_spec(uri: str, data_root: str | None = None) -> BenchmarkSpec:
+    """Read a spec file (any URI); a relative `data_root` is relative to the spec's folder."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(read_bytes(uri))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot read benchmark spec {uri}: {err}".splitlines()[0]) from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"benchmark spec {uri} must hold a mapping")
+    root = data_root or values.get("data_root", ".")
+    if data_root is None and "://" not in root and not Path(root).is_absolute():
+        folder = uri.rsplit("/", 1)[0] if "/" in uri else "."
+        root = join(folder, root) if "://" in uri else str((Path(folder) / root).resolve())
+    try:
+        return BenchmarkSpec(**{**values, "data_root": root})
+    except ValidationError as err:
+        reasons = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"invalid benchmark spec {uri}: " + "; ".join(reasons)) from err
+
+
+def _unit(seed: int, ref: ImageRef) -> float:
+    """A uniform number in [0, 1) from the image's name alone: its place in the split."""
+    digest = hashlib.sha256(f"{seed}\0{ref.path}\0{ref.row}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_refs(spec: BenchmarkSpec, name: str, sizes: Sizes) -> dict[str, list[ImageRef]]:
+    """{role: refs} of a dataset, each role capped at its size, in listing order."""
+    dataset = spec.datasets[name]
+    roles: dict[str, list[ImageRef]] = {role: [] for role in ROLES}
+    if dataset.source is not None:
+        test, validation = spec.test_fraction, spec.test_fraction + spec.validation_fraction
+        for ref in list_source(spec.uri(dataset.source)):
+            u = _unit(spec.seed, ref)
+            roles["test" if u < test else "validation" if u < validation else "fit"].append(ref)
+    else:
+        for ref in list_source(spec.uri(dataset.train)):
+            roles[
+                "validation" if _unit(spec.seed, ref) < spec.validation_fraction else "fit"
+            ].append(ref)
+        roles["test"] = list_source(spec.uri(dataset.test))
+    chosen = {}
+    for role, refs in roles.items():
+        keep = sorted(refs, key=lambda r: _unit(spec.seed + 1, r))[: getattr(sizes, role)]
+        chosen[role] = sorted(keep, key=lambda r: (r.uri, r.row or 0))
+        if len(chosen[role]) < 2:
+            raise ConfigError(f"dataset {name!r} has {len(chosen[role])} images for {role}")
+    return chosen
+
+
+def store_splits(
+    spec: BenchmarkSpec, name: str, sizes: Sizes, out: str, shard_size: int
+) -> dict[str, Listing]:
+    """Split a dataset and store each role's listing under `out/listings/`."""
+    listings = {}
+    for role, refs in split_refs(spec, name, sizes).items():
+        lid = listing_id(refs)
+        uri = write_listing(refs, join(out, "listings", f"{lid}.parquet"), shard_size)
+        listings[role] = Listing(uri=uri, listing_id=lid, n_images=len(refs), shard_size=shard_size)
+    return listings
+
+
+def bootstrap_aurocs(
+    id_scores: np.ndarray, ood_scores: np.ndarray, n_boot: int, seed: int
+) -> np.ndarray:
+    """AUROC of `n_boot` resamples (Mann–Whitney on ranks); the same seed draws the same
+    image indices, so methods scored on the same images are compared pairwise."""
+    rng = np.random.default_rng(seed)
+    n0, n1 = len(id_scores), len(ood_scores)
+    i, j = rng.integers(0, n0, (n_boot, n0)), rng.integers(0, n1, (n_boot, n1))
+    ranks = rankdata(np.hstack([id_scores[i], ood_scores[j]]), axis=1)
+    return (ranks[:, n0:].sum(1) - n1 * (n1 + 1) / 2) / (n0 * n1)
+
+
+Features = Mapping[tuple[str, str, str], tuple[pa.Table, np.ndarray]]  # (set, role, method)
+
+
+@dataclass
+class Matrix:
+    """A benchmark's measurements: one row per (split, in-dist, OOD, method), the scores
+    behind them, and the per-method summary."""
+
+    rows: list[dict[str, Any]]
+    scores: pa.Table
+    methods: list[dict[str, Any]]
+    chosen: str
+
+
+def _interval(samples: np.ndarray) -> tuple[float, float]:
+    if not len(samples):
+        return float("nan"), float("nan")
+    low, high = np.quantile(samples, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def evaluate_matrix(
+    spec: BenchmarkSpec,
+    methods: Mapping[str, MethodSpec],
+    features: Features,
+    costs: Mapping[str, dict[str, float]],
+) -> Matrix:
+    """Fit, score and measure every (method, pair) on validation and test images.
+
+    `features[(set, role, method)]` = (locator rows, matrix); `costs[method]` holds its
+    UNet evaluations per image and measured seconds."""
+    rows, score_frames, boots = [], [], {}
+    for m, method in methods.items():
+        for a in dict.fromkeys(a for a, _ in spec.pair_list()):
+            config = spec.feature_config(method, a)
+            density = make_density(method.density, config.method).fit(features[a, "fit", m][1])
+            scored = {}
+            for split in SPLITS:
+                for name in {a} | {b for x, b in spec.pair_list() if x == a}:
+                    locators, matrix = features[name, split, m]
+                    scored[split, name] = density.anomaly_score(matrix)
+                    score_frames.append(
+                        locators.select(["uri", "row", "path", "sha256"])
+                        .append_column("score", pa.array(scored[split, name]))
+                        .add_column(0, "method", pa.array([m] * len(locators), pa.string()))
+                        .add_column(1, "in_dist", pa.array([a] * len(locators), pa.string()))
+                        .add_column(2, "split", pa.array([split] * len(locators), pa.string()))
+                        .add_column(3, "dataset", pa.array([name] * len(locators), pa.string()))
+                    )
+            for split in SPLITS:
+                for x, b in spec.pair_list():
+                    if x != a:
+                        continue
+                    id_s, ood_s = scored[split, a], scored[split, b]
+                    seed = int(
+                        hashlib.sha256(f"{spec.seed}{split}{a}{b}".encode()).hexdigest()[:8], 16
+                    )
+                    boot = bootstrap_aurocs(id_s, ood_s, spec.bootstrap, seed)
+                    boots[split, a, b, m] = boot
+                    low, high = _interval(boot)
+                    rows.append(
+                        {
+                            "split": split,
+                            "in_dist": a,
+                            "ood": b,
+                            "method": m,
+                            **ood_metrics(id_s, ood_s),
+                            "auroc_low": low,
+                            "auroc_high": high,
+                            "n_id": len(id_s),
+                            "n_ood": len(ood_s),
+                            "unet_evals": costs[m]["unet_evals"],
+                        }
+                    )
+    summary = _method_summary(spec, methods, rows, boots, costs)
+    candidates = spec.candidates or list(spec.methods)
+    chosen = max(
+        candidates, key=lambda m: next(s["validation_auroc"] for s in summary if s["method"] == m)
+    )
+    return Matrix(rows, pa.concat_tables(score_frames), summary, chosen)
+
+
+def _method_summary(
+    spec: BenchmarkSpec,
+    methods: Mapping[str, MethodSpec],
+    rows: list[dict[str, Any]],
+    boots: Mapping[tuple[str, str, str, str], np.ndarray],
+    costs: Mapping[str, dict[str, float]],
+) -> list[dict[str, Any]]:
+    """Per method: mean AUROC (validation, test) with bootstrap intervals, pairs won
+    against the baseline, and the mean difference to it with its paired interval."""
+    pairs = spec.pair_list()
+    test = {(r["in_dist"], r["ood"], r["method"]): r for r in rows if r["split"] == "test"}
+    summary = []
+    for m, method in methods.items():
+        mean_boot = np.mean([boots["test", a, b, m] for a, b in pairs], axis=0)
+        diff_boot = mean_boot - np.mean(
+            [boots["test", a, b, spec.baseline] for a, b in pairs], axis=0
+        )
+        aurocs = [test[a, b, m]["auroc"] for a, b in pairs]
+        base = [test[a, b, spec.baseline]["auroc"] for a, b in pairs]
+        validation = [r["auroc"] for r in rows if r["split"] == "validation" and r["method"] == m]
+        summary.append(
+            {
+                "method": m,
+                "label": method.label or m,
+                "test_auroc": float(np.mean(aurocs)),
+                "test_auroc_interval": _interval(mean_boot),
+                "validation_auroc": float(np.mean(validation)),
+                "test_fpr95": float(np.mean([test[a, b, m]["fpr95"] for a, b in pairs])),
+                "wins_vs_baseline": int(sum(x > y for x, y in zip(aurocs, base, strict=True))),
+                "diff_vs_baseline": float(np.mean(aurocs) - np.mean(base)),
+                "diff_interval": _interval(diff_boot),
+                **costs[m],
+            }
+        )
+    return summary
+
+
+def compare(
+    rows: Sequence[Mapping[str, Any]], previous: Sequence[Mapping[str, Any]], tolerance: float
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Test-split AUROC deltas against a previous run's rows → (deltas, regressions): a drop
+    larger than `tolerance` and than the current interval's upper half is a regression."""
+    before = {(r["in_dist"], r["ood"], r["method"]): r for r in previous if r["split"] == "test"}
+    deltas, regressions = [], []
+    for row in rows:
+        key = (row["in_dist"], row["ood"], row["method"])
+        if row["split"] != "test" or key not in before:
+            continue
+        old, new = before[key]["auroc"], row["auroc"]
+        allowed = max(tolerance, row["auroc_high"] - new)
+        regressed = old - new > allowed
+        deltas.append(
+            {
+                "in_dist": key[0],
+                "ood": key[1],
+                "method": key[2],
+                "previous": old,
+                "auroc": new,
+                "delta": new - old,
+                "allowed_drop": allowed,
+                "regression": regressed,
+            }
+        )
+        if regressed:
+            regressions.append(
+                f"{key[2]}: {key[0]} vs {key[1]} AUROC {old:.3f} -> {new:.3f} "
+                f"(drop {old - new:.3f} > allowed {allowed:.3f})"
+            )
+    return deltas, regressions
+
+
+def audit_accuracy(
+    spec: BenchmarkSpec, method: str, features: Features, density: str = "auto"
+) -> list[dict[str, Any]]:
+    """Contaminants mixed into the clean set's test images at each rate: detection AUROC,
+    suspects' precision/recall and the estimated fraction, with and without a reference
+    (fitted on the clean set's `fit` images, calibrated on its `validation` images)."""
+    audit = spec.audit
+    assert audit is not None
+    config = spec.feature_config(spec.run_methods(True)[method], audit.clean)
+    clean = features[audit.clean, "test", method][1]
+    pool = np.vstack([features[c, "test", method][1] for c in audit.contaminants])
+    reference = make_density(density, config.method).fit(features[audit.clean, "fit", method][1])
+    calibration = reference.anomaly_score(features[audit.clean, "validation", method][1])
+    rng = np.random.default_rng(spec.seed)
+    results = []
+    for rate in audit.rates:
+        n_bad = min(len(pool), round(rate * len(clean) / (1 - rate)))
+        mixed = np.vstack([clean, pool[rng.choice(len(pool), n_bad, replace=False)]])
+        truth = np.r_[np.zeros(len(clean), bool), np.ones(n_bad, bool)]
+        oof = cross_fit_scores(mixed, config.method, density, 5, spec.seed)
+        against = reference.anomaly_score(mixed)
+        p_values = conformal_p_values(against, calibration)
+        for name, estimate, scores in (
+            ("reference", storey_estimate(p_values, seed=spec.seed), against),
+            ("no reference", mixture_estimate(oof, seed=spec.seed), oof),
+        ):
+            hits = int((estimate.suspects & truth).sum())
+            results.append(
+                {
+                    "method": method,
+                    "estimator": f"{estimate.method} ({name})",
+                    "rate": n_bad / len(mixed),
+                    "n_images": len(mixed),
+                    "detection_auroc": auroc(scores[~truth], scores[truth]) if n_bad else None,
+                    "precision": hits / max(1, int(estimate.suspects.sum())),
+                    "recall": hits / n_bad if n_bad else None,
+                    **estimate.as_dict(),
+                }
+            )
+    return results
+
+
+def method_costs(
+    spec: BenchmarkSpec,
+    methods: Mapping[str, MethodSpec],
+    counts: Mapping[tuple[str, str, str], Sequence[ShardCounts]],
+) -> dict[str, dict[str, float]]:
+    """Per method: UNet evaluations per image, and the seconds and features computed by its
+    shard tasks (shared by methods with one config; near 0 where the cache served)."""
+    first = next(iter(spec.datasets))
+    return {
+        m: {
+            "unet_evals": spec.feature_config(method, first).unet_evals,
+            "seconds": sum(c.seconds for k, cs in counts.items() if k[2] == m for c in cs),
+            "features_computed": sum(
+                c.n_computed for k, cs in counts.items() if k[2] == m for c in cs
+            ),
+        }
+        for m, method in methods.items()
+    }
+
+
+def load_features(
+    spec: BenchmarkSpec,
+    methods: Mapping[str, MethodSpec],
+    shards: Mapping[tuple[str, str, str], Sequence[str]],
+) -> tuple[dict[tuple[str, str, str], tuple[pa.Table, np.ndarray]], str]:
+    """{(set, role, method): (locator rows, features)} from the run's shards, and the model
+    fingerprint (one model for all)."""
+    features, models = {}, set()
+    for (name, role, m), uris in shards.items():
+        config = spec.feature_config(methods[m], name)
+        frame, model_id = read_shards(list(uris), config)
+        features[name, role, m] = feature_matrix(frame, config)
+        models.add(model_id)
+    if len(models) != 1:
+        raise ConfigError(f"benchmark features come from several models: {sorted(models)}")
+    return features, models.pop()
+
+
+def write_benchmark(
+    spec: BenchmarkSpec,
+    methods: Mapping[str, MethodSpec],
+    shards: Mapping[tuple[str, str, str], Sequence[str]],
+    costs: Mapping[str, dict[str, float]],
+    out: str,
+    previous: str | None = None,
+    **extra: Any,
+) -> dict[str, str]:
+    """Measure the matrix (and the audit) from a run's shards and write results.parquet,
+    scores.parquet and summary.json under `out`; `previous` (an earlier results.parquet)
+    adds deltas and regressions to the summary."""
+    features, model_id = load_features(spec, methods, shards)
+    matrix = evaluate_matrix(spec, methods, features, costs)
+    audits = []
+    if spec.audit:
+        for m in dict.fromkeys([matrix.chosen, spec.baseline]):
+            audits += audit_accuracy(spec, m, features, methods[m].density)
+    deltas, regressions = [], []
+    if previous:
+        deltas, regressions = compare(
+            matrix.rows, read_parquet(previous).to_pylist(), spec.tolerance
+        )
+    summary = {
+        "name": spec.name,
+        "model_id": model_id,
+        "baseline": spec.baseline,
+        "chosen_default": matrix.chosen,
+        "chosen_on": "mean validation AUROC over the pairs",
+        "methods": matrix.methods,
+        "audit": audits,
+        "previous": previous,
+        "deltas": deltas,
+        "regressions": regressions,
+        "images": {
+            f"{n}/{r}": len(features[n, r, m][0]) for n, r, m in features if m == spec.baseline
+        },
+        "spec": spec.model_dump(mode="json"),
+        **extra,
+    }
+    return {
+        "results": write_parquet(pa.Table.from_pylist(matrix.rows), join(out, "results.parquet")),
+        "scores": write_parquet(matrix.scores, join(out, "scores.parquet")),
+        "summary": write_json(summary, join(out, "summary.json")),
+    }

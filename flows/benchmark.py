@@ -1,0 +1,81 @@
+"""The benchmark flow: datasets → splits → feature shards per method → matrix → report.
+
+The same listings, shard tasks and content cache as `screen`: a feature is computed once
+per (image, config) and reused across pairs, methods sharing a config, and runs.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from diffpath.benchmark import load_spec, method_costs
+from diffpath.errors import AlertError
+from diffpath.lock import output_lock
+from diffpath.storage import dated, exists, join, read_json
+from flows.pipeline import DEFAULT_RUN, RUNNER, RunOptions, run_time, submit_shards
+from tasks.benchmark import benchmark_report_task, benchmark_task, split_task
+from tasks.reports import point_latest_task
+
+LATEST = "latest"
+
+
+def previous_results(previous: str | None, template: str) -> str | None:
+    """`previous` as a results.parquet URI: a folder holds one; "latest" is the run that
+    latest.json beside a dated `out` points at (none yet: no comparison)."""
+    if previous != LATEST:
+        return (
+            previous
+            if previous is None or previous.endswith(".parquet")
+            else join(previous, "results.parquet")
+        )
+    pointer = join(template[: template.index("{")].rsplit("/", 1)[0], "latest.json")
+    return join(read_json(pointer)["out"], "results.parquet") if exists(pointer) else None
+
+
+@flow(name="benchmark", task_runner=RUNNER)
+def benchmark_flow(
+    spec: str,
+    out: str,
+    full: bool = False,
+    ablations: bool | None = None,
+    previous: str | None = None,
+    data_root: str | None = None,
+    run: RunOptions = DEFAULT_RUN,
+) -> dict[str, str]:
+    """Measure a benchmark spec (YAML URI) → results.parquet, scores.parquet, summary.json,
+    results.md and report.html under `out`.
+
+    `full` takes the spec's full sizes and (unless `ablations` is False) its ablations.
+    `previous` (a results.parquet, its folder, or "latest" for a dated `out`) adds deltas;
+    the run fails with the regressions after writing its outputs."""
+    when = run_time()
+    template, out = out, dated(out, when)
+    previous = previous_results(previous, template)
+    bench = load_spec(spec, data_root)
+    sizes = bench.full_sizes if full and bench.full_sizes else bench.sizes
+    methods = bench.run_methods(full if ablations is None else ablations)
+    with output_lock(out):
+        splits = {
+            name: split_task(bench, name, sizes, out, run.shard_size) for name in bench.datasets
+        }
+        futures, jobs = {}, {}
+        for m, method in methods.items():
+            for name, roles in splits.items():
+                config = bench.feature_config(method, name)
+                for role, listing in roles.items():
+                    job = (name, role, config.config_hash())
+                    if job not in futures:
+                        futures[job] = submit_shards(listing, config, out, run)
+                    jobs[name, role, m] = job
+        done = {job: [f.result() for f in fs] for job, fs in futures.items()}
+        counts = {key: done[job] for key, job in jobs.items()}
+        shards = {key: [c.uri for c in shard_counts] for key, shard_counts in counts.items()}
+        costs = method_costs(bench, methods, counts)
+        outputs = benchmark_task(bench, methods, shards, costs, out, previous)
+        baseline = bench.feature_config(bench.methods[bench.baseline], next(iter(bench.datasets)))
+        outputs["report"] = benchmark_report_task(out, baseline, run.device)
+    point_latest_task(template, out, when)
+    regressions = read_json(outputs["summary"])["regressions"]
+    if regressions:
+        raise AlertError([f"AUROC regression: {r}" for r in regressions])
+    return outputs
