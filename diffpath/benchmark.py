@@ -39,6 +39,7 @@ __all__ = [
     "bootstrap_aurocs",
     "compare",
     "evaluate_matrix",
+    "feature_jobs",
     "load_features",
     "load_spec",
     "method_costs",
@@ -173,8 +174,9 @@ def load_spec(uri: str, data_root: str | None = None) -> BenchmarkSpec:
 
 
 def _unit(seed: int, ref: ImageRef) -> float:
-    """A uniform number in [0, 1) from the image's name alone: its place in the split."""
-    digest = hashlib.sha256(f"{seed}\0{ref.path}\0{ref.row}".encode()).digest()
+    """A uniform number in [0, 1) from the image's name alone: its place in the split, the
+    same in any file holding it (images sharing a name go together)."""
+    digest = hashlib.sha256(f"{seed}\0{ref.path}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -409,16 +411,37 @@ def audit_accuracy(
             results.append(
                 {
                     "method": method,
-                    "estimator": f"{estimate.method} ({name})",
                     "rate": n_bad / len(mixed),
                     "n_images": len(mixed),
                     "detection_auroc": auroc(scores[~truth], scores[truth]) if n_bad else None,
                     "precision": hits / max(1, int(estimate.suspects.sum())),
                     "recall": hits / n_bad if n_bad else None,
                     **estimate.as_dict(),
+                    "estimator": f"{estimate.method} ({name})",
                 }
             )
     return results
+
+
+Job = tuple[str, str]  # (listing id, config hash): one feature run over one listing
+
+
+def feature_jobs(
+    spec: BenchmarkSpec,
+    methods: Mapping[str, MethodSpec],
+    splits: Mapping[str, Mapping[str, Listing]],
+) -> tuple[dict[Job, tuple[FeatureConfig, Listing]], dict[tuple[str, str, str], Job]]:
+    """The distinct feature runs (methods with one config on one listing share a run) and
+    which run serves each (set, role, method)."""
+    jobs, uses = {}, {}
+    for m, method in methods.items():
+        for name, roles in splits.items():
+            config = spec.feature_config(method, name)
+            for role, listing in roles.items():
+                job = (listing.listing_id, config.config_hash())
+                jobs.setdefault(job, (config, listing))
+                uses[name, role, m] = job
+    return jobs, uses
 
 
 def method_costs(

@@ -14,7 +14,7 @@ from diffpath.config import FeatureConfig
 from diffpath.features.v2 import weighted_errors
 from diffpath.metrics import roc
 from diffpath.model import DiffusionModel
-from diffpath.report import _figure, _png, render_html, table_html
+from diffpath.render import figure, png, render_html, table_html
 from diffpath.schedule import select_timesteps
 from diffpath.sources import ImageRef, load_images
 from diffpath.storage import join, read_json, read_parquet, write_bytes
@@ -113,7 +113,7 @@ def _grid(pairs: Sequence[tuple[str, str]], draw) -> bytes:
     """One small axis per pair, four to a row."""
     cols = 4
     rows = -(-len(pairs) // cols)
-    plt, fig, _ = _figure()
+    plt, fig, _ = figure()
     plt.close(fig)
     fig, axes = plt.subplots(rows, cols, figsize=(13, 3.0 * rows), squeeze=False)
     for ax, pair in zip(axes.flat, pairs, strict=False):
@@ -122,7 +122,7 @@ def _grid(pairs: Sequence[tuple[str, str]], draw) -> bytes:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
-    return _png(plt, fig)
+    return png(plt, fig)
 
 
 def _scores(table, method: str, in_dist: str, dataset: str) -> np.ndarray:
@@ -151,7 +151,7 @@ def error_map_png(
             maps = weighted_errors(model, images, hashes, cfg)[:, 0].abs().mean(2).cpu()
             rows += [(name, image, heat) for image, heat in zip(images, maps, strict=True)]
     t = select_timesteps(config, model.num_train_timesteps).tolist()
-    plt, fig, _ = _figure()
+    plt, fig, _ = figure()
     plt.close(fig)
     fig, axes = plt.subplots(
         len(rows), len(t) + 1, figsize=(1.1 * (len(t) + 1), 1.2 * len(rows)), squeeze=False
@@ -167,7 +167,7 @@ def error_map_png(
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    return _png(plt, fig)
+    return png(plt, fig)
 
 
 def benchmark_report(out: str, model: DiffusionModel) -> str:

@@ -6,8 +6,8 @@ however many names it has), stores those in the cache and writes the shard: one 
 listed image — ``uri, row, path, sha256, <features…>, error`` — to
 ``<out>/shards/<listing-id>-<config-hash>/shard-NNNNN.parquet`` (one folder per listing
 and config: two configs over one listing never overwrite each other), with the feature
-key, config and model fingerprint in the Parquet metadata. A shard is always rebuilt from the bytes, never
-trusted by name; only features are reused, and only by content.
+key, config and model fingerprint in the Parquet metadata. A shard is always rebuilt from
+the bytes, never trusted by name; only features are reused, and only by content.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from diffpath.benchmark import load_spec, method_costs
+from diffpath.benchmark import feature_jobs, load_spec, method_costs
 from diffpath.errors import AlertError
 from diffpath.lock import output_lock
 from diffpath.storage import dated, exists, join, read_json
@@ -58,17 +58,12 @@ def benchmark_flow(
         splits = {
             name: split_task(bench, name, sizes, out, run.shard_size) for name in bench.datasets
         }
-        futures, jobs = {}, {}
-        for m, method in methods.items():
-            for name, roles in splits.items():
-                config = bench.feature_config(method, name)
-                for role, listing in roles.items():
-                    job = (name, role, config.config_hash())
-                    if job not in futures:
-                        futures[job] = submit_shards(listing, config, out, run)
-                    jobs[name, role, m] = job
-        done = {job: [f.result() for f in fs] for job, fs in futures.items()}
-        counts = {key: done[job] for key, job in jobs.items()}
+        jobs, uses = feature_jobs(bench, methods, splits)
+        futures = {
+            job: submit_shards(listing, config, out, run) for job, (config, listing) in jobs.items()
+        }
+        done = {job: [future.result() for future in fs] for job, fs in futures.items()}
+        counts = {key: done[job] for key, job in uses.items()}
         shards = {key: [c.uri for c in shard_counts] for key, shard_counts in counts.items()}
         costs = method_costs(bench, methods, counts)
         outputs = benchmark_task(bench, methods, shards, costs, out, previous)
