@@ -2,7 +2,9 @@
 # Stage what scripts/gpu-check.sh needs on a lent GPU machine (Python 3.12, no network,
 # PyTorch already there): wheels of the missing packages into .whl/ and images into .data/
 # (the layout of ../shared/data). Default: CIFAR-10 train for the throughput table; with
-# --train: subsets of every shared set for the warm start instead (a call carries 64 MiB).
+# --train: subsets of every shared set for the warm start instead; with --benchmark:
+# exactly the images of benchmarks/shared-data.yaml --full (its split is by image name, so
+# it picks the same images from these files). A call carries 64 MiB in all.
 # Both folders are git-ignored; carry them with the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,25 @@ for spec in diffusers==0.42.1 kornia==0.9.0 kornia_rs==0.2.0 pydantic==2.14.4 \
     --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl "$spec"
 done
-if [ "${1:-}" = "--train" ]; then
+if [ "${1:-}" = "--benchmark" ]; then
+  .venv/bin/python - <<'PY'
+from pathlib import Path
+import pyarrow as pa, pyarrow.parquet as pq
+from diffpath.benchmark import load_spec, split_refs
+spec = load_spec("benchmarks/shared-data.yaml")
+for name, dataset in spec.datasets.items():
+    roles = split_refs(spec, name, spec.full_sizes)
+    files = {dataset.source: [*roles["fit"], *roles["validation"], *roles["test"]]} \
+        if dataset.source else {dataset.train: [*roles["fit"], *roles["validation"]],
+                                dataset.test: roles["test"]}
+    for path, refs in files.items():
+        table = pq.read_table(spec.uri(path))
+        rows = sorted(r.row for r in refs)
+        target = Path(".data") / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.take(pa.array(rows)), target, row_group_size=2000)
+PY
+elif [ "${1:-}" = "--train" ]; then
   .venv/bin/python - <<'PY'
 from pathlib import Path
 import pyarrow.parquet as pq

@@ -1,0 +1,209 @@
+"""The benchmark core: splits by name, bootstrap intervals, the matrix, regressions, audits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from diffpath.benchmark import (
+    BenchmarkSpec,
+    MethodSpec,
+    Sizes,
+    audit_accuracy,
+    bootstrap_aurocs,
+    compare,
+    evaluate_matrix,
+    load_spec,
+    split_refs,
+)
+from diffpath.contamination import benjamini_hochberg, mixture_estimate, storey_estimate
+from diffpath.errors import ConfigError
+from diffpath.metrics import auroc
+
+
+def _parquet(path, names: list[str]) -> str:
+    pq.write_table(pa.table({"path": names, "image": [b"x"] * len(names)}), path)
+    return str(path)
+
+
+def _spec(tmp_path, **extra) -> BenchmarkSpec:
+    names = [f"img{i:04d}.png" for i in range(300)]
+    _parquet(tmp_path / "one.parquet", names)
+    _parquet(tmp_path / "train.parquet", names[:200])
+    _parquet(tmp_path / "test.parquet", names[200:])
+    return BenchmarkSpec(
+        data_root=str(tmp_path),
+        datasets={
+            "a": {"source": "one.parquet"},
+            "b": {"train": "train.parquet", "test": "test.parquet"},
+        },
+        methods={"diffpath6d": {"config": {"method": "diffpath6d"}}, "v2": {}},
+        **extra,
+    )
+
+
+def test_split_is_disjoint_capped_and_the_same_in_any_file_holding_the_images(tmp_path) -> None:
+    spec = _spec(tmp_path)
+    roles = split_refs(spec, "a", Sizes(fit=1000, validation=1000, test=1000))
+    paths = {role: {r.path for r in refs} for role, refs in roles.items()}
+    assert sum(map(len, paths.values())) == 300 and len(set.union(*paths.values())) == 300
+    assert abs(len(paths["test"]) - 90) < 30 and abs(len(paths["validation"]) - 60) < 25
+    capped = split_refs(spec, "a", Sizes(fit=50, validation=20, test=10))
+    assert [len(capped[r]) for r in ("fit", "validation", "test")] == [50, 20, 10]
+    # a file holding only the chosen images gives the same choice (how GPU runs carry data)
+    chosen = [r.path for role in ("fit", "validation", "test") for r in capped[role]]
+    _parquet(tmp_path / "one.parquet", chosen[::-1])
+    again = split_refs(spec, "a", Sizes(fit=50, validation=20, test=10))
+    assert {r: {x.path for x in v} for r, v in again.items()} == {
+        r: {x.path for x in v} for r, v in capped.items()
+    }
+    train_test = split_refs(spec, "b", Sizes())
+    assert {r.path for r in train_test["test"]} == {f"img{i:04d}.png" for i in range(200, 300)}
+    assert not {r.path for r in train_test["fit"]} & {r.path for r in train_test["validation"]}
+
+
+def test_spec_errors_name_the_problem(tmp_path) -> None:
+    with pytest.raises(ValueError, match="pair"):
+        _spec(tmp_path, pairs=[("a", "nowhere")])
+    with pytest.raises(ValueError, match="missing"):
+        _spec(tmp_path, baseline="missing")
+    (tmp_path / "spec.yaml").write_text("datasets: {a: {source: x.parquet}}\nmethods: []\n")
+    with pytest.raises(ConfigError, match="methods"):
+        load_spec(str(tmp_path / "spec.yaml"))
+
+
+def test_relative_data_root_is_relative_to_the_spec(tmp_path) -> None:
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "s.yaml").write_text(
+        "data_root: ../data\ndatasets: {a: {source: x.parquet}, b: {source: y.parquet}}\n"
+        "methods: {diffpath6d: {}}\n"
+    )
+    spec = load_spec(str(tmp_path / "specs" / "s.yaml"))
+    assert spec.uri("x.parquet") == f"{tmp_path}/data/x.parquet"
+    assert load_spec(str(tmp_path / "specs" / "s.yaml"), "/elsewhere").uri("x") == "/elsewhere/x"
+
+
+def test_bootstrap_centres_on_the_auroc_and_pairs_methods() -> None:
+    rng = np.random.default_rng(0)
+    id_s, ood_s = rng.normal(0, 1, 300), rng.normal(1, 1, 200)
+    boot = bootstrap_aurocs(id_s, ood_s, 2000, seed=3)
+    assert abs(boot.mean() - auroc(id_s, ood_s)) < 0.005
+    low, high = np.quantile(boot, [0.025, 0.975])
+    assert 0.02 < high - low < 0.12  # ~ 4 standard errors of an AUROC from 500 scores
+    # the same seed resamples the same images: a method and its shift agree exactly
+    np.testing.assert_array_equal(boot, bootstrap_aurocs(id_s + 5, ood_s + 5, 2000, seed=3))
+
+
+def _features(rng, shift: float, n: int = 120, d: int = 2) -> tuple[pa.Table, np.ndarray]:
+    rows = pa.table({k: [str(i) for i in range(n)] for k in ("uri", "path", "sha256")})
+    rows = rows.append_column("row", pa.array(range(n), pa.int64()))
+    return rows, rng.normal(shift, 1.0, (n, d))
+
+
+def test_matrix_measures_each_pair_and_chooses_on_validation(tmp_path) -> None:
+    spec = _spec(tmp_path, bootstrap=200)
+    rng = np.random.default_rng(1)
+    good = {
+        (s, r): _features(rng, 0 if s == "a" else 3)
+        for s in "ab"
+        for r in ("fit", "validation", "test")
+    }
+    blind = {(s, r): _features(rng, 0) for s in "ab" for r in ("fit", "validation", "test")}
+    features = {(s, r, "v2"): v for (s, r), v in good.items()}
+    features |= {(s, r, "diffpath6d"): v for (s, r), v in blind.items()}
+    costs = {m: {"unet_evals": 10, "seconds": 1.0} for m in spec.methods}
+    matrix = evaluate_matrix(spec, spec.methods, features, costs)
+    assert len(matrix.rows) == 2 * 2 * 2  # splits × pairs × methods
+    by = {(r["split"], r["in_dist"], r["method"]): r["auroc"] for r in matrix.rows}
+    assert by["test", "a", "v2"] > 0.95 and abs(by["test", "a", "diffpath6d"] - 0.5) < 0.15
+    assert matrix.chosen == "v2"
+    v2 = next(m for m in matrix.methods if m["method"] == "v2")
+    assert v2["wins_vs_baseline"] == 2 and v2["diff_interval"][0] > 0.2
+    assert matrix.scores.num_rows == 2 * 2 * 2 * 2 * 120  # methods × in-dists × splits × sets
+
+
+def test_a_drop_beyond_tolerance_is_a_regression_naming_the_pair() -> None:
+    now = [
+        {
+            "split": "test",
+            "in_dist": "a",
+            "ood": "b",
+            "method": "m",
+            "auroc": 0.90,
+            "auroc_high": 0.92,
+        },
+        {
+            "split": "test",
+            "in_dist": "b",
+            "ood": "a",
+            "method": "m",
+            "auroc": 0.80,
+            "auroc_high": 0.86,
+        },
+    ]
+    before = [
+        {**now[0], "auroc": 0.95},  # dropped 0.05 > max(0.01, 0.02)
+        {**now[1], "auroc": 0.84},  # dropped 0.04 < the interval's upper half, 0.06
+    ]
+    deltas, regressions = compare(now, before, 0.01)
+    assert len(deltas) == 2 and [d["regression"] for d in deltas] == [True, False]
+    assert regressions == ["m: a vs b AUROC 0.950 -> 0.900 (drop 0.050 > allowed 0.020)"]
+    assert compare(now, [{**now[0], "auroc": 0.905}], 0.01)[1] == []
+
+
+def test_storey_estimate_is_near_zero_on_clean_and_near_truth_when_contaminated() -> None:
+    rng = np.random.default_rng(0)
+    clean = storey_estimate(rng.uniform(size=2000))
+    assert clean.fraction < 0.05 and clean.low <= clean.fraction <= clean.high
+    p = np.r_[rng.uniform(size=1800), rng.uniform(0, 0.002, 200)]  # 10% clear outliers
+    dirty = storey_estimate(p)
+    assert abs(dirty.fraction - 0.1) < 0.05 and dirty.low < 0.1 < dirty.high
+    assert dirty.suspects[1800:].mean() > 0.9 and dirty.suspects[:1800].mean() < 0.02
+    assert benjamini_hochberg(np.array([0.001, 0.5, 0.02]), 0.1).tolist() == [True, False, True]
+
+
+def test_mixture_estimate_finds_a_separate_upper_component_only_when_there_is_one() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.chisquare(6, 1000)  # NLL-like: right-skewed, one population
+    assert mixture_estimate(clean, n_boot=20).fraction < 0.03
+    dirty = np.r_[clean[:900], rng.normal(60, 5, 100)]
+    estimate = mixture_estimate(dirty, n_boot=20)
+    assert abs(estimate.fraction - 0.1) < 0.03 and estimate.suspects[900:].all()
+
+
+def test_audit_accuracy_reports_truth_and_estimates_per_rate(tmp_path) -> None:
+    spec = _spec(tmp_path, audit={"clean": "a", "contaminants": ["b"], "rates": [0.0, 0.1]})
+    rng = np.random.default_rng(2)
+    features = {
+        (s, r, "diffpath6d"): _features(rng, 0 if s == "a" else 3, 400, d=6)
+        for s in "ab"
+        for r in ("fit", "validation", "test")
+    }
+    rows = audit_accuracy(spec, "diffpath6d", features, "gaussian")
+    assert [r["estimator"] for r in rows] == ["storey (reference)", "mixture (no reference)"] * 2
+    clean, dirty = rows[:2], rows[2:]
+    assert all(r["rate"] == 0 and r["detection_auroc"] is None for r in clean)
+    assert all(r["estimated_contamination"] < 0.08 for r in clean)
+    for r in dirty:  # Storey's π0 from 444 p-values has a standard error of about 0.05
+        assert r["rate"] == pytest.approx(0.1, abs=0.01) and r["detection_auroc"] > 0.99
+        assert abs(r["estimated_contamination"] - r["rate"]) < 0.12
+        assert r["recall"] > 0.9 and r["precision"] > 0.6
+    assert dirty[0]["contamination_low"] <= dirty[0]["rate"] <= dirty[0]["contamination_high"]
+
+
+def test_method_spec_builds_each_sets_config(tmp_path) -> None:
+    spec = _spec(tmp_path, model="/weights")
+    spec = spec.model_copy(
+        update={
+            "datasets": {
+                **spec.datasets,
+                "b": spec.datasets["b"].model_copy(update={"center_crop": 140}),
+            }
+        }
+    )
+    config = spec.feature_config(MethodSpec(config={"method": "diffpathv2+6d", "draws": 2}), "b")
+    assert (config.model, config.center_crop, config.unet_evals) == ("/weights", 140, 30)
+    with pytest.raises(ConfigError, match="timesteps"):
+        spec.feature_config(MethodSpec(config={"timesteps": 1}), "a")
