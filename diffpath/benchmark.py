@@ -286,7 +286,8 @@ def evaluate_matrix(
                     seed = int(
                         hashlib.sha256(f"{spec.seed}{split}{a}{b}".encode()).hexdigest()[:8], 16
                     )
-                    boot = bootstrap_aurocs(id_s, ood_s, spec.bootstrap, seed)
+                    n_boot = spec.bootstrap if split == "test" else 0  # intervals: test only
+                    boot = bootstrap_aurocs(id_s, ood_s, n_boot, seed)
                     boots[split, a, b, m] = boot
                     low, high = _interval(boot)
                     rows.append(
