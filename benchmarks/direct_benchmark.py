@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import torch
+
 from diffpath.benchmark import (
     feature_jobs,
     load_spec,
@@ -38,7 +40,7 @@ def main() -> None:
     methods = spec.run_methods(args.full)
     splits = {n: store_splits(spec, n, sizes, args.out, args.shard_size) for n in spec.datasets}
     jobs, uses = feature_jobs(spec, methods, splits)
-    model = load_model(spec.model, device=args.device)
+    model = load_model(spec.model, device=args.device, dtype=torch.float32)  # the configs' dtype
     done = {}
     for job, (config, listing) in jobs.items():
         done[job] = [

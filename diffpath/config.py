@@ -31,6 +31,15 @@ FEATURES_VERSION = 2
 # so every config that existed before keeps its hash (and its cache and references).
 NEUTRAL_VALUES = {"draws": 1}
 
+# Settings each method gets unless given: the paper's K = 10 and one noise draw, and for
+# the combination the setting chosen on the benchmark's validation split (docs/benchmarks.md).
+METHOD_DEFAULTS: dict[str, dict[str, int]] = {
+    "diffpathv2": {"timesteps": 10, "draws": 1},
+    "diffpath6d": {"timesteps": 10, "draws": 1},
+    "diffpath1d": {"timesteps": 10, "draws": 1},
+    "diffpathv2+6d": {"timesteps": 5, "draws": 2},
+}
+
 # The fields only DiffPathV2 reads: a DiffPath part of a combination keeps their defaults,
 # so it shares its features (and its cache) with a plain `diffpath6d` run.
 V2_FIELDS = ("shared_noise", "ssim_window", "ssim_weighting", "draws")
@@ -41,13 +50,14 @@ class FeatureConfig(BaseModel):
 
     `method` picks DiffPathV2 (``diffpathv2``: SSIM-weighted score error, 6-D), the
     DiffPath baseline on the DDIM-inversion path (``diffpath6d``/``diffpath1d``), or both
-    side by side (``diffpathv2+6d``: 12-D). V2 features average `draws` noise draws.
+    side by side (``diffpathv2+6d``: 12-D, the default: K = 5 and 2 noise draws unless
+    given, 15 UNet evaluations per image). V2 features average `draws` noise draws.
     Timesteps index the model's training schedule; ``t_end=None`` means its last step.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    method: Method = "diffpathv2"
+    method: Method = "diffpathv2+6d"
     model: str = Field("default", description="model source: 'default', a folder or a hub id")
     timesteps: int = Field(10, ge=2, le=1000, description="K timesteps (or N DDIM steps)")
     t_start: int = Field(0, ge=0)
@@ -67,6 +77,18 @@ class FeatureConfig(BaseModel):
     forward_batch: int | None = Field(
         None, ge=1, description="UNet inputs per call (not hashed); None: 32 on CPU, 8192 on GPU"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, values: Any) -> Any:
+        """`timesteps` and `draws` not given (or None) take the method's defaults."""
+        if not isinstance(values, dict):
+            return values
+        method = values.get("method") or cls.model_fields["method"].default
+        given = {
+            k: v for k, v in values.items() if v is not None or k not in ("timesteps", "draws")
+        }
+        return {**METHOD_DEFAULTS.get(method, {}), **given}
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:

@@ -81,4 +81,4 @@ def tiny_config(tiny_model_dir: Path):
     """A fast feature config on the tiny model at the samples' 32 px."""
     from diffpath.config import FeatureConfig
 
-    return FeatureConfig(model=str(tiny_model_dir), timesteps=3, batch_size=32)
+    return FeatureConfig(method="diffpathv2", model=str(tiny_model_dir), timesteps=3, batch_size=32)

@@ -32,7 +32,9 @@ def test_p_values_of_exchangeable_scores_are_uniform(seed) -> None:
 
 def test_threshold_from_the_reference_an_fpr_or_a_value() -> None:
     rng = np.random.default_rng(1)
-    reference = fit_reference(rng.normal(size=(500, 6)), FeatureConfig(), "m", target_fpr=0.05)
+    reference = fit_reference(
+        rng.normal(size=(500, 6)), FeatureConfig(method="diffpathv2"), "m", target_fpr=0.05
+    )
     assert flag_threshold(reference, ScreenPolicy()) == (reference.threshold, 0.05)
     loose, expected = flag_threshold(reference, ScreenPolicy(fpr=0.2))
     assert loose < reference.threshold and expected == 0.2
@@ -73,7 +75,7 @@ def test_holdout_keeps_whole_groups_together() -> None:
         split_holdout(10, 0.2, 0, np.array(["one"] * 10))
     reference = fit_reference(
         np.random.default_rng(0).normal(size=(len(groups), 6)),
-        FeatureConfig(),
+        FeatureConfig(method="diffpathv2"),
         "m",
         groups=groups,
         split="group:id",

@@ -203,7 +203,7 @@ def test_method_spec_builds_each_sets_config(tmp_path) -> None:
             }
         }
     )
-    config = spec.feature_config(MethodSpec(config={"method": "diffpathv2+6d", "draws": 2}), "b")
-    assert (config.model, config.center_crop, config.unet_evals) == ("/weights", 140, 30)
+    config = spec.feature_config(MethodSpec(config={"method": "diffpathv2+6d", "draws": 3}), "b")
+    assert (config.model, config.center_crop, config.unet_evals) == ("/weights", 140, 3 * 5 + 5)
     with pytest.raises(ConfigError, match="timesteps"):
         spec.feature_config(MethodSpec(config={"timesteps": 1}), "a")

@@ -15,7 +15,7 @@ from diffpath.sources import list_source
 
 
 def test_get_put_by_content_hash_and_layout(tmp_path) -> None:
-    config = FeatureConfig()
+    config = FeatureConfig(method="diffpathv2")
     cache = FeatureCache(str(tmp_path), config, "m1")
     h = content_hash(b"image")
     assert cache.get([h]) == {}
@@ -29,7 +29,7 @@ def test_get_put_by_content_hash_and_layout(tmp_path) -> None:
 
 
 def test_a_damaged_object_is_ignored(tmp_path) -> None:
-    cache = FeatureCache(str(tmp_path), FeatureConfig(), "m")
+    cache = FeatureCache(str(tmp_path), FeatureConfig(method="diffpathv2"), "m")
     h = content_hash(b"image")
     cache.put({h: np.ones(6, np.float32)})
     path = tmp_path / cache.key / h[:2] / h[2:4] / h

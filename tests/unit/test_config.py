@@ -30,11 +30,11 @@ def test_config_files_in_json_and_yaml(tmp_path) -> None:
     "change",
     [
         {"method": "diffpath6d"},
-        {"method": "diffpathv2+6d"},
-        {"timesteps": 5},
+        {"method": "diffpathv2"},
+        {"timesteps": 7},
         {"seed": 1},
         {"ssim_weighting": False},
-        {"draws": 2},
+        {"draws": 3},
     ],
 )
 def test_hash_changes_with_feature_fields(change: dict) -> None:
@@ -56,15 +56,28 @@ def test_config_is_frozen() -> None:
 
 
 def test_fields_added_later_keep_older_hashes_at_their_neutral_value() -> None:
-    assert '"draws"' not in FeatureConfig().canonical_json()  # hashes from before `draws`
-    assert '"draws":2' in FeatureConfig(draws=2).canonical_json()
+    v2 = FeatureConfig(method="diffpathv2")
+    assert '"draws"' not in v2.canonical_json()  # hashes from before `draws` are kept
+    assert '"draws":2' in FeatureConfig(method="diffpathv2", draws=2).canonical_json()
+
+
+def test_each_method_has_its_defaults() -> None:
+    assert (FeatureConfig().method, FeatureConfig().timesteps, FeatureConfig().draws) == (
+        "diffpathv2+6d",
+        5,
+        2,
+    )
+    assert FeatureConfig().unet_evals == 15
+    paper = FeatureConfig(method="diffpathv2")
+    assert (paper.timesteps, paper.draws) == (10, 1)
+    assert FeatureConfig.parse(timesteps=None, method="diffpath6d").timesteps == 10
 
 
 def test_a_combination_is_its_methods_side_by_side() -> None:
     combined = FeatureConfig(method="diffpathv2+6d", timesteps=5, draws=4, ssim_window=7)
     v2, ddim = combined.parts()
-    assert v2 == FeatureConfig(timesteps=5, draws=4, ssim_window=7)
+    assert v2 == FeatureConfig(method="diffpathv2", timesteps=5, draws=4, ssim_window=7)
     # the DiffPath part is the config a plain diffpath6d run has, so they share a cache key
     assert ddim.config_hash() == FeatureConfig(method="diffpath6d", timesteps=5).config_hash()
     assert combined.unet_evals == 5 * 4 + 5
-    assert FeatureConfig().parts() == (FeatureConfig(),)
+    assert FeatureConfig(method="diffpathv2").parts() == (FeatureConfig(method="diffpathv2"),)

@@ -36,7 +36,7 @@ def keys(n: int) -> list[str]:
 
 
 def config(**kw) -> FeatureConfig:
-    return FeatureConfig(image_size=SIZE, **kw)
+    return FeatureConfig(**{"method": "diffpathv2", "image_size": SIZE, **kw})
 
 
 def oracle_model(tiny_model: DiffusionModel, x0: torch.Tensor, error: float) -> DiffusionModel:

@@ -51,7 +51,7 @@ def test_duplicate_groups_and_errors_keep_every_locator() -> None:
 def test_screen_table_ranks_every_readable_row_and_refuses_other_models() -> None:
     frame = features_frame()
     rng = np.random.default_rng(1)
-    config = FeatureConfig()
+    config = FeatureConfig(method="diffpathv2")
     reference = fit_reference(rng.normal(size=(50, 6)), config, "m1")
     scores, errors = screen_table(reference, frame, "m1")
     assert len(scores) == 4 and len(errors) == 1
@@ -87,7 +87,7 @@ def saved_reference(tmp_path) -> tuple[str, dict]:
     from diffpath.reference import fit_reference
 
     features = np.random.default_rng(0).normal(size=(200, 6))
-    reference = fit_reference(features, FeatureConfig(), "m1", density="gmm")
+    reference = fit_reference(features, FeatureConfig(method="diffpathv2"), "m1", density="gmm")
     uri = save_reference(reference, str(tmp_path / "reference.json"))
     return uri, json.loads(Path(uri).read_text())
 

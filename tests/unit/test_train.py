@@ -78,5 +78,5 @@ def test_bundled_default_model_gives_finite_features() -> None:
 
     model = load_model("default", device="cpu")
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    features = extract_features(model, x, ["a", "b"], FeatureConfig())
+    features = extract_features(model, x, ["a", "b"], FeatureConfig(method="diffpathv2"))
     assert features.shape == (2, 6) and torch.isfinite(torch.from_numpy(features)).all()
