@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scipy.stats import rankdata
 
 from diffpath.config import FeatureConfig
-from diffpath.contamination import mixture_estimate, storey_estimate
+from diffpath.contamination import audit_scores
 from diffpath.density import make_density
 from diffpath.errors import ConfigError
-from diffpath.metrics import auroc, conformal_p_values, ood_metrics
-from diffpath.reference import cross_fit_scores
+from diffpath.metrics import auroc, ood_metrics
+from diffpath.reference import fit_reference
 from diffpath.shards import ShardCounts, feature_matrix, read_shards
 from diffpath.sources import ImageRef, Listing, list_source, listing_id, write_listing
 from diffpath.storage import join, read_bytes, read_parquet, write_json, write_parquet
@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 ROLES = ("fit", "validation", "test")
-TRIM = 0.8  # trimmed cross-fitting for audits: refit on the lowest-scoring 80%
 SPLITS = ("validation", "test")  # where images are scored
 
 
@@ -387,28 +386,24 @@ def audit_accuracy(
     spec: BenchmarkSpec, method: str, features: Features, density: str = "auto"
 ) -> list[dict[str, Any]]:
     """Contaminants mixed into the clean set's test images at each rate: detection AUROC,
-    suspects' precision/recall and the estimated fraction, with and without a reference
-    (fitted on the clean set's `fit` images, calibrated on its `validation` images)."""
+    suspects' precision/recall and the estimated fraction, with a reference (fitted as
+    `fit-reference` does on the clean set's fit and validation images, holding back half
+    to calibrate) and without one."""
     audit = spec.audit
     assert audit is not None
     config = spec.feature_config(spec.run_methods(True)[method], audit.clean)
     clean = features[audit.clean, "test", method][1]
     pool = np.vstack([features[c, "test", method][1] for c in audit.contaminants])
-    reference = make_density(density, config.method).fit(features[audit.clean, "fit", method][1])
-    calibration = reference.anomaly_score(features[audit.clean, "validation", method][1])
+    trusted = np.vstack([features[audit.clean, role, method][1] for role in ("fit", "validation")])
+    reference = fit_reference(trusted, config, "", density, holdout=0.5, seed=spec.seed)
     rng = np.random.default_rng(spec.seed)
     results = []
     for rate in audit.rates:
         n_bad = min(len(pool), round(rate * len(clean) / (1 - rate)))
         mixed = np.vstack([clean, pool[rng.choice(len(pool), n_bad, replace=False)]])
         truth = np.r_[np.zeros(len(clean), bool), np.ones(n_bad, bool)]
-        oof = cross_fit_scores(mixed, config.method, density, 5, spec.seed, keep=TRIM)
-        against = reference.anomaly_score(mixed)
-        p_values = conformal_p_values(against, calibration)
-        for name, estimate, scores in (
-            ("reference", storey_estimate(p_values, seed=spec.seed), against),
-            ("no reference", mixture_estimate(oof, seed=spec.seed), oof),
-        ):
+        for name, against in (("reference", reference), ("no reference", None)):
+            scores, _, estimate = audit_scores(mixed, config.method, density, 5, spec.seed, against)
             hits = int((estimate.suspects & truth).sum())
             results.append(
                 {

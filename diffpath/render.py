@@ -146,7 +146,7 @@ def render_html(
     parts = [f"<h2>{html.escape(h)}</h2>{body}" for h, body in sections]
     parts += [f"<h2>{html.escape(c)}</h2>{_img(png)}" for c, png in (images or {}).items()]
     style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}img{max-width:100%}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
         "td{word-break:break-all;max-width:420px}th{cursor:pointer;background:#f3f3f3}"
         ".grid{display:flex;flex-wrap:wrap;gap:10px}"
