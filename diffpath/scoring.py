@@ -18,9 +18,10 @@ import polars as pl
 
 from diffpath.alerts import ScreenPolicy, alert_reasons, flag_threshold, flagged_p_value
 from diffpath.config import FeatureConfig
+from diffpath.contamination import Estimate, audit_scores
 from diffpath.errors import ConfigMismatchError
 from diffpath.metrics import conformal_p_values, ood_metrics, roc
-from diffpath.reference import Reference, cross_fit_scores, load_reference
+from diffpath.reference import Reference, load_reference
 from diffpath.shards import LOCATOR, feature_matrix, read_shards
 from diffpath.sources import ImageRef
 from diffpath.storage import join, write_json, write_parquet
@@ -122,20 +123,22 @@ def screen_table(
 
 
 def audit_table(
-    features: pl.DataFrame, config: FeatureConfig, density: str, folds: int, seed: int
-) -> tuple[pl.DataFrame, float]:
-    """Out-of-fold scores of a set with unknown contamination → (scores, estimated fraction).
-
-    Suspects are robust outliers of the out-of-fold scores: modified z-score
-    0.6745·(s − median)/MAD above 3.5 (Iglewicz & Hoaglin); the estimated contamination
-    is the fraction of suspects.
-    """
+    features: pl.DataFrame,
+    config: FeatureConfig,
+    density: str,
+    folds: int,
+    seed: int,
+    reference: Reference | None = None,
+) -> tuple[pl.DataFrame, Estimate]:
+    """Scores of a set with unknown contamination → (scores, the contamination estimate):
+    against a trusted `reference` (conformal p-values, Storey's estimate) when given, else
+    out-of-fold (trimmed cross-fitting, a two-component mixture). The suspects flagged are
+    the estimated number of highest-scoring images (`diffpath.contamination`)."""
     rows, matrix = feature_matrix(features.to_arrow(), config)
-    scores = cross_fit_scores(matrix, config.method, density, folds, seed)
-    median = np.median(scores)
-    mad = np.median(np.abs(scores - median)) or 1e-12
-    flagged = 0.6745 * (scores - median) / mad > 3.5
-    return score_table(pl.from_arrow(rows), scores, flagged), float(flagged.mean())
+    scores, p_values, estimate = audit_scores(
+        matrix, config.method, density, folds, seed, reference
+    )
+    return score_table(pl.from_arrow(rows), scores, estimate.suspects, p_values), estimate
 
 
 def _write_outputs(
@@ -207,25 +210,39 @@ def audit(
     density: str,
     folds: int,
     sources: list[str],
+    reference_uri: str | None = None,
     **extra: Any,
 ) -> dict[str, str]:
-    """Cross-fitted scores of one set → the run's outputs under `out`."""
+    """Scores of one set (against `reference_uri` when given, else cross-fitted) and the
+    estimated contamination with its interval → the run's outputs under `out`."""
+    reference = load_reference(reference_uri) if reference_uri else None
     shards, model_id = read_shards(shard_uris, config)
+    if reference is not None and model_id != reference.model_id:
+        raise ConfigMismatchError(
+            f"features come from model {model_id}, the reference from {reference.model_id}"
+        )
     features = pl.from_arrow(shards)
-    scores, contamination = audit_table(features, config, density, folds, config.seed)
+    scores, estimate = audit_table(features, config, density, folds, config.seed, reference)
     errors, duplicates = errors_table(features), duplicates_table(features)
     summary = summarize(
         scores,
         errors,
         duplicates,
         sources=sources,
-        estimated_contamination=contamination,
+        **estimate.as_dict(),
+        reference=reference_uri,
         folds=folds,
         density=density,
         config_hash=config.config_hash(),
         model_id=model_id,
         **extra,
     )
+    if reference is None:
+        summary["warnings"] = [
+            "without a trusted reference the contamination estimate is a two-component fit "
+            "to out-of-fold scores and over-counted on real data (docs/benchmarks.md); pass "
+            "--reference for Storey's estimate from conformal p-values"
+        ]
     return _write_outputs(out, scores, errors, duplicates, summary)
 
 

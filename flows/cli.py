@@ -308,6 +308,14 @@ def _print_summary(outputs: dict[str, str]) -> None:
         f"{summary['n_duplicates']} exact duplicates; features computed for "
         f"{summary['features_computed']}, {summary['features_from_cache']} from the cache"
     )
+    if "estimated_contamination" in summary:
+        console.print(
+            f"estimated contamination {summary['estimated_contamination']:.1%} "
+            f"[{summary['contamination_low']:.1%}, {summary['contamination_high']:.1%}] "
+            f"({summary['estimator']})"
+        )
+    for warning in summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     for name, uri in outputs.items():
         console.print(f"  {name}: {uri}")
 
@@ -331,8 +339,24 @@ def audit(
     compile: CompileOpt = False,
     runner: RunnerOpt = "threads",
     dask_address: AddressOpt = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference",
+            help="a trusted reference.json: score against it and estimate the contaminated "
+            "fraction from conformal p-values (recommended; it sets the feature config)",
+        ),
+    ] = None,
 ) -> None:
-    """Rank every image of a set by a density not fitted on it; estimate contamination."""
+    """Rank every image of a set and estimate its contaminated fraction with an interval:
+    against a trusted --reference, else by densities not fitted on each image."""
+    if reference and any(v is not None for v in (config, method, timesteps, center_crop)):
+        _exit_with_reason(
+            ConfigError(
+                "--reference sets the feature config: drop --config, --method, "
+                "--timesteps and --center-crop"
+            )
+        )
 
     def action() -> dict[str, str]:
         feature_config = _config(
@@ -342,7 +366,7 @@ def audit(
         from flows.pipeline import audit_flow, task_runner
 
         flow = audit_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(source, out, feature_config, density, folds, run)
+        return flow(source, out, feature_config, density, folds, run, reference, model)
 
     outputs = _run(action)
     _print_summary(outputs)

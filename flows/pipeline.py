@@ -207,14 +207,21 @@ def audit_flow(
     density: str = "auto",
     folds: int = 5,
     run: RunOptions = DEFAULT_RUN,
+    reference: str | None = None,
+    model: str | None = None,
 ) -> dict[str, str]:
-    """A set with unknown contamination → cross-fitted scores, suspects, estimate, report."""
+    """A set with unknown contamination → scores, suspects, estimated fraction, report.
+
+    With a trusted `reference` the set is scored against it (its config; `model` relocates
+    the weights) and the fraction estimated from conformal p-values; else cross-fitted."""
     when = run_time()
     out, source = dated(out, when), [dated(uri, when) for uri in source]
+    if reference is not None:
+        config = reference_config_task(reference, model)
     with output_lock(out):
         features = featurize(source, config, out, run)
         counts = features.counts()
-        outputs = audit_task(features.uris, config, out, density, folds, source, counts)
+        outputs = audit_task(features.uris, config, out, density, folds, source, counts, reference)
         return {**outputs, "report": audit_report_task(out)}
 
 

@@ -43,9 +43,10 @@ def audit_task(
     folds: int,
     sources: list[str],
     counts: dict[str, int],
+    reference_uri: str | None = None,
 ) -> dict[str, str]:
-    """Cross-fitted scores of one set → its outputs under `out`."""
-    return scoring.audit(shard_uris, config, out, density, folds, sources, **counts)
+    """Scores of one set and its estimated contamination → its outputs under `out`."""
+    return scoring.audit(shard_uris, config, out, density, folds, sources, reference_uri, **counts)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

@@ -255,8 +255,17 @@ def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
     summary = json.loads(Path(audit["summary"]).read_text())
     scores = pl.read_parquet(audit["scores"])
     assert summary["n_scored"] == N_INCOMING == len(scores)
-    assert summary["estimated_contamination"] == pytest.approx(scores["flagged"].mean())
+    # the suspects are the estimated number of top-scored images
+    n_flagged = round(summary["estimated_contamination"] * len(scores))
+    assert scores["flagged"].sum() == n_flagged == summary["n_suspects"]
+    assert summary["contamination_low"] <= summary["contamination_high"]
+    assert summary["estimator"] == "mixture" and "--reference" in summary["warnings"][0]
     assert Path(audit["report"]).exists()
+    trusted = audit_flow([INCOMING], str(tmp_path / "audit-ref"), folds=3, reference=fitted[1])
+    summary = json.loads(Path(trusted["summary"]).read_text())
+    assert summary["estimator"] == "storey" and "warnings" not in summary
+    against = pl.read_parquet(trusted["scores"])
+    assert against["p_value"].is_between(0, 1).all() and len(against) == N_INCOMING
     result = evaluate_flow(
         [REFERENCE],
         {"incoming": [INCOMING]},
