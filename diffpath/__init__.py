@@ -1,7 +1,7 @@
 """diffpath: zero-shot image OOD screening with a pretrained diffusion model.
 
 >>> from diffpath import FeatureConfig, GMMDensity, extract_features, load_model
->>> config = FeatureConfig()                       # DiffPathV2, K=10
+>>> config = FeatureConfig()          # V2 (K=5, 2 draws) ⧺ DiffPath-6D (K=5): 12-D
 >>> model = load_model(config.model, dtype=config.torch_dtype)
 >>> features = extract_features(model, images, hashes, config)  # images (N,3,32,32)
 >>> density = GMMDensity().fit(reference_features)
