@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow
 
 from diffpath.benchmark import feature_jobs, load_spec, method_costs
-from diffpath.errors import AlertError
+from diffpath.errors import AlertError, ConfigError
 from diffpath.lock import output_lock
 from diffpath.storage import dated, exists, join, read_json
 from flows.pipeline import DEFAULT_RUN, RUNNER, RunOptions, run_time, submit_shards
@@ -21,15 +21,19 @@ LATEST = "latest"
 
 def previous_results(previous: str | None, template: str) -> str | None:
     """`previous` as a results.parquet URI: a folder holds one; "latest" is the run that
-    latest.json beside a dated `out` points at (none yet: no comparison)."""
-    if previous != LATEST:
-        return (
-            previous
-            if previous is None or previous.endswith(".parquet")
-            else join(previous, "results.parquet")
-        )
-    pointer = join(template[: template.index("{")].rsplit("/", 1)[0], "latest.json")
-    return join(read_json(pointer)["out"], "results.parquet") if exists(pointer) else None
+    latest.json beside a dated `out` points at (none yet: no comparison). Checked before
+    any work: a previous run that is not there is a mistake, not a pass."""
+    if previous is None:
+        return None
+    if previous == LATEST:
+        if "{date" not in template:
+            raise ConfigError("--previous latest needs a dated --out (with {date})")
+        pointer = join(template[: template.index("{")].rsplit("/", 1)[0], "latest.json")
+        return join(read_json(pointer)["out"], "results.parquet") if exists(pointer) else None
+    uri = previous if previous.endswith(".parquet") else join(previous, "results.parquet")
+    if not exists(uri):
+        raise ConfigError(f"previous results {uri} do not exist; give a benchmark's output")
+    return uri
 
 
 @flow(name="benchmark", task_runner=RUNNER)

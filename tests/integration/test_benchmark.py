@@ -134,6 +134,12 @@ def test_scheduled_runs_compare_with_the_latest_run(spec, tmp_path) -> None:
     assert deltas["previous"] == f"{latest}/results.parquet" and deltas["deltas"]
 
 
+def test_a_missing_previous_run_exits_2_before_any_work(spec, tmp_path) -> None:
+    result = _run(spec, tmp_path / "o", "--previous", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2 and "do not exist" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "o" / "shards").exists()
+
+
 def test_a_spec_error_exits_2_with_the_reason(tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text(
         "datasets: {a: {source: x.parquet}}\nmethods: {}\npairs: [[a, b]]\n"
