@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 def test_every_command_has_help() -> None:
-    for command in ["fit-reference", "screen", "audit", "evaluate", "train", "demo"]:
+    for command in ["fit-reference", "screen", "audit", "evaluate", "benchmark", "train", "demo"]:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
