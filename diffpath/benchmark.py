@@ -29,7 +29,7 @@ from diffpath.errors import ConfigError
 from diffpath.metrics import auroc, ood_metrics
 from diffpath.reference import fit_reference
 from diffpath.shards import ShardCounts, feature_matrix, read_shards
-from diffpath.sources import ImageRef, Listing, list_source, listing_id, write_listing
+from diffpath.sources import ImageRef, Listing, list_source, listing_id, read_groups, write_listing
 from diffpath.storage import join, read_bytes, read_parquet, write_json, write_parquet
 
 __all__ = [
@@ -93,6 +93,9 @@ class AuditSpec(_Spec):
     clean: str
     contaminants: list[str]
     rates: list[float] = [0.0, 0.01, 0.05, 0.15]
+    group_column: str | None = Field(
+        None, description="hold back whole groups (e.g. identities) to calibrate the reference"
+    )
 
 
 class BenchmarkSpec(_Spec):
@@ -387,15 +390,19 @@ def audit_accuracy(
 ) -> list[dict[str, Any]]:
     """Contaminants mixed into the clean set's test images at each rate: detection AUROC,
     suspects' precision/recall and the estimated fraction, with a reference (fitted as
-    `fit-reference` does on the clean set's fit and validation images, holding back half
-    to calibrate) and without one."""
+    `fit-reference --group-column` does on the clean set's fit and validation images,
+    holding back 30% to calibrate) and without one."""
     audit = spec.audit
     assert audit is not None
     config = spec.feature_config(spec.run_methods(True)[method], audit.clean)
     clean = features[audit.clean, "test", method][1]
     pool = np.vstack([features[c, "test", method][1] for c in audit.contaminants])
-    trusted = np.vstack([features[audit.clean, role, method][1] for role in ("fit", "validation")])
-    reference = fit_reference(trusted, config, "", density, holdout=0.5, seed=spec.seed)
+    roles = [features[audit.clean, role, method] for role in ("fit", "validation")]
+    trusted = np.vstack([matrix for _, matrix in roles])
+    groups = None
+    if audit.group_column:
+        groups = read_groups(pa.concat_tables([rows for rows, _ in roles]), audit.group_column)
+    reference = fit_reference(trusted, config, "", density, 0.05, 0.3, spec.seed, groups)
     rng = np.random.default_rng(spec.seed)
     results = []
     for rate in audit.rates:
