@@ -41,11 +41,11 @@ datasets:
 sizes: {{fit: 50, validation: 20, test: 20}}
 bootstrap: 100
 methods:
-  diffpathv2: {{config: {{timesteps: 3, image_size: 16}}}}
+  diffpathv2: {{config: {{method: diffpathv2, timesteps: 3, image_size: 16}}}}
   diffpath6d: {{config: {{method: diffpath6d, timesteps: 3, image_size: 16}}}}
-  v2+6d: {{config: {{method: diffpathv2+6d, timesteps: 3, image_size: 16}}}}
+  v2+6d: {{config: {{method: diffpathv2+6d, timesteps: 3, draws: 1, image_size: 16}}}}
 ablations:
-  v2-gaussian: {{config: {{timesteps: 3, image_size: 16}}, density: gaussian}}
+  v2-gaussian: {{config: {{method: diffpathv2, timesteps: 3, image_size: 16}}, density: gaussian}}
 audit: {{clean: faces, contaminants: [textures, objects], rates: [0.0, 0.15]}}
 """
     )
