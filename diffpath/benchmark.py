@@ -1,8 +1,9 @@
 """The benchmark matrix: each in-distribution set against every other, methods side by side.
 
-A spec (YAML) names datasets, pairs, methods and sizes. Each dataset splits by image name
+A spec (YAML) names datasets, pairs, methods and sizes. Each dataset splits by content hash
 into `fit`, `validation` and `test` (a set with train and test files splits its train file
-into fit and validation); the split of an image never depends on what else is listed.
+into fit and validation); an image's split never depends on its name or on what else is
+listed, and identical images never straddle two splits.
 Features come from the same shards and content cache as `screen`. Per (method, in-dist
 set) a density is fitted on `fit`, then every set's `validation` and `test` images are
 scored: AUROC (bootstrap 95% interval, paired across methods), FPR@95 and AUPR per pair.
@@ -26,10 +27,19 @@ from diffpath.config import FeatureConfig
 from diffpath.contamination import audit_scores
 from diffpath.density import make_density
 from diffpath.errors import ConfigError
+from diffpath.identity import content_hash
 from diffpath.metrics import auroc, ood_metrics
 from diffpath.reference import fit_reference
 from diffpath.shards import ShardCounts, feature_matrix, read_shards
-from diffpath.sources import ImageRef, Listing, list_source, listing_id, read_groups, write_listing
+from diffpath.sources import (
+    ImageRef,
+    Listing,
+    list_source,
+    listing_id,
+    read_groups,
+    read_refs,
+    write_listing,
+)
 from diffpath.storage import join, read_bytes, read_parquet, write_json, write_parquet
 
 __all__ = [
@@ -176,32 +186,49 @@ def load_spec(uri: str, data_root: str | None = None) -> BenchmarkSpec:
         raise ConfigError(f"invalid benchmark spec {uri}: " + "; ".join(reasons)) from err
 
 
-def _unit(seed: int, ref: ImageRef) -> float:
-    """A uniform number in [0, 1) from the image's name alone: its place in the split, the
-    same in any file holding it (images sharing a name go together)."""
-    digest = hashlib.sha256(f"{seed}\0{ref.path}".encode()).digest()
+def _identities(refs: Sequence[ImageRef], chunk: int = 4096) -> list[str]:
+    """Each ref's content hash (read in chunks, never all bytes at once); an unreadable
+    one keeps its locator, and its shard records the failure."""
+    keys = []
+    for start in range(0, len(refs), chunk):
+        part = refs[start : start + chunk]
+        contents = read_refs(part)
+        keys += [
+            content_hash(c) if isinstance(c, bytes) else r.locator
+            for r, c in zip(part, contents, strict=True)
+        ]
+    return keys
+
+
+def _unit(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) from an image's content hash: its place in the split —
+    the same in any file or under any name, and identical images always go together."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def split_refs(spec: BenchmarkSpec, name: str, sizes: Sizes) -> dict[str, list[ImageRef]]:
     """{role: refs} of a dataset, each role capped at its size, in listing order."""
     dataset = spec.datasets[name]
-    roles: dict[str, list[ImageRef]] = {role: [] for role in ROLES}
+    roles: dict[str, list[tuple[ImageRef, str]]] = {role: [] for role in ROLES}
     if dataset.source is not None:
         test, validation = spec.test_fraction, spec.test_fraction + spec.validation_fraction
-        for ref in list_source(spec.uri(dataset.source)):
-            u = _unit(spec.seed, ref)
-            roles["test" if u < test else "validation" if u < validation else "fit"].append(ref)
+        refs = list_source(spec.uri(dataset.source))
+        for ref, key in zip(refs, _identities(refs), strict=True):
+            u = _unit(spec.seed, key)
+            role = "test" if u < test else "validation" if u < validation else "fit"
+            roles[role].append((ref, key))
     else:
-        for ref in list_source(spec.uri(dataset.train)):
-            roles[
-                "validation" if _unit(spec.seed, ref) < spec.validation_fraction else "fit"
-            ].append(ref)
-        roles["test"] = list_source(spec.uri(dataset.test))
+        refs = list_source(spec.uri(dataset.train))
+        for ref, key in zip(refs, _identities(refs), strict=True):
+            role = "validation" if _unit(spec.seed, key) < spec.validation_fraction else "fit"
+            roles[role].append((ref, key))
+        refs = list_source(spec.uri(dataset.test))
+        roles["test"] = list(zip(refs, _identities(refs), strict=True))
     chosen = {}
-    for role, refs in roles.items():
-        keep = sorted(refs, key=lambda r: _unit(spec.seed + 1, r))[: getattr(sizes, role)]
-        chosen[role] = sorted(keep, key=lambda r: (r.uri, r.row or 0))
+    for role, members in roles.items():
+        keep = sorted(members, key=lambda m: _unit(spec.seed + 1, m[1]))[: getattr(sizes, role)]
+        chosen[role] = sorted((ref for ref, _ in keep), key=lambda r: (r.uri, r.row or 0))
         if len(chosen[role]) < 2:
             raise ConfigError(f"dataset {name!r} has {len(chosen[role])} images for {role}")
     return chosen

@@ -23,8 +23,10 @@ from diffpath.errors import ConfigError
 from diffpath.metrics import auroc
 
 
-def _parquet(path, names: list[str]) -> str:
-    pq.write_table(pa.table({"path": names, "image": [b"x"] * len(names)}), path)
+def _parquet(path, names: list[str], contents: list[str] | None = None) -> str:
+    """Images named `names` whose bytes are those of `contents` (default: the names)."""
+    images = [f"pixels of {c}".encode() for c in contents or names]
+    pq.write_table(pa.table({"path": names, "image": images}), path)
     return str(path)
 
 
@@ -44,8 +46,9 @@ def _spec(tmp_path, **extra) -> BenchmarkSpec:
     )
 
 
-def test_split_is_disjoint_capped_and_the_same_in_any_file_holding_the_images(tmp_path) -> None:
+def test_split_is_disjoint_capped_and_follows_content_not_names(tmp_path) -> None:
     spec = _spec(tmp_path)
+    names = [f"img{i:04d}.png" for i in range(300)]
     roles = split_refs(spec, "a", Sizes(fit=1000, validation=1000, test=1000))
     paths = {role: {r.path for r in refs} for role, refs in roles.items()}
     assert sum(map(len, paths.values())) == 300 and len(set.union(*paths.values())) == 300
@@ -59,6 +62,14 @@ def test_split_is_disjoint_capped_and_the_same_in_any_file_holding_the_images(tm
     assert {r: {x.path for x in v} for r, v in again.items()} == {
         r: {x.path for x in v} for r, v in capped.items()
     }
+    # renamed, the same bytes land in the same roles; identical bytes never straddle two
+    _parquet(tmp_path / "one.parquet", [f"new/{n}" for n in names], names)
+    renamed = split_refs(spec, "a", Sizes(fit=1000, validation=1000, test=1000))
+    assert {r: {x.path[4:] for x in v} for r, v in renamed.items()} == paths
+    _parquet(tmp_path / "one.parquet", names, [names[i % 150] for i in range(300)])
+    twins = split_refs(spec, "a", Sizes(fit=1000, validation=1000, test=1000))
+    role_of = {r.path: role for role, refs in twins.items() for r in refs}
+    assert all(role_of[names[i]] == role_of[names[i + 150]] for i in range(150))
     train_test = split_refs(spec, "b", Sizes())
     assert {r.path for r in train_test["test"]} == {f"img{i:04d}.png" for i in range(200, 300)}
     assert not {r.path for r in train_test["fit"]} & {r.path for r in train_test["validation"]}
