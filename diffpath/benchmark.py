@@ -28,7 +28,7 @@ from diffpath.contamination import audit_scores
 from diffpath.density import make_density
 from diffpath.errors import ConfigError
 from diffpath.identity import content_hash
-from diffpath.metrics import auroc, ood_metrics
+from diffpath.metrics import auroc, ood_metrics, percentile_interval
 from diffpath.reference import fit_reference
 from diffpath.shards import ShardCounts, feature_matrix, read_shards
 from diffpath.sources import (
@@ -40,7 +40,16 @@ from diffpath.sources import (
     read_refs,
     write_listing,
 )
-from diffpath.storage import join, read_bytes, read_parquet, write_json, write_parquet
+from diffpath.storage import (
+    exists,
+    join,
+    latest_pointer,
+    read_bytes,
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+)
 
 __all__ = [
     "BenchmarkSpec",
@@ -53,6 +62,7 @@ __all__ = [
     "load_features",
     "load_spec",
     "method_costs",
+    "previous_results",
     "split_refs",
     "store_splits",
     "write_benchmark",
@@ -272,13 +282,6 @@ class Matrix:
     chosen: str
 
 
-def _interval(samples: np.ndarray) -> tuple[float, float]:
-    if not len(samples):
-        return float("nan"), float("nan")
-    low, high = np.quantile(samples, [0.025, 0.975])
-    return float(low), float(high)
-
-
 def evaluate_matrix(
     spec: BenchmarkSpec,
     methods: Mapping[str, MethodSpec],
@@ -318,7 +321,7 @@ def evaluate_matrix(
                     n_boot = spec.bootstrap if split == "test" else 0  # intervals: test only
                     boot = bootstrap_aurocs(id_s, ood_s, n_boot, seed)
                     boots[split, a, b, m] = boot
-                    low, high = _interval(boot)
+                    low, high = percentile_interval(boot)
                     rows.append(
                         {
                             "split": split,
@@ -366,16 +369,36 @@ def _method_summary(
                 "method": m,
                 "label": method.label or m,
                 "test_auroc": float(np.mean(aurocs)),
-                "test_auroc_interval": _interval(mean_boot),
+                "test_auroc_interval": percentile_interval(mean_boot),
                 "validation_auroc": float(np.mean(validation)),
                 "test_fpr95": float(np.mean([test[a, b, m]["fpr95"] for a, b in pairs])),
                 "wins_vs_baseline": int(sum(x > y for x, y in zip(aurocs, base, strict=True))),
                 "diff_vs_baseline": float(np.mean(aurocs) - np.mean(base)),
-                "diff_interval": _interval(diff_boot),
+                "diff_interval": percentile_interval(diff_boot),
                 **costs[m],
             }
         )
     return summary
+
+
+LATEST = "latest"
+
+
+def previous_results(previous: str | None, template: str) -> str | None:
+    """`previous` as a results.parquet URI: a folder holds one; "latest" is the run that
+    latest.json beside a dated `out` points at (none yet: no comparison). Checked before
+    any work: a previous run that is not there is a mistake, not a pass."""
+    if previous is None:
+        return None
+    if previous == LATEST:
+        pointer = latest_pointer(template)
+        if pointer is None:
+            raise ConfigError("--previous latest needs a dated --out (with {date})")
+        return join(read_json(pointer)["out"], "results.parquet") if exists(pointer) else None
+    uri = previous if previous.endswith(".parquet") else join(previous, "results.parquet")
+    if not exists(uri):
+        raise ConfigError(f"previous results {uri} do not exist; give a benchmark's output")
+    return uri
 
 
 def compare(

@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from diffpath.errors import ConfigError
-from diffpath.metrics import conformal_p_values
+from diffpath.metrics import conformal_p_values, percentile_interval
 from diffpath.reference import Reference, cross_fit_scores
 
 __all__ = ["Estimate", "audit_scores", "mixture_estimate", "storey_estimate"]
@@ -44,11 +44,6 @@ class Estimate:
             "n_suspects": int(self.suspects.sum()),
             "estimator": self.method,
         }
-
-
-def _quantiles(draws: list[float]) -> tuple[float, float]:
-    low, high = np.quantile(draws, [0.025, 0.975])
-    return float(low), float(high)
 
 
 def _top(scores: np.ndarray, fraction: float) -> np.ndarray:
@@ -88,7 +83,9 @@ def storey_estimate(
         )
         for _ in range(n_boot)
     ]
-    return Estimate(fraction, *_quantiles(draws), _top(scores, fraction), "storey")
+    return Estimate(
+        fraction, *percentile_interval(np.asarray(draws)), _top(scores, fraction), "storey"
+    )
 
 
 def _mixture(log_scores: np.ndarray, seed: int) -> float:
@@ -115,8 +112,9 @@ def mixture_estimate(scores: np.ndarray, n_boot: int = 100, seed: int = 0) -> Es
     x = _log_scores(scores)
     rng = np.random.default_rng(seed)
     draws = [_mixture(x[rng.integers(0, len(x), len(x))], seed) for _ in range(n_boot)]
+    fraction = _mixture(x, seed)
     return Estimate(
-        _mixture(x, seed), *_quantiles(draws), _top(scores, _mixture(x, seed)), "mixture"
+        fraction, *percentile_interval(np.asarray(draws)), _top(scores, fraction), "mixture"
     )
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "conformal_p_values",
     "fpr_at_tpr",
     "ood_metrics",
+    "percentile_interval",
     "roc",
 ]
 
@@ -80,6 +81,15 @@ def conformal_p_values(scores: np.ndarray, calibration: np.ndarray) -> np.ndarra
         raise ConfigError("p-values need calibration scores")
     at_least = len(calibration) - np.searchsorted(calibration, np.asarray(scores, float), "left")
     return (1 + at_least) / (len(calibration) + 1)
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` interval of bootstrap samples; (nan, nan) when there are none."""
+    if not len(samples):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    low, high = np.quantile(samples, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:

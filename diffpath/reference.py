@@ -59,6 +59,13 @@ class Reference:
     def anomaly_score(self, features: np.ndarray) -> np.ndarray:
         return self.density.anomaly_score(features)
 
+    def check_model(self, model_id: str) -> None:
+        """Refuse features of other weights than the reference was fitted with."""
+        if model_id != self.model_id:
+            raise ConfigMismatchError(
+                f"features come from model {model_id}, the reference from {self.model_id}"
+            )
+
 
 def split_holdout(
     n: int, holdout: float, seed: int, groups: np.ndarray | None = None

@@ -19,7 +19,6 @@ import polars as pl
 from diffpath.alerts import ScreenPolicy, alert_reasons, flag_threshold, flagged_p_value
 from diffpath.config import FeatureConfig
 from diffpath.contamination import Estimate, audit_scores
-from diffpath.errors import ConfigMismatchError
 from diffpath.metrics import conformal_p_values, ood_metrics, roc
 from diffpath.reference import Reference, load_reference
 from diffpath.shards import LOCATOR, feature_matrix, read_shards
@@ -111,10 +110,7 @@ def screen_table(
     """Score features against a reference → (scores with conformal p-values, errors);
     flags scores above `threshold` (default: the reference's); refuses another model's
     features."""
-    if model_id != reference.model_id:
-        raise ConfigMismatchError(
-            f"features come from model {model_id}, the reference from {reference.model_id}"
-        )
+    reference.check_model(model_id)
     rows, matrix = feature_matrix(features.to_arrow(), reference.config)
     scores = reference.anomaly_score(matrix) if len(rows) else np.empty(0)
     flagged = scores > (reference.threshold if threshold is None else threshold)
@@ -217,10 +213,8 @@ def audit(
     estimated contamination with its interval → the run's outputs under `out`."""
     reference = load_reference(reference_uri) if reference_uri else None
     shards, model_id = read_shards(shard_uris, config)
-    if reference is not None and model_id != reference.model_id:
-        raise ConfigMismatchError(
-            f"features come from model {model_id}, the reference from {reference.model_id}"
-        )
+    if reference is not None:
+        reference.check_model(model_id)
     features = pl.from_arrow(shards)
     scores, estimate = audit_table(features, config, density, folds, config.seed, reference)
     errors, duplicates = errors_table(features), duplicates_table(features)

@@ -30,6 +30,7 @@ __all__ = [
     "filesystem",
     "is_transient",
     "join",
+    "latest_pointer",
     "point_latest",
     "read_bytes",
     "read_json",
@@ -68,14 +69,22 @@ def dated(uri: str, when: datetime) -> str:
     )
 
 
+def latest_pointer(template: str) -> str | None:
+    """The `latest.json` beside the dated folders of an output URI with a date
+    placeholder; None for an undated one."""
+    if "{date" not in template:
+        return None
+    return join(template[: template.index("{")].rsplit("/", 1)[0], "latest.json")
+
+
 def point_latest(template: str, resolved: str, when: datetime) -> str | None:
     """For an output URI with a date placeholder, write `latest.json` beside the dated
     folders ({"out": resolved, "run_time": …}) and return its URI; else do nothing."""
-    if "{date" not in template:
+    pointer = latest_pointer(template)
+    if pointer is None:
         return None
-    prefix = template[: template.index("{")].rsplit("/", 1)[0]
     record = {"out": resolved, "run_time": when.astimezone(timezone.utc).isoformat()}
-    return write_json(record, join(prefix, "latest.json"))
+    return write_json(record, pointer)
 
 
 def exists(uri: str) -> bool:

@@ -8,32 +8,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from diffpath.benchmark import feature_jobs, load_spec, method_costs
-from diffpath.errors import AlertError, ConfigError
+from diffpath.benchmark import feature_jobs, load_spec, method_costs, previous_results
+from diffpath.errors import AlertError
 from diffpath.lock import output_lock
-from diffpath.storage import dated, exists, join, read_json
+from diffpath.storage import dated, read_json
 from flows.pipeline import DEFAULT_RUN, RUNNER, RunOptions, run_time, submit_shards
 from tasks.benchmark import benchmark_report_task, benchmark_task, split_task
 from tasks.reports import point_latest_task
-
-LATEST = "latest"
-
-
-def previous_results(previous: str | None, template: str) -> str | None:
-    """`previous` as a results.parquet URI: a folder holds one; "latest" is the run that
-    latest.json beside a dated `out` points at (none yet: no comparison). Checked before
-    any work: a previous run that is not there is a mistake, not a pass."""
-    if previous is None:
-        return None
-    if previous == LATEST:
-        if "{date" not in template:
-            raise ConfigError("--previous latest needs a dated --out (with {date})")
-        pointer = join(template[: template.index("{")].rsplit("/", 1)[0], "latest.json")
-        return join(read_json(pointer)["out"], "results.parquet") if exists(pointer) else None
-    uri = previous if previous.endswith(".parquet") else join(previous, "results.parquet")
-    if not exists(uri):
-        raise ConfigError(f"previous results {uri} do not exist; give a benchmark's output")
-    return uri
 
 
 @flow(name="benchmark", task_runner=RUNNER)
@@ -71,8 +52,7 @@ def benchmark_flow(
         shards = {key: [c.uri for c in shard_counts] for key, shard_counts in counts.items()}
         costs = method_costs(bench, methods, counts)
         outputs = benchmark_task(bench, methods, shards, costs, out, previous)
-        baseline = bench.feature_config(bench.methods[bench.baseline], next(iter(bench.datasets)))
-        outputs["report"] = benchmark_report_task(out, baseline, run.device)
+        outputs["report"] = benchmark_report_task(out, bench.model, run.device)
     point_latest_task(template, out, when)
     regressions = read_json(outputs["summary"])["regressions"]
     if regressions:

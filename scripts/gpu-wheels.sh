@@ -3,7 +3,7 @@
 # PyTorch already there): wheels of the missing packages into .whl/ and images into .data/
 # (the layout of ../shared/data). Default: CIFAR-10 train for the throughput table; with
 # --train: subsets of every shared set for the warm start instead; with --benchmark:
-# exactly the images of benchmarks/shared-data.yaml --full (its split is by image name, so
+# exactly the images of benchmarks/shared-data.yaml --full (its split is by content, so
 # it picks the same images from these files). A call carries 64 MiB in all.
 # Both folders are git-ignored; carry them with the run.
 set -euo pipefail
