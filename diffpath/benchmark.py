@@ -522,18 +522,20 @@ def load_features(
     spec: BenchmarkSpec,
     methods: Mapping[str, MethodSpec],
     shards: Mapping[tuple[str, str, str], Sequence[str]],
-) -> tuple[dict[tuple[str, str, str], tuple[pa.Table, np.ndarray]], str]:
-    """{(set, role, method): (locator rows, features)} from the run's shards, and the model
-    fingerprint (one model for all)."""
-    features, models = {}, set()
+) -> tuple[dict[tuple[str, str, str], tuple[pa.Table, np.ndarray]], str, dict[str, int]]:
+    """{(set, role, method): (locator rows, features)} from the run's shards, the model
+    fingerprint (one model for all) and {"set/role": images that could not be read}."""
+    features, models, unreadable = {}, set(), {}
     for (name, role, m), uris in shards.items():
         config = spec.feature_config(methods[m], name)
         frame, model_id = read_shards(list(uris), config)
         features[name, role, m] = feature_matrix(frame, config)
         models.add(model_id)
+        if failed := frame.num_rows - len(features[name, role, m][0]):
+            unreadable[f"{name}/{role}"] = failed
     if len(models) != 1:
         raise ConfigError(f"benchmark features come from several models: {sorted(models)}")
-    return features, models.pop()
+    return features, models.pop(), unreadable
 
 
 def write_benchmark(
@@ -548,7 +550,7 @@ def write_benchmark(
     """Measure the matrix (and the audit) from a run's shards and write results.parquet,
     scores.parquet and summary.json under `out`; `previous` (an earlier results.parquet)
     adds deltas and regressions to the summary."""
-    features, model_id = load_features(spec, methods, shards)
+    features, model_id, unreadable = load_features(spec, methods, shards)
     matrix = evaluate_matrix(spec, methods, features, costs)
     audits = []
     if spec.audit:
@@ -570,6 +572,7 @@ def write_benchmark(
         "previous": previous,
         "deltas": deltas,
         "regressions": regressions,
+        "unreadable": unreadable,  # listed but not scored: the shards' `error` column says why
         "images": {
             f"{n}/{r}": len(features[n, r, m][0]) for n, r, m in features if m == spec.baseline
         },

@@ -92,7 +92,11 @@ def benchmark_markdown(summary: Mapping[str, Any], results: Sequence[Mapping[str
     parts += [
         f"Chosen default ({summary['chosen_on']}): **{summary['chosen_default']}**; "
         f"baseline: {summary['baseline']}. Images per set and role: "
-        + ", ".join(f"{k} {v}" for k, v in summary["images"].items()),
+        + ", ".join(f"{k} {v}" for k, v in summary["images"].items())
+        + "".join(
+            f"; **{n} unreadable in {k}** (see the shards' `error` column)"
+            for k, n in summary["unreadable"].items()
+        ),
         "",
         "## Methods (means over the pairs; test split)",
         _markdown_table(method_rows(summary)),

@@ -29,7 +29,9 @@ def spec(tmp_path_factory, tiny_model_dir) -> str:
     textures = [label in TEXTURES for label in labels]
     objects = [label not in TEXTURES and not label.startswith("celeb") for label in labels]
     pq.write_table(incoming.filter(pa.array(textures)), root / "textures.parquet")
-    pq.write_table(incoming.filter(pa.array(objects)), root / "objects.parquet")
+    objects = incoming.filter(pa.array(objects))
+    junk = pa.table({"path": ["junk.jpg"], "label": ["junk"], "image": [b"not an image"]})
+    pq.write_table(pa.concat_tables([objects, junk.cast(objects.schema)]), root / "objects.parquet")
     (root / "spec.yaml").write_text(
         f"""
 name: samples
@@ -73,6 +75,7 @@ def test_benchmark_measures_every_pair_and_flags_a_regression(spec, tmp_path) ->
     test_rows = [r for r in results if r["split"] == "test"]  # intervals on the test split
     assert all(r["auroc_low"] <= r["auroc"] <= r["auroc_high"] for r in test_rows)
     summary = json.loads((out / "summary.json").read_text())
+    assert sum(summary["unreadable"].values()) == 1  # the junk file: recorded, not scored
     assert summary["chosen_default"] in {"diffpathv2", "diffpath6d", "v2+6d"}  # not an ablation
     costs = {m["method"]: m["unet_evals"] for m in summary["methods"]}
     assert costs == {"diffpathv2": 3, "diffpath6d": 3, "v2+6d": 6, "v2-gaussian": 3}
