@@ -175,8 +175,9 @@ class BenchmarkSpec(_Spec):
         return path if "://" in path or Path(path).is_absolute() else join(self.data_root, path)
 
 
-def load_spec(uri: str, data_root: str | None = None) -> BenchmarkSpec:
-    """Read a spec file (any URI); a relative `data_root` is relative to the spec's folder."""
+def load_spec(uri: str, data_root: str | None = None, model: str | None = None) -> BenchmarkSpec:
+    """Read a spec file (any URI); a relative `data_root` is relative to the spec's folder.
+    `data_root` and `model` replace the spec's own when given."""
     import yaml
 
     try:
@@ -190,7 +191,9 @@ def load_spec(uri: str, data_root: str | None = None) -> BenchmarkSpec:
         folder = uri.rsplit("/", 1)[0] if "/" in uri else "."
         root = join(folder, root) if "://" in uri else str((Path(folder) / root).resolve())
     try:
-        return BenchmarkSpec(**{**values, "data_root": root})
+        return BenchmarkSpec(
+            **{**values, "data_root": root, "model": model or values.get("model", "default")}
+        )
     except ValidationError as err:
         reasons = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
         raise ConfigError(f"invalid benchmark spec {uri}: " + "; ".join(reasons)) from err

@@ -20,9 +20,24 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from diffpath.errors import DecodeError
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_batches", "decode_image", "decode_images", "to_rgb"]
+__all__ = [
+    "CELEBA_FACE_BOX",
+    "IMAGE_EXTENSIONS",
+    "CropBox",
+    "decode_batches",
+    "decode_image",
+    "decode_images",
+    "to_rgb",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+CropBox = tuple[float, float, float, float]
+"""(left, top, right, bottom) as fractions of the width and height of the stored image."""
+
+# CelebA's 140×140 face crop at (19, 39) of the aligned 178×218 frame, as fractions: the same
+# face whether the frame is stored whole (== center_crop=140) or squashed to 64×64.
+CELEBA_FACE_BOX: CropBox = (19 / 178, 39 / 218, 159 / 178, 179 / 218)
 
 # Refuse decompression bombs rather than allocate gigabytes for one malicious file.
 Image.MAX_IMAGE_PIXELS = 64_000_000
@@ -44,9 +59,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _crop_and_resize(image: Image.Image, size: int, center_crop: int | None) -> Image.Image:
-    """Center-crop a square (`center_crop` px, or the shorter side) and resize it to `size`."""
+def _crop_and_resize(
+    image: Image.Image, size: int, center_crop: int | None, crop_box: CropBox | None = None
+) -> Image.Image:
+    """Center-crop a square (`center_crop` px, or the shorter side) and resize it to `size`;
+    with `crop_box`, resize that fractional box instead (sub-pixel, for resized frames)."""
     width, height = image.size
+    if crop_box is not None:
+        left, top, right, bottom = crop_box
+        box = (left * width, top * height, right * width, bottom * height)
+        return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
     side = min(center_crop or min(width, height), width, height)
     left, top = (width - side) // 2, (height - side) // 2
     square = image.crop((left, top, left + side, top + side))
@@ -56,12 +78,17 @@ def _crop_and_resize(image: Image.Image, size: int, center_crop: int | None) -> 
 
 
 def decode_image(
-    data: bytes, key: str, size: int = 32, center_crop: int | None = None
+    data: bytes,
+    key: str,
+    size: int = 32,
+    center_crop: int | None = None,
+    crop_box: CropBox | None = None,
 ) -> torch.Tensor:
     """Decode encoded image bytes to a (3, size, size) float tensor in [-1, 1].
 
     EXIF orientation is applied, any mode is converted to RGB, the first frame of an
-    animation is used. Raises `DecodeError` naming `key` when the bytes are not an image.
+    animation is used; `crop_box` overrides `center_crop`. Raises `DecodeError` naming
+    `key` when the bytes are not an image.
     """
     try:
         with warnings.catch_warnings():
@@ -75,12 +102,15 @@ def decode_image(
         raise DecodeError(f"cannot decode image {key!r}: not a known image format") from err
     except Exception as err:  # Pillow raises many unrelated types for bad bytes
         raise DecodeError(f"cannot decode image {key!r}: {err}") from err
-    pixels = np.asarray(_crop_and_resize(image, size, center_crop), dtype=np.float32)
+    pixels = np.asarray(_crop_and_resize(image, size, center_crop, crop_box), dtype=np.float32)
     return torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def decode_images(
-    items: Sequence[tuple[str, bytes]], size: int = 32, center_crop: int | None = None
+    items: Sequence[tuple[str, bytes]],
+    size: int = 32,
+    center_crop: int | None = None,
+    crop_box: CropBox | None = None,
 ) -> tuple[torch.Tensor, list[int], dict[int, str]]:
     """Decode many (name, bytes) pairs; failures are returned per item, never raised.
 
@@ -90,7 +120,7 @@ def decode_images(
     tensors, decoded, errors = [], [], {}
     for i, (name, data) in enumerate(items):
         try:
-            tensors.append(decode_image(data, name, size, center_crop))
+            tensors.append(decode_image(data, name, size, center_crop, crop_box))
             decoded.append(i)
         except DecodeError as err:
             errors[i] = str(err)

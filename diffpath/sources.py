@@ -21,7 +21,7 @@ import torch
 
 from diffpath.errors import ConfigError, StorageError
 from diffpath.identity import content_hash
-from diffpath.images import IMAGE_EXTENSIONS, decode_images
+from diffpath.images import IMAGE_EXTENSIONS, CropBox, decode_images
 from diffpath.storage import filesystem, join, write_parquet
 
 __all__ = [
@@ -186,14 +186,17 @@ def read_groups(rows: pa.Table, column: str) -> np.ndarray:
 
 
 def load_images(
-    refs: Sequence[ImageRef], size: int = 32, center_crop: int | None = None
+    refs: Sequence[ImageRef],
+    size: int = 32,
+    center_crop: int | None = None,
+    crop_box: CropBox | None = None,
 ) -> tuple[torch.Tensor, list[str], dict[str, str]]:
     """Read and decode refs → (images (N, 3, size, size), their content hashes,
     {locator: error} of those that failed)."""
     contents = read_refs(refs)
     errors = {r.locator: c for r, c in zip(refs, contents, strict=True) if isinstance(c, str)}
     readable = [(r.locator, c) for r, c in zip(refs, contents, strict=True) if isinstance(c, bytes)]
-    images, decoded, decode_errors = decode_images(readable, size, center_crop)
+    images, decoded, decode_errors = decode_images(readable, size, center_crop, crop_box)
     errors |= {readable[i][0]: message for i, message in decode_errors.items()}
     return images, [content_hash(readable[i][1]) for i in decoded], errors
 

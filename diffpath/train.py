@@ -1,8 +1,10 @@
 """Train the base denoising model: a diffusers UNet2DModel with a DDPM schedule.
 
-One code path for CPU and GPU (bf16 autocast there). EMA weights are what is saved, in
-the diffusers pipeline layout that `load_model` reads. Checkpoints hold model, EMA,
-optimizer and RNG state, so `resume=True` continues exactly where a run stopped.
+One code path for CPU and GPU: bf16 autocast where the hardware has it (CUDA, or a CPU with
+AVX-512 BF16/AMX), channels-last, diffusers' `EMAModel` and `get_scheduler`. Checkpoints
+(model, EMA, optimizer, schedule and RNG state) and the EMA model itself are written every
+`checkpoint_minutes`, so a stopped run leaves its latest weights; `resume=True` continues
+exactly where a run stopped and refuses a changed config.
 """
 
 from __future__ import annotations
@@ -16,23 +18,48 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from diffpath.config import DEFAULT_UNET_CHANNELS
+from diffpath.errors import ConfigError
+from diffpath.images import CropBox
 from diffpath.model import load_model
 from diffpath.sources import list_source, load_images
 from diffpath.storage import exists, join, read_bytes, write_bytes
 
-__all__ = ["TrainConfig", "build_unet", "denoising_loss", "load_image_tensor", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainSource",
+    "autocast_dtype",
+    "build_unet",
+    "denoising_loss",
+    "load_image_tensor",
+    "train",
+]
 
 log = logging.getLogger(__name__)
+
+# Fields a resumed run may change: they decide when to stop or save, not what is learned.
+RESUMABLE = frozenset({"steps", "checkpoint_every", "checkpoint_minutes", "compile"})
+
+
+class TrainSource(BaseModel):
+    """One training image source and the crop that brings its faces to the common geometry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uri: str
+    center_crop: int | None = Field(None, ge=8, description="square crop side before resize")
+    crop_box: CropBox | None = Field(
+        None, description="(left, top, right, bottom) as fractions; overrides center_crop"
+    )
 
 
 class TrainConfig(BaseModel):
@@ -40,28 +67,65 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    data: list[str] = Field(description="training image sources")
-    val_data: list[str] = Field(default_factory=list, description="validation sources")
+    data: list[TrainSource] = Field(description="training image sources")
+    val_data: list[TrainSource] = Field(default_factory=list, description="validation sources")
     image_size: int = 32
-    center_crop: int | None = Field(140, description="CelebA convention: crop 140 of 178x218")
+    center_crop: int | None = Field(
+        140, description="crop of sources given as plain URIs (CelebA: 140 of 178x218)"
+    )
     block_out_channels: tuple[int, ...] = DEFAULT_UNET_CHANNELS
     layers_per_block: int = 1
     attention: bool = Field(True, description="self-attention at the lowest resolution")
+    dropout: float = Field(0.0, ge=0, lt=1, description="ResNet-block dropout")
     schedule: Literal["cosine", "linear"] = "cosine"
     num_train_timesteps: int = 1000
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = 2e-4
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="after the warm-up, over `steps` (diffusers get_scheduler)"
+    )
     warmup_steps: int = 100
     weight_decay: float = 0.0
     ema_decay: float = 0.999
+    flip: bool = Field(True, description="random horizontal flips")
+    precision: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="autocast dtype; auto: bf16 where the device has it, else fp32"
+    )
+    compile: bool = Field(False, description="torch.compile the UNet for training")
     seed: int = 0
-    checkpoint_every: int = Field(250, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
+    checkpoint_minutes: float = Field(10.0, gt=0, description="checkpoint at this wall interval")
     max_images: int | None = None
     init: str | None = Field(None, description="warm-start weights from this model source")
     save_dtype: Literal["float16", "float32"] = Field(
         "float16", description="dtype of the saved EMA weights (half keeps the model small)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_sources(cls, values: Any) -> Any:
+        """A plain URI in `data`/`val_data` is a source with the config's `center_crop`."""
+        if not isinstance(values, dict):
+            return values
+        crop = values.get("center_crop", cls.model_fields["center_crop"].default)
+        return values | {
+            key: [{"uri": s, "center_crop": crop} if isinstance(s, str) else s for s in values[key]]
+            for key in ("data", "val_data")
+            if key in values
+        }
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`, or None for plain fp32."""
+    if precision == "float32":
+        return None
+    has_bf16 = device.type == "cuda" or (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
+    if precision == "bfloat16" and not has_bf16:
+        raise ConfigError(f"precision bfloat16 asked for, but {device} has no bf16 support")
+    return torch.bfloat16 if has_bf16 else None
 
 
 def build_unet(config: TrainConfig) -> nn.Module:
@@ -82,6 +146,7 @@ def build_unet(config: TrainConfig) -> nn.Module:
         down_block_types=tuple(down),
         up_block_types=tuple(up),
         norm_num_groups=min(32, config.block_out_channels[0]),
+        dropout=config.dropout,
     )
 
 
@@ -95,14 +160,18 @@ def _scheduler(config: TrainConfig):
 
 
 def load_image_tensor(
-    sources: list[str], config: TrainConfig, limit: int | None = None
+    sources: list[TrainSource], image_size: int, limit: int | None = None
 ) -> torch.Tensor:
-    """Decode every image of `sources` (crop + resize) into one (N, 3, S, S) tensor."""
-    refs = list_source(sources)[:limit]
-    images, _, errors = load_images(refs, config.image_size, config.center_crop)
-    for locator, error in errors.items():
-        log.warning("skipping training image %s: %s", locator, error)
-    return images
+    """Decode every image of `sources` (each with its crop) into one (N, 3, S, S) tensor;
+    `limit` caps the images taken from each source."""
+    parts = []
+    for source in sources:
+        refs = list_source(source.uri)[:limit]
+        images, _, errors = load_images(refs, image_size, source.center_crop, source.crop_box)
+        for locator, error in errors.items():
+            log.warning("skipping training image %s: %s", locator, error)
+        parts.append(images)
+    return torch.cat(parts)
 
 
 def denoising_loss(
@@ -110,6 +179,7 @@ def denoising_loss(
     alphas_cumprod: torch.Tensor,
     x0: torch.Tensor,
     generator: torch.Generator,
+    autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Simple DDPM loss E‖ε − ε̂(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖² (Ho et al. 2020, eq. 14)."""
     t = torch.randint(0, len(alphas_cumprod), (x0.shape[0],), generator=generator)
@@ -117,57 +187,79 @@ def denoising_loss(
     a = alphas_cumprod[t].float().view(-1, 1, 1, 1)
     device = next(unet.parameters()).device
     x_t = (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(device)
-    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+    x_t = x_t.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, autocast or torch.float32, enabled=autocast is not None):
         pred = unet(x_t, t.to(device)).sample
     return F.mse_loss(pred.float(), noise.to(device))
 
 
 class _Run:
-    """Mutable state of a training run: model, EMA, optimizer, RNG, step, history."""
+    """Mutable state of a training run: model, EMA, optimizer, LR schedule, RNG, step, history."""
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
         self.config = config
         self.unet = build_unet(config)
         if config.init:
             init = load_model(config.init, device="cpu")
             self.unet.load_state_dict(init.unet.state_dict())
-        self.unet.to(device).train()
-        self.ema = copy.deepcopy(self.unet).eval().requires_grad_(False)
+        self.unet.to(device, memory_format=torch.channels_last).train()
+        self.forward = torch.compile(self.unet) if config.compile else self.unet
+        self.ema = EMAModel(self.unet.parameters(), decay=config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.unet.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.lr_schedule = get_scheduler(
+            "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule,
+            self.optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=config.steps,
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.history: list[dict[str, float]] = []
 
-    def lr_at(self, step: int) -> float:
-        return self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+    def ema_unet(self) -> nn.Module:
+        """A copy of the UNet holding the EMA weights, in eval mode."""
+        unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
+        self.ema.copy_to(unet.parameters())
+        return unet
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        for ema_p, p in zip(self.ema.parameters(), self.unet.parameters(), strict=True):
-            ema_p.lerp_(p, 1 - decay)
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, JSON-able metadata) of everything a resumed run needs."""
+        ema = self.ema.state_dict()
         tensors = {f"model.{k}": v for k, v in self.unet.state_dict().items()}
-        tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
+        tensors |= {f"ema.{i}": p for i, p in enumerate(ema.pop("shadow_params"))}
         for index, state in self.optimizer.state_dict()["state"].items():
             tensors |= {f"optim.{index}.{k}": v for k, v in state.items()}
         tensors["rng"] = self.generator.get_state()
-        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        meta = {
+            "step": self.step,
+            "param_groups": self.optimizer.state_dict()["param_groups"],
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "ema": ema,
+            "history": self.history,
+            "config": self.config.model_dump(mode="json"),
+        }
+        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
 
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
         self.unet.load_state_dict(part("model."))
-        self.ema.load_state_dict(part("ema."))
+        device = next(self.unet.parameters()).device
+        shadow = part("ema.")
+        shadow_params = [shadow[str(i)].to(device) for i in range(len(shadow))]
+        self.ema.load_state_dict(meta["ema"] | {"shadow_params": shadow_params})
         optim_state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in part("optim.").items():
             index, name = key.split(".", 1)
             optim_state.setdefault(int(index), {})[name] = value
         self.optimizer.load_state_dict({"state": optim_state, "param_groups": meta["param_groups"]})
+        self.lr_schedule.load_state_dict(meta["lr_schedule"])
         self.generator.set_state(tensors["rng"])
         self.step = meta["step"]
         self.history = meta["history"]
@@ -181,35 +273,46 @@ def _save_checkpoint(run: _Run, out: str) -> None:
     """Write the checkpoint files, then the `latest.json` pointer: a torn write is never used."""
     name = f"step-{run.step:08d}"
     base = join(_checkpoint_uri(out), name)
-    write_bytes(join(base, "state.safetensors"), save_safetensors(run.state_tensors()))
-    meta = {
-        "step": run.step,
-        "param_groups": run.optimizer.state_dict()["param_groups"],
-        "history": run.history,
-        "config": run.config.model_dump(mode="json"),
-    }
+    tensors, meta = run.state()
+    write_bytes(join(base, "state.safetensors"), save_safetensors(tensors))
     write_bytes(join(base, "state.json"), json.dumps(meta).encode())
     write_bytes(join(_checkpoint_uri(out), "latest.json"), json.dumps({"name": name}).encode())
     log.info("checkpoint %s written", base)
 
 
 def _load_checkpoint(run: _Run, out: str) -> bool:
+    """Restore the latest checkpoint under `out`; a config that changed more than
+    `RESUMABLE` fields is refused (ConfigError naming them)."""
     pointer = join(_checkpoint_uri(out), "latest.json")
     if not exists(pointer):
         return False
     base = join(_checkpoint_uri(out), json.loads(read_bytes(pointer))["name"])
     meta = json.loads(read_bytes(join(base, "state.json")))
-    run.load_state_tensors(load_safetensors(read_bytes(join(base, "state.safetensors"))), meta)
+    saved, now = meta["config"], run.config.model_dump(mode="json")
+    fields = (saved.keys() | now.keys()) - RESUMABLE
+    changed = sorted(k for k in fields if saved.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(
+            f"cannot resume {out}: its checkpoint was trained with other {', '.join(changed)}; "
+            "train into a new --out, or resume with the same config"
+        )
+    run.load_state(load_safetensors(read_bytes(join(base, "state.safetensors"))), meta)
     log.info("resumed from %s at step %d", base, run.step)
     return True
 
 
 @torch.no_grad()
-def validation_loss(unet: nn.Module, alphas_cumprod: torch.Tensor, images: torch.Tensor) -> float:
+def validation_loss(
+    unet: nn.Module,
+    alphas_cumprod: torch.Tensor,
+    images: torch.Tensor,
+    autocast: torch.dtype | None = None,
+) -> float:
     """Denoising loss on `images` with fixed noise and timesteps (comparable across steps)."""
     generator = torch.Generator().manual_seed(1234)
     losses = [
-        denoising_loss(unet, alphas_cumprod, batch, generator).item() for batch in images.split(128)
+        denoising_loss(unet, alphas_cumprod, batch, generator, autocast).item()
+        for batch in images.split(128)
     ]
     return float(sum(losses) / max(1, len(losses)))
 
@@ -249,9 +352,10 @@ def _plot_loss(history: list[dict[str, float]]) -> bytes:
         [h["loss"] for h in history],
         label="train (EMA of batch loss)",
     )
-    val = [h for h in history if "val_loss" in h]
-    if val:
-        ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", label="validation")
+    for key, label in (("val_loss", "validation (unseen identities)"), ("seen_loss", "seen")):
+        points = [h for h in history if key in h]
+        if points:
+            ax.plot([h["step"] for h in points], [h[key] for h in points], "o-", label=label)
     ax.set(xlabel="step", ylabel="denoising MSE", yscale="log")
     ax.legend()
     buffer = io.BytesIO()
@@ -274,6 +378,18 @@ def save_model(unet: nn.Module, config: TrainConfig, out: str) -> str:
     return out
 
 
+def _save_outputs(run: _Run, out: str, samples: int) -> None:
+    """The EMA model, its history and loss plot (and `samples` DDIM samples) under `out`."""
+    ema = run.ema_unet()
+    save_model(ema, run.config, out)
+    write_bytes(join(out, "loss.png"), _plot_loss(run.history))
+    write_bytes(join(out, "history.json"), json.dumps(run.history, indent=1).encode())
+    if samples:
+        buffer = io.BytesIO()
+        sample_grid(ema, run.config, samples).save(buffer, format="PNG")
+        write_bytes(join(out, "samples.png"), buffer.getvalue())
+
+
 def train(
     config: TrainConfig,
     out: str,
@@ -283,58 +399,70 @@ def train(
     samples: int = 64,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> str:
-    """Train for `config.steps` steps (or `max_minutes`), checkpointing, then save the EMA model.
-
-    `progress(step, total, loss)` is called after every step. Returns `out`.
-    """
+    """Train for `config.steps` steps (or `max_minutes`), saving checkpoints and the EMA model
+    every `checkpoint_minutes`. Samples are drawn at the end, and at every checkpoint on a
+    GPU, where they take seconds. `progress(step, total, loss)` is called after every step."""
     torch.manual_seed(config.seed)
     device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    images = load_image_tensor(config.data, config, config.max_images)
-    val_images = load_image_tensor(config.val_data, config, 512) if config.val_data else None
+    autocast = autocast_dtype(config.precision, device_)
+    images = load_image_tensor(config.data, config.image_size, config.max_images)
+    seen = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:512]]
+    val_images = (
+        load_image_tensor(config.val_data, config.image_size, 512) if config.val_data else None
+    )
     log.info(
-        "training on %d images (%d validation)",
+        "training on %d images (%d validation) on %s, %s",
         len(images),
         0 if val_images is None else len(val_images),
+        device_,
+        autocast or torch.float32,
     )
     run = _Run(config, device_)
     if resume and not _load_checkpoint(run, out):
         log.info("no checkpoint under %s; starting fresh", out)
     alphas_cumprod = _scheduler(config).alphas_cumprod
-    start, smooth = time.monotonic(), run.history[-1]["loss"] if run.history else None
+    start = last_save = time.monotonic()
+    smooth = run.history[-1]["loss"] if run.history else None
     minutes_before = run.history[-1]["minutes"] if run.history else 0.0
+    checkpoint_samples = samples if device_.type == "cuda" else 0
     while run.step < config.steps:
         index = torch.randint(0, len(images), (config.batch_size,), generator=run.generator)
         flip = torch.rand(config.batch_size, generator=run.generator) < 0.5
-        x0 = torch.where(flip.view(-1, 1, 1, 1), images[index].flip(-1), images[index])
-        for group in run.optimizer.param_groups:
-            group["lr"] = run.lr_at(run.step)
-        loss = denoising_loss(run.unet, alphas_cumprod, x0, run.generator)
+        x0 = images[index]
+        if config.flip:
+            x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
+        loss = denoising_loss(run.forward, alphas_cumprod, x0, run.generator, autocast)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(run.unet.parameters(), 1.0)
         run.optimizer.step()
+        run.lr_schedule.step()
         run.step += 1
-        run.update_ema()
+        run.ema.step(run.unet.parameters())
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         if progress:
             progress(run.step, config.steps, smooth)
-        out_of_time = max_minutes is not None and time.monotonic() - start > 60 * max_minutes
-        if run.step % config.checkpoint_every == 0 or run.step == config.steps or out_of_time:
-            minutes = minutes_before + (time.monotonic() - start) / 60
-            record = {"step": run.step, "loss": smooth, "minutes": minutes}
+        now = time.monotonic()
+        out_of_time = max_minutes is not None and now - start > 60 * max_minutes
+        done = run.step == config.steps or out_of_time
+        due = now - last_save > 60 * config.checkpoint_minutes or (
+            config.checkpoint_every is not None and run.step % config.checkpoint_every == 0
+        )
+        if due or done:
+            record = {
+                "step": run.step,
+                "loss": smooth,
+                "minutes": minutes_before + (now - start) / 60,
+            }
+            ema = run.ema_unet()
+            record["seen_loss"] = validation_loss(ema, alphas_cumprod, seen, autocast)
             if val_images is not None:
-                record["val_loss"] = validation_loss(run.ema, alphas_cumprod, val_images)
+                record["val_loss"] = validation_loss(ema, alphas_cumprod, val_images, autocast)
             run.history.append(record)
             _save_checkpoint(run, out)
+            _save_outputs(run, out, samples if done else checkpoint_samples)
+            last_save = time.monotonic()
         if out_of_time:
             log.info("time budget of %.1f min reached at step %d", max_minutes, run.step)
             break
-    save_model(run.ema, config, out)
-    write_bytes(join(out, "loss.png"), _plot_loss(run.history))
-    write_bytes(join(out, "history.json"), json.dumps(run.history, indent=1).encode())
-    if samples:
-        grid = sample_grid(run.ema, config, samples)
-        buffer = io.BytesIO()
-        grid.save(buffer, format="PNG")
-        write_bytes(join(out, "samples.png"), buffer.getvalue())
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from diffpath.benchmark import feature_jobs, load_spec, method_costs, previous_results
+from diffpath.benchmark import Sizes, feature_jobs, load_spec, method_costs, previous_results
 from diffpath.errors import AlertError
 from diffpath.lock import output_lock
 from diffpath.storage import dated, read_json
@@ -26,18 +26,21 @@ def benchmark_flow(
     previous: str | None = None,
     data_root: str | None = None,
     run: RunOptions = DEFAULT_RUN,
+    model: str | None = None,
+    sizes: Sizes | None = None,
 ) -> dict[str, str]:
     """Measure a benchmark spec (YAML URI) → results.parquet, scores.parquet, summary.json,
     results.md and report.html under `out`.
 
     `full` takes the spec's full sizes and (unless `ablations` is False) its ablations.
     `previous` (a results.parquet, its folder, or "latest" for a dated `out`) adds deltas;
-    the run fails with the regressions after writing its outputs."""
+    the run fails with the regressions after writing its outputs. `model` replaces the
+    spec's base model (to compare candidates on one spec), `sizes` the spec's sizes."""
     when = run_time()
     template, out = out, dated(out, when)
     previous = previous_results(previous, template)
-    bench = load_spec(spec, data_root)
-    sizes = bench.full_sizes if full and bench.full_sizes else bench.sizes
+    bench = load_spec(spec, data_root, model)
+    sizes = sizes or (bench.full_sizes if full and bench.full_sizes else bench.sizes)
     methods = bench.run_methods(full if ablations is None else ablations)
     with output_lock(out):
         splits = {

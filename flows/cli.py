@@ -131,6 +131,21 @@ AddressOpt = Annotated[
 ]
 
 
+def _sizes(text: str | None):
+    """`--sizes FIT,VALIDATION,TEST` as benchmark `Sizes` (None when not given)."""
+    if text is None:
+        return None
+    from diffpath.benchmark import Sizes
+
+    try:
+        fit, validation, test = (int(n) for n in text.split(","))
+        return Sizes(fit=fit, validation=validation, test=test)
+    except ValueError as err:
+        raise ConfigError(
+            f"--sizes {text!r}: give three counts of at least 2, as 200,100,150"
+        ) from err
+
+
 def _config(config_file: Path | None, **options: Any) -> FeatureConfig:
     """A config from a config file (if any) with the given CLI options on top."""
     values = read_config_file(config_file) if config_file else {}
@@ -420,45 +435,64 @@ def _print_metrics(metrics_uri: str) -> None:
 
 @app.command()
 def train(
-    data: Annotated[list[str], typer.Option("--data", help="training image sources")],
     out: Annotated[str, typer.Option("--out", help="output URI for checkpoints and the model")],
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="YAML/JSON of TrainConfig fields (recipes/v2-cpu.yaml); flags override"
+        ),
+    ] = None,
+    data: Annotated[list[str] | None, typer.Option("--data", help="training image sources")] = None,
     val_data: Annotated[
         list[str] | None, typer.Option("--val-data", help="validation sources")
     ] = None,
-    steps: Annotated[int, typer.Option(help="optimizer steps")] = 1000,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps [default: 1000]")] = None,
     minutes: Annotated[
         float | None, typer.Option(help="stop (and save) after this wall time")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="images per step")] = 32,
-    channels: Annotated[str, typer.Option(help="UNet block channels, comma-separated")] = (
-        DEFAULT_CHANNELS
-    ),
-    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
-    center_crop: Annotated[int | None, typer.Option(help="crop before resize; 0 = none")] = 140,
-    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 250,
+    batch_size: Annotated[int | None, typer.Option(help="images per step [default: 32]")] = None,
+    channels: Annotated[
+        str | None,
+        typer.Option(help=f"UNet block channels, comma-separated [default: {DEFAULT_CHANNELS}]"),
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate [default: 2e-4]")] = None,
+    center_crop: Annotated[
+        int | None,
+        typer.Option(help="crop of --data sources before resize; 0 = none [default: 140]"),
+    ] = None,
     init: Annotated[str | None, typer.Option(help="warm-start from this model ('default')")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in OUT")] = False,
     device: DeviceOpt = None,
-    seed: int = 0,
+    seed: Annotated[int | None, typer.Option(help="random seed [default: 0]")] = None,
 ) -> None:
-    """Train the base diffusion model (EMA weights saved in diffusers layout)."""
+    """Train the base diffusion model (EMA weights saved in diffusers layout every
+    checkpoint); per-source crops, precision and the schedule come from --config."""
 
     def action() -> str:
         from diffpath.train import TrainConfig
         from flows.train import train_flow
 
-        config = TrainConfig(
-            data=data,
-            val_data=val_data or [],
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            block_out_channels=tuple(int(c) for c in channels.split(",")),
-            seed=seed,
-            center_crop=center_crop or None,
-            checkpoint_every=checkpoint_every,
-            init=init,
-        )
+        values = read_config_file(config_file) if config_file else {}
+        flags = {
+            "data": data or None,
+            "val_data": val_data or None,
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "block_out_channels": channels and tuple(int(c) for c in channels.split(",")),
+            "seed": seed,
+            "init": init,
+        }
+        values |= {k: v for k, v in flags.items() if v is not None}
+        if center_crop is not None:
+            values["center_crop"] = center_crop or None
+        if "data" not in values:
+            raise ConfigError("give training images with --data or in --config")
+        try:
+            config = TrainConfig(**values)
+        except ValidationError as err:
+            reasons = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+            raise ConfigError("invalid train config: " + "; ".join(reasons)) from err
         return train_flow(config, out, resume, device, minutes, progress=True)
 
     console.print(f"model: {_run(action)}")
@@ -485,6 +519,15 @@ def benchmark(
     data_root: Annotated[
         str | None, typer.Option("--data-root", help="where the spec's relative paths live")
     ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="base model in place of the spec's own")
+    ] = None,
+    sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--sizes", help="images per set as FIT,VALIDATION,TEST, in place of the spec's"
+        ),
+    ] = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
     shard_size: ShardOpt = 2048,
@@ -502,7 +545,7 @@ def benchmark(
         from flows.pipeline import task_runner
 
         flow = benchmark_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(spec, out, full, ablations, previous, data_root, run)
+        return flow(spec, out, full, ablations, previous, data_root, run, model, _sizes(sizes))
 
     outputs = _run(action)
     from diffpath.storage import read_bytes

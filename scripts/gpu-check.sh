@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
 # The prepared GPU check: one command, under 8 minutes on one GPU; on a CPU it runs small
 # sizes. Prints how features on this device agree with the CPU's, then the throughput table
-# (benchmarks/throughput.py), saved as OUT_DIR/throughput.json. With --train MINUTES it
-# first warm-starts the bundled model on CelebA for that long (benchmarks/warm_start.py),
-# keeping the weights in OUT_DIR/model, and prints its denoising-loss and AUROC tables.
+# (benchmarks/throughput.py), saved as OUT_DIR/throughput.json. Base-model training on a
+# GPU is scripts/gpu-train.sh.
 #
-#   scripts/gpu-check.sh [--train MINUTES] [OUT_DIR]
+#   scripts/gpu-check.sh [OUT_DIR]
 #
 # The lent GPU machines have no network and lack some packages: first run
-# scripts/gpu-wheels.sh [--train] here (wheels into .whl/, data into .data/), carry both.
+# scripts/gpu-wheels.sh here (wheels into .whl/, data into .data/), carry both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-train=""
-if [ "${1:-}" = "--train" ]; then train=$2; shift 2; fi
 out=${1:-${OUT:-gpu-check}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -30,9 +27,6 @@ import torch
 print(f"torch {torch.__version__}; CUDA {torch.cuda.is_available()}"
       + (f": {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
 PY
-if [ -n "$train" ]; then
-  python3 benchmarks/warm_start.py --minutes "$train" --out "$out/model" --data-dir "$data_dir"
-fi
 data=""
 for candidate in "$data_dir/cifar10/train.parquet" "$data_dir/cifar10/test.parquet"; do
   if [ -f "$candidate" ]; then data="--data $candidate"; break; fi

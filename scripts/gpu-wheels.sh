@@ -2,9 +2,12 @@
 # Stage what scripts/gpu-check.sh needs on a lent GPU machine (Python 3.12, no network,
 # PyTorch already there): wheels of the missing packages into .whl/ and images into .data/
 # (the layout of ../shared/data). Default: CIFAR-10 train for the throughput table; with
-# --train: subsets of every shared set for the warm start instead; with --benchmark:
-# exactly the images of benchmarks/shared-data.yaml --full (its split is by content, so
-# it picks the same images from these files). A call carries 64 MiB in all.
+# --faces: the training faces of recipes/v2-cpu.yaml (one file per source: train-0 is
+# celeba/, train-1 celeba-extra/) and its validation faces, decoded and cropped to 32x32 as
+# training sees them, stored as WebP (q90, ~25 MiB) in .data/faces32/ for
+# scripts/gpu-train.sh; with --benchmark: exactly the images of
+# benchmarks/shared-data.yaml --full (its split is by content, so it picks the same images
+# from these files). A call carries 64 MiB in all.
 # Both folders are git-ignored; carry them with the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,16 +36,32 @@ for name, dataset in spec.datasets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.take(pa.array(rows)), target, row_group_size=2000)
 PY
-elif [ "${1:-}" = "--train" ]; then
+elif [ "${1:-}" = "--faces" ]; then
   .venv/bin/python - <<'PY'
+import io
 from pathlib import Path
+
+import pyarrow as pa
 import pyarrow.parquet as pq
-rows = {"celeba/train": 1600, "celeba/test": 400, "cifar10/test": 4000,
-        "dtd/all": 300, "tinyimagenet32/val": 4000}
-for name, n in rows.items():
-    target = Path(".data") / f"{name}.parquet"
+import yaml
+from PIL import Image
+
+from diffpath.train import TrainConfig, load_image_tensor
+
+recipe = TrainConfig(**yaml.safe_load(Path("recipes/v2-cpu.yaml").read_text()))
+staged = {f"train-{i}": source for i, source in enumerate(recipe.data)}
+for name, source in staged | {"val": recipe.val_data[0]}.items():
+    pixels = ((load_image_tensor([source], recipe.image_size) + 1) * 127.5).round().byte()
+    blobs = []
+    for image in pixels.permute(0, 2, 3, 1).numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="WEBP", quality=90)
+        blobs.append(buffer.getvalue())
+    target = Path(".data/faces32") / f"{name}.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pq.read_table(f"../shared/data/{name}.parquet").slice(0, n), target)
+    paths = [f"faces32/{name}/{i:06d}.webp" for i in range(len(blobs))]
+    pq.write_table(pa.table({"path": paths, "image": blobs}), target, row_group_size=2000)
+    print(f"{target}: {len(blobs)} faces")
 PY
 else
   mkdir -p .data/cifar10 && cp ../shared/data/cifar10/train.parquet .data/cifar10/

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from diffpath.errors import DecodeError
-from diffpath.images import decode_image, decode_images
+from diffpath.images import CELEBA_FACE_BOX, decode_image, decode_images
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -65,6 +65,38 @@ def test_center_crop_takes_the_middle() -> None:
     image.paste((255, 255, 255), (10, 10, 20, 20))
     tensor = decode_image(encode(image, "PNG"), "c.png", size=10, center_crop=10)
     assert torch.allclose(tensor, torch.ones_like(tensor))
+
+
+def test_crop_box_finds_the_same_face_in_a_squashed_frame() -> None:
+    """A 178x218 frame and the same frame squashed to 64x64 give one face through the box."""
+    rng = np.random.default_rng(0)
+    frame = Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8))
+    frame = frame.resize((178 // 4, 218 // 4)).resize((178, 218), Image.Resampling.BICUBIC)
+    squashed = frame.resize((64, 64), Image.Resampling.LANCZOS)
+    face = decode_image(encode(frame, "PNG"), "full.png", size=32, center_crop=140)
+    boxed = decode_image(encode(squashed, "PNG"), "small.png", size=32, crop_box=CELEBA_FACE_BOX)
+    shift = 0.04
+    left, top, right, bottom = CELEBA_FACE_BOX
+    moved = (left, top + shift, right, bottom + shift)
+    shifted = decode_image(encode(squashed, "PNG"), "small.png", size=32, crop_box=moved)
+    assert boxed.shape == (3, 32, 32)
+    assert (boxed - face).abs().mean() < 0.5 * (shifted - face).abs().mean()
+    same = decode_image(encode(frame, "PNG"), "full.png", size=32, crop_box=CELEBA_FACE_BOX)
+    assert (same - face).abs().mean() < 0.02  # on the full frame the box is center_crop=140
+
+
+def test_celeba_extra_faces_line_up_with_celeba(shared_data) -> None:
+    import pyarrow.parquet as pq
+
+    def mean_face(name: str, **crop) -> torch.Tensor:
+        rows = pq.read_table(shared_data / name / "train.parquet").slice(0, 200).to_pylist()
+        return torch.stack([decode_image(r["image"], r["path"], 32, **crop) for r in rows]).mean(0)
+
+    target = mean_face("celeba", center_crop=140)
+    error = (mean_face("celeba-extra", crop_box=CELEBA_FACE_BOX) - target).abs().mean()
+    left, top, right, bottom = CELEBA_FACE_BOX
+    moved = (left, top + 0.05, right, bottom + 0.05)
+    assert error < 0.7 * (mean_face("celeba-extra", crop_box=moved) - target).abs().mean()
 
 
 def test_undecodable_bytes_raise_decode_error_with_key() -> None:

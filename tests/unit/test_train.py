@@ -9,8 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from diffpath.errors import ConfigError
+from diffpath.images import CELEBA_FACE_BOX
 from diffpath.model import DEFAULT_MODEL_DIR, load_model
-from diffpath.train import TrainConfig, train
+from diffpath.train import TrainConfig, TrainSource, autocast_dtype, train
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.slow
@@ -35,13 +37,35 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
 
 
+def test_plain_uris_take_the_config_crop_and_sources_keep_their_own() -> None:
+    parsed = TrainConfig(
+        data=["a.parquet", {"uri": "b.parquet", "crop_box": CELEBA_FACE_BOX}], center_crop=120
+    )
+    assert parsed.data == [
+        TrainSource(uri="a.parquet", center_crop=120),
+        TrainSource(uri="b.parquet", crop_box=CELEBA_FACE_BOX),
+    ]
+    assert TrainConfig(**parsed.model_dump()) == parsed  # what train_config.json holds
+
+
+def test_precision_is_bf16_only_where_the_device_has_it() -> None:
+    cpu = torch.device("cpu")
+    assert autocast_dtype("float32", cpu) is None
+    has_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if has_bf16 else None)
+    if not has_bf16:
+        with pytest.raises(ConfigError, match="no bf16"):
+            autocast_dtype("bfloat16", cpu)
+
+
 def test_three_steps_save_a_loadable_model(tmp_path: Path) -> None:
     out = train(config(), str(tmp_path / "run"), samples=4)
     folder = Path(out)
     for name in ("loss.png", "samples.png", "history.json", "train_config.json"):
         assert (folder / name).exists()
     history = json.loads((folder / "history.json").read_text())
-    assert [h["step"] for h in history] == [1, 2, 3] and all("val_loss" in h for h in history)
+    assert [h["step"] for h in history] == [1, 2, 3]
+    assert all("val_loss" in h and "seen_loss" in h for h in history)
     model = load_model(out, device="cpu")
     eps = model.predict_noise(torch.zeros(2, 3, 32, 32), torch.tensor([0, 999]))
     assert eps.shape == (2, 3, 32, 32) and torch.isfinite(eps).all()
@@ -59,6 +83,33 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     a, b = weights(Path(straight)), weights(Path(resumed))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
+    train(config(steps=2), str(tmp_path / "run"), samples=0)
+    with pytest.raises(ConfigError, match="other lr"):
+        train(config(steps=4, lr=1e-3), str(tmp_path / "run"), resume=True, samples=0)
+
+
+def test_a_stopped_run_leaves_its_latest_ema_weights(tmp_path: Path) -> None:
+    """Checkpoints come at a wall-clock interval and save the EMA model with them, so a run
+    killed mid-way still leaves loadable weights of its last checkpoint."""
+    out = tmp_path / "run"
+
+    def stop(step: int, total: int, loss: float) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    cfg = config(steps=5, checkpoint_every=None, checkpoint_minutes=1e-9)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, str(out), samples=0, progress=stop)
+    assert [h["step"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+    state = load_file(out / "checkpoints" / "step-00000002" / "state.safetensors")
+    saved = weights(out)
+    ema = [state[f"ema.{i}"] for i in range(len(saved))]
+    model = load_model(str(out), device="cpu")
+    for shadow, param in zip(ema, model.unet.parameters(), strict=True):
+        torch.testing.assert_close(param, shadow.half().float())
 
 
 def test_init_warm_starts_from_saved_weights(tmp_path: Path) -> None:
