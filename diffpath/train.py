@@ -104,15 +104,22 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _plain_sources(cls, values: Any) -> Any:
-        """A plain URI in `data`/`val_data` is a source with the config's `center_crop`."""
+    def _default_crops(cls, values: Any) -> Any:
+        """A source that names no crop (a plain URI, or a mapping without `center_crop` or
+        `crop_box`) takes the config's `center_crop`."""
         if not isinstance(values, dict):
             return values
         crop = values.get("center_crop", cls.model_fields["center_crop"].default)
+
+        def source(given: Any) -> Any:
+            if isinstance(given, str):
+                return {"uri": given, "center_crop": crop}
+            if isinstance(given, dict) and not {"center_crop", "crop_box"} & given.keys():
+                return given | {"center_crop": crop}
+            return given
+
         return values | {
-            key: [{"uri": s, "center_crop": crop} if isinstance(s, str) else s for s in values[key]]
-            for key in ("data", "val_data")
-            if key in values
+            key: [source(s) for s in values[key]] for key in ("data", "val_data") if key in values
         }
 
 

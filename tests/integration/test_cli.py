@@ -122,6 +122,38 @@ def test_train_channels_default_is_the_train_config_default() -> None:
     assert default in runner.invoke(app, ["train", "--help"]).output.replace(" ", "")
 
 
+def test_train_from_a_config_file_with_per_source_crops(tmp_path) -> None:
+    import yaml
+
+    recipe = {
+        "data": [
+            {"uri": str(SAMPLES / "reference.parquet")},
+            {"uri": str(SAMPLES / "incoming.parquet"), "crop_box": [0.1, 0.1, 0.9, 0.9]},
+        ],
+        "block_out_channels": [8, 16],
+        "batch_size": 4,
+        "max_images": 4,
+        "checkpoint_every": 1,
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "model"
+    args = ["train", "--config", str(tmp_path / "recipe.yaml"), "--out", str(out), "--steps", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["steps"] == 2 and saved["data"][1]["crop_box"] == [0.1, 0.1, 0.9, 0.9]
+    assert saved["data"][0]["center_crop"] == 140  # a source without a crop: the default's
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**recipe, "dropuot": 0.1}))
+    result = runner.invoke(app, ["train", "--config", str(tmp_path / "bad.yaml"), "--out", "x"])
+    assert result.exit_code == 2 and "dropuot" in result.output.strip().splitlines()[-1]
+
+
+def test_benchmark_sizes_must_be_three_counts(tmp_path) -> None:
+    spec = str(tmp_path / "missing.yaml")
+    result = runner.invoke(app, ["benchmark", spec, "--out", str(tmp_path), "--sizes", "10,5"])
+    assert result.exit_code == 2 and "--sizes" in result.output.strip().splitlines()[-1]
+
+
 def test_core_log_records_reach_prefect() -> None:
     import logging
 
