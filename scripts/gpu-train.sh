@@ -6,14 +6,16 @@
 # at the end it prints the denoising-loss table (benchmarks/memorisation.py).
 #
 #   scripts/gpu-wheels.sh --faces                      # here: wheels + 32x32 faces (~31 MiB)
-#   scripts/gpu-train.sh [--minutes N] [OUT_DIR]       # there, carry .whl and .data
+#   scripts/gpu-train.sh [--minutes N] [--small] [OUT_DIR]   # there, carry .whl and .data
 #
 # N defaults to 8, which with start-up and the table fits 10 device minutes. On a CPU the
-# same script is a trial: `scripts/gpu-train.sh --minutes 1 /tmp/trial` (a few steps).
+# same script is a trial: `scripts/gpu-train.sh --minutes 1 --small /tmp/trial` (a few
+# steps; --small draws 4 samples and measures the table on 32 faces, not 64 and 512).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-minutes=8
+minutes=8 samples=64 images=512
 if [ "${1:-}" = "--minutes" ]; then minutes=$2; shift 2; fi
+if [ "${1:-}" = "--small" ]; then samples=4 images=32; shift; fi
 out=${1:-${OUT:-gpu-train}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -33,7 +35,8 @@ fi
 scratch=$(mktemp -d)
 pids=()
 for candidate in warm large; do
-  $python - "$candidate" "$scratch/$candidate" "$minutes" > "$out/$candidate.log" 2>&1 <<'PY' &
+  $python - "$candidate" "$scratch/$candidate" "$minutes" "$samples" \
+    > "$out/$candidate.log" 2>&1 <<'PY' &
 import logging, sys, time
 from pathlib import Path
 
@@ -41,7 +44,7 @@ import yaml
 
 from diffpath.train import TrainConfig, train
 
-name, run_dir, minutes = sys.argv[1], sys.argv[2], float(sys.argv[3])
+name, run_dir, minutes, samples = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 config = TrainConfig(**yaml.safe_load(Path(f"recipes/v2-gpu-{name}.yaml").read_text()))
 started = time.monotonic()
@@ -50,7 +53,7 @@ def progress(step: int, total: int, loss: float) -> None:
     if step % 200 == 0:
         print(f"{name} step {step} loss {loss:.4f} {step / (time.monotonic() - started):.1f} steps/s")
 
-train(config, run_dir, max_minutes=minutes, samples=64, progress=progress)
+train(config, run_dir, max_minutes=minutes, samples=samples, progress=progress)
 print(f"{name} done")
 PY
   pids+=($!)
@@ -71,5 +74,5 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 sync_out
 tail -n3 "$out"/*.log
 if [ $status -ne 0 ]; then echo "error: a training run failed; see $out/*.log" >&2; exit 1; fi
-$python benchmarks/memorisation.py --recipe recipes/v2-gpu-warm.yaml \
+$python benchmarks/memorisation.py --recipe recipes/v2-gpu-warm.yaml --images "$images" \
   --models default "$out/warm" "$out/large" | tee "$out/memorisation.md"

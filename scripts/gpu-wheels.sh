@@ -11,9 +11,12 @@
 # Both folders are git-ignored; carry them with the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -rf .data && mkdir -p .whl .data
-for spec in diffusers==0.42.1 kornia==0.9.0 kornia_rs==0.2.0 pydantic==2.14.4 \
-    pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5; do
+rm -rf .data && mkdir -p .data
+wheels="diffusers==0.42.1 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0
+  typing-inspection==0.4.5"
+if [ "${1:-}" != "--faces" ]; then wheels="$wheels kornia==0.9.0 kornia_rs==0.2.0"; fi  # features only
+rm -rf .whl && mkdir -p .whl
+for spec in $wheels; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl "$spec"
@@ -50,7 +53,7 @@ from diffpath.train import TrainConfig, load_image_tensor
 
 recipe = TrainConfig(**yaml.safe_load(Path("recipes/v2-cpu.yaml").read_text()))
 staged = {f"train-{i}": source for i, source in enumerate(recipe.data)}
-for name, source in staged | {"val": recipe.val_data[0]}.items():
+for name, source in (staged | {"val": recipe.val_data[0]}).items():
     pixels = ((load_image_tensor([source], recipe.image_size) + 1) * 127.5).round().byte()
     blobs = []
     for image in pixels.permute(0, 2, 3, 1).numpy():
