@@ -446,24 +446,28 @@ def train(
     val_data: Annotated[
         list[str] | None, typer.Option("--val-data", help="validation sources")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="optimizer steps [default: 1000]")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps", show_default="1000")] = None,
     minutes: Annotated[
         float | None, typer.Option(help="stop (and save) after this wall time")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="images per step [default: 32]")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="images per step", show_default="32")
+    ] = None,
     channels: Annotated[
         str | None,
-        typer.Option(help=f"UNet block channels, comma-separated [default: {DEFAULT_CHANNELS}]"),
+        typer.Option(help="UNet block channels, comma-separated", show_default=DEFAULT_CHANNELS),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate [default: 2e-4]")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="AdamW learning rate", show_default="2e-4")
+    ] = None,
     center_crop: Annotated[
         int | None,
-        typer.Option(help="crop of --data sources before resize; 0 = none [default: 140]"),
+        typer.Option(help="crop of --data sources before resize; 0 = none", show_default="140"),
     ] = None,
     init: Annotated[str | None, typer.Option(help="warm-start from this model ('default')")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in OUT")] = False,
     device: DeviceOpt = None,
-    seed: Annotated[int | None, typer.Option(help="random seed [default: 0]")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed", show_default="0")] = None,
 ) -> None:
     """Train the base diffusion model (EMA weights saved in diffusers layout every
     checkpoint); per-source crops, precision and the schedule come from --config."""
