@@ -12,11 +12,23 @@ from torch import nn
 
 from diffpath.errors import ModelError
 
-__all__ = ["DEFAULT_MODEL_DIR", "DiffusionModel", "gpu_count", "load_model", "model_fingerprint"]
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "PREVIOUS_DEFAULTS",
+    "DiffusionModel",
+    "gpu_count",
+    "load_model",
+    "model_fingerprint",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default-model"
+# Fingerprints of earlier bundled defaults, so that outputs keyed by them say what they are.
+PREVIOUS_DEFAULTS = {
+    "b7aa9cb5a103605e": "base model v1, the bundled default before v2: "
+    "scripts/get-model-v1.sh writes its folder"
+}
 CPU = torch.device("cpu")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 

@@ -19,7 +19,7 @@ from diffpath.density import DensityModel, density_from_dict, density_to_dict, m
 from diffpath.errors import ConfigError, ConfigMismatchError
 from diffpath.identity import feature_key
 from diffpath.metrics import calibrate_threshold
-from diffpath.model import model_fingerprint
+from diffpath.model import PREVIOUS_DEFAULTS, model_fingerprint
 from diffpath.shards import feature_matrix, read_shards
 from diffpath.sources import read_groups
 from diffpath.storage import join, read_bytes, write_bytes
@@ -259,9 +259,11 @@ def reference_config(uri: str, model: str | None = None) -> FeatureConfig:
         config = config.model_copy(update={"model": model})
     found = model_fingerprint(config.model)
     if found != reference.model_id:
+        known = PREVIOUS_DEFAULTS.get(reference.model_id)
         raise ConfigMismatchError(
-            f"reference {uri} was fitted with model {reference.model_id}, but the weights at "
-            f"{config.model!r} are model {found}; pass --model with the reference's weights "
-            "or refit the reference"
+            f"reference {uri} was fitted with model {reference.model_id}"
+            + (f" ({known})" if known else "")
+            + f", but the weights at {config.model!r} are model {found}; refit the reference, "
+            "or pass --model with the weights it was fitted with"
         )
     return config

@@ -82,6 +82,19 @@ def test_reference_follows_its_weights_not_their_location(tmp_path, tiny_model_d
         reference_config(uri, str(moved))
 
 
+def test_a_reference_of_the_previous_default_says_so_in_one_line(tmp_path) -> None:
+    from diffpath.model import PREVIOUS_DEFAULTS
+
+    v1 = next(iter(PREVIOUS_DEFAULTS))
+    features = np.random.default_rng(0).normal(size=(40, 6))
+    fitted = fit_reference(features, FeatureConfig(method="diffpathv2"), v1)
+    uri = save_reference(fitted, str(tmp_path / "reference.json"))
+    with pytest.raises(ConfigMismatchError) as raised:
+        reference_config(uri)  # the bundled default is another model now
+    message = str(raised.value)
+    assert "\n" not in message and "base model v1" in message and "refit the reference" in message
+
+
 @pytest.fixture
 def saved_reference(tmp_path) -> tuple[str, dict]:
     from diffpath.reference import fit_reference
