@@ -190,7 +190,9 @@ def test_noise_is_per_image_standard_normal_and_independent_of_the_batch() -> No
     assert not torch.equal(image_noise(ids[:1], 1, (3, 8, 8), 2), noise[:1])  # the seed matters
 
 
-@pytest.mark.parametrize("method, tolerance", [("diffpathv2", 0.03), ("diffpath6d", 0.08)])
+# 6D integrates a DDIM path, so bf16 error accumulates: 0.096 of the spread on an H200 with
+# base model v1 (docs/performance.md), 0.098 on this CPU with v2.
+@pytest.mark.parametrize("method, tolerance", [("diffpathv2", 0.03), ("diffpath6d", 0.12)])
 def test_bfloat16_features_agree_with_float32(method, tolerance) -> None:
     """bf16 autocast (the fast path on GPUs) moves each feature by less than `tolerance` of
     its spread across images, on the bundled model and real images."""
