@@ -32,11 +32,11 @@ from diffpath.metrics import auroc, ood_metrics, percentile_interval
 from diffpath.reference import fit_reference
 from diffpath.shards import ShardCounts, feature_matrix, read_shards
 from diffpath.sources import (
+    Grouping,
     ImageRef,
     Listing,
     list_source,
     listing_id,
-    read_groups,
     read_refs,
     write_listing,
 )
@@ -454,7 +454,8 @@ def audit_accuracy(
     trusted = np.vstack([matrix for _, matrix in roles])
     groups = None
     if audit.group_column:
-        groups = read_groups(pa.concat_tables([rows for rows, _ in roles]), audit.group_column)
+        grouping = Grouping(column=audit.group_column)
+        groups = grouping.labels(pa.concat_tables([rows for rows, _ in roles]))
     reference = fit_reference(trusted, config, "", density, 0.05, 0.3, spec.seed, groups)
     rng = np.random.default_rng(spec.seed)
     results = []

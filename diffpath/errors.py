@@ -43,8 +43,13 @@ class NotFittedError(DiffPathError, ValueError):
 
 
 class AlertError(DiffPathError):
-    """A run finished and wrote its outputs, but they call for a person: the reasons."""
+    """A run finished and wrote its outputs, but they call for a person: the reasons, and
+    the outputs' URIs (dates resolved) so that the caller can show them."""
 
-    def __init__(self, reasons: list[str]) -> None:
+    def __init__(self, reasons: list[str], outputs: dict[str, str] | None = None) -> None:
         super().__init__("; ".join(reasons))
         self.reasons = reasons
+        self.outputs = outputs or {}
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.reasons, self.outputs)

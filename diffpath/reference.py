@@ -21,11 +21,12 @@ from diffpath.identity import feature_key
 from diffpath.metrics import calibrate_threshold
 from diffpath.model import PREVIOUS_DEFAULTS, model_fingerprint
 from diffpath.shards import feature_matrix, read_shards
-from diffpath.sources import read_groups
+from diffpath.sources import Grouping, read_listing, refs_table
 from diffpath.storage import join, read_bytes, write_bytes
 
 __all__ = [
     "Reference",
+    "check_grouping",
     "cross_fit_scores",
     "fit_reference",
     "fit_reference_shards",
@@ -49,7 +50,7 @@ class Reference:
     model_id: str
     n_fit: int
     calibration_scores: np.ndarray  # anomaly scores of held-back reference images
-    split: str = "random"  # how they were held back: "random" or "group:<column>"
+    split: str = "random"  # how they were held back: "random" or "group:<column or by>"
 
     @property
     def feature_key(self) -> str:
@@ -120,6 +121,14 @@ def fit_reference(
     )
 
 
+def check_grouping(listing_uri: str, grouping: Grouping, holdout: float, seed: int) -> int:
+    """The number of groups in a stored listing, checked before any feature is computed:
+    every image has a group and enough groups exist to hold `holdout` back."""
+    labels = grouping.labels(refs_table(read_listing(listing_uri)))
+    split_holdout(len(labels), holdout, seed, labels)
+    return len(set(labels))
+
+
 def fit_reference_shards(
     shard_uris: list[str],
     config: FeatureConfig,
@@ -127,14 +136,14 @@ def fit_reference_shards(
     density: str = "auto",
     target_fpr: float = 0.05,
     holdout: float = 0.2,
-    group_column: str | None = None,
+    grouping: Grouping | None = None,
 ) -> str:
     """Fit a reference on a run's feature shards and save it as `out/reference.json`;
-    `group_column` (a column of the Parquet sources) holds back whole groups."""
+    with a `grouping` whole groups are held back."""
     frame, model_id = read_shards(shard_uris, config)
     rows, features = feature_matrix(frame, config)
-    groups = None if group_column is None else read_groups(rows, group_column)
-    split = "random" if group_column is None else f"group:{group_column}"
+    groups = None if grouping is None else grouping.labels(rows)
+    split = "random" if grouping is None else f"group:{grouping}"
     reference = fit_reference(
         features, config, model_id, density, target_fpr, holdout, config.seed, groups, split
     )

@@ -190,7 +190,7 @@ def screen(
         summary["warnings"] = [
             "the reference's threshold was calibrated on a random split: where images share "
             "an identity or source across it, new in-distribution images are flagged above "
-            "the expected rate; refit with --group-column"
+            "the expected rate; refit with --group-column (Parquet) or --group-by (files)"
         ]
     summary["flagged_p_value"] = flagged_p_value(
         summary["n_flagged"], summary["n_scored"], expected

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from diffpath.errors import ConfigError, StorageError
 from diffpath.identity import content_hash
@@ -25,14 +28,16 @@ from diffpath.images import IMAGE_EXTENSIONS, CropBox, decode_images
 from diffpath.storage import filesystem, join, write_parquet
 
 __all__ = [
+    "Grouping",
     "ImageRef",
     "Listing",
     "list_source",
     "listing_id",
     "load_images",
-    "read_groups",
+    "name_sources",
     "read_listing",
     "read_refs",
+    "refs_table",
     "store_listing",
     "subsample",
     "write_listing",
@@ -167,13 +172,59 @@ def read_refs(refs: Sequence[ImageRef]) -> list[bytes | str]:
     return [results[i] for i in range(len(refs))]
 
 
-def read_groups(rows: pa.Table, column: str) -> np.ndarray:
-    """The `column` value of each (uri, row) in `rows`, read from its Parquet source (that
-    column alone): e.g. an identity, to hold back whole groups when calibrating."""
+class Grouping(BaseModel):
+    """How images fall into groups (an identity, a source) held back together: a Parquet
+    `column`, or `by` their path: "parent" (the folder above each file) or a regular
+    expression (its first capture group if it has one, else the whole match)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    column: str | None = None
+    by: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Grouping:
+        if (self.column is None) == (self.by is None):
+            raise ValueError("group by a column or by path, not both")
+        if self.by not in (None, "parent"):
+            try:
+                re.compile(self.by)
+            except re.error as err:
+                reason = f"--group-by {self.by!r} is not a regular expression: {err}"
+                raise ValueError(reason) from err
+        return self
+
+    def __str__(self) -> str:
+        return self.column or self.by or ""
+
+    def labels(self, rows: pa.Table) -> np.ndarray:
+        """One group label per row of a table with `uri`, `row` and `path` (a listing or
+        feature rows); a `ConfigError` naming the first row that has none."""
+        if self.column is not None:
+            return _column_labels(rows, self.column)
+        paths = rows["path"].to_pylist()
+        if self.by == "parent":
+            return np.array([str(PurePosixPath(p).parent) for p in paths])
+        pattern = re.compile(self.by or "")
+        labels = []
+        for path in paths:
+            match = pattern.search(path)
+            if match is None:
+                raise ConfigError(
+                    f"--group-by {pattern.pattern!r} does not match {path!r}: give a pattern "
+                    "every path matches"
+                )
+            labels.append(match.group(1) if pattern.groups else match.group(0))
+        return np.array(labels)
+
+
+def _column_labels(rows: pa.Table, column: str) -> np.ndarray:
+    """The `column` value of each (uri, row), read from its Parquet source (that column)."""
     uris, indices = rows["uri"].to_pylist(), rows["row"].to_pylist()
     if None in indices:
         raise ConfigError(
-            f"a group column needs Parquet sources; {uris[indices.index(None)]} is a file"
+            f"--group-column needs Parquet sources; {uris[indices.index(None)]} is an image "
+            "file: group files with --group-by parent or --group-by REGEX"
         )
     values: dict[str, list] = {}
     for uri in dict.fromkeys(uris):
@@ -201,6 +252,48 @@ def load_images(
     return images, [content_hash(readable[i][1]) for i in decoded], errors
 
 
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def name_sources(items: Sequence[str]) -> dict[str, str]:
+    """Names for sources given as `NAME=URI` or as URIs, in order; a URI is named by its
+    stem, or by the part of its path that differs from the others' when stems repeat.
+    `=` splits only after a plain word (so `s3://b/date=2026-12-01/` is a URI) and not in
+    an existing local path. Two sources with one name are a `ConfigError`."""
+    given: list[tuple[str | None, str]] = []
+    for item in items:
+        name, sep, uri = item.partition("=")
+        named = sep and SOURCE_NAME.fullmatch(name) and uri and not Path(item).exists()
+        given.append((name, uri) if named else (None, item))
+    derived = iter(_distinct_names([uri for name, uri in given if name is None]))
+    names = [name or next(derived) for name, _ in given]
+    for name, count in Counter(names).items():
+        if count > 1:
+            raise ConfigError(
+                f"{count} sources are named {name!r}: name each one NAME=URI, "
+                "or drop the repeated source"
+            )
+    return {name: uri for name, (_, uri) in zip(names, given, strict=True)}
+
+
+def _distinct_names(uris: Sequence[str]) -> list[str]:
+    """Stems when they differ, else the path parts where the URIs differ, joined by '/'."""
+    paths = [PurePosixPath(uri.rstrip("/")) for uri in uris]
+    known = {".parquet", *IMAGE_EXTENSIONS}
+    parts = [(p.with_suffix("") if p.suffix.lower() in known else p).parts for p in paths]
+    stems = [p[-1] if p else uri for p, uri in zip(parts, uris, strict=True)]
+    if len(set(stems)) == len(stems):
+        return stems
+    lead = trail = 0
+    shortest = min(map(len, parts))
+    while lead < shortest and len({p[lead] for p in parts}) == 1:
+        lead += 1
+    while trail < shortest - lead and len({p[-1 - trail] for p in parts}) == 1:
+        trail += 1
+    middles = ["/".join(p[lead : len(p) - trail]) for p in parts]
+    return [middle or stem for middle, stem in zip(middles, stems, strict=True)]
+
+
 def subsample(refs: Sequence[ImageRef], n: int | None, seed: int = 0) -> list[ImageRef]:
     """A deterministic random subset of `n` refs, kept in listing order (all if n is None)."""
     if n is None or n >= len(refs):
@@ -217,16 +310,20 @@ def listing_id(refs: Sequence[ImageRef]) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_listing(refs: Sequence[ImageRef], uri: str, shard_size: int | None = None) -> str:
-    """Save a listing as Parquet (uri, row, path), one row group per shard of `shard_size`."""
-    table = pa.table(
+def refs_table(refs: Sequence[ImageRef]) -> pa.Table:
+    """Refs as a table (uri, row, path): a listing's rows."""
+    return pa.table(
         {
             "uri": pa.array([r.uri for r in refs], pa.string()),
             "row": pa.array([r.row for r in refs], pa.int64()),
             "path": pa.array([r.path for r in refs], pa.string()),
         }
     )
-    return write_parquet(table, uri, row_group_size=shard_size)
+
+
+def write_listing(refs: Sequence[ImageRef], uri: str, shard_size: int | None = None) -> str:
+    """Save a listing as Parquet (uri, row, path), one row group per shard of `shard_size`."""
+    return write_parquet(refs_table(refs), uri, row_group_size=shard_size)
 
 
 def read_listing(uri: str, shard: int | None = None) -> list[ImageRef]:

@@ -11,10 +11,9 @@ from prefect import flow
 from diffpath.benchmark import Sizes, feature_jobs, load_spec, method_costs, previous_results
 from diffpath.errors import AlertError
 from diffpath.lock import output_lock
-from diffpath.storage import dated, read_json
-from flows.pipeline import DEFAULT_RUN, RUNNER, RunOptions, run_time, submit_shards
+from diffpath.storage import read_json
+from flows.pipeline import DEFAULT_RUN, RUNNER, Dated, RunOptions, submit_shards
 from tasks.benchmark import benchmark_report_task, benchmark_task, split_task
-from tasks.reports import point_latest_task
 
 
 @flow(name="benchmark", task_runner=RUNNER)
@@ -36,9 +35,8 @@ def benchmark_flow(
     `previous` (a results.parquet, its folder, or "latest" for a dated `out`) adds deltas;
     the run fails with the regressions after writing its outputs. `model` replaces the
     spec's base model (to compare candidates on one spec), `sizes` the spec's sizes."""
-    when = run_time()
-    template, out = out, dated(out, when)
-    previous = previous_results(previous, template)
+    target = Dated.at_run_time(out)
+    out, previous = target.out, previous_results(previous, target.template)
     bench = load_spec(spec, data_root, model)
     sizes = sizes or (bench.full_sizes if full and bench.full_sizes else bench.sizes)
     methods = bench.run_methods(full if ablations is None else ablations)
@@ -56,8 +54,8 @@ def benchmark_flow(
         costs = method_costs(bench, methods, counts)
         outputs = benchmark_task(bench, methods, shards, costs, out, previous)
         outputs["report"] = benchmark_report_task(out, bench.model, run.device)
-    point_latest_task(template, out, when)
+    target.point_latest()
     regressions = read_json(outputs["summary"])["regressions"]
     if regressions:
-        raise AlertError([f"AUROC regression: {r}" for r in regressions])
+        raise AlertError([f"AUROC regression: {r}" for r in regressions], outputs)
     return outputs

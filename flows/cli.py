@@ -66,9 +66,19 @@ class _OneLine(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+def _said_by_the_cli(record: logging.LogRecord) -> bool:
+    """Records the console leaves out: a run's failure (the CLI prints its reason once, as
+    its last line) and the event queue's drain notices at exit."""
+    failed_run = record.levelno >= logging.ERROR and record.name in RUN_LOGGERS
+    return failed_run or record.getMessage().startswith("Still processing items")
+
+
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
 def _quiet_console() -> None:
-    """Without --debug the console shows progress bars, warnings and errors, one line each,
-    so a failure ends with our one-line reason (Prefect's run logs keep everything)."""
+    """Without --debug the console shows progress bars and warnings, one line each, and a
+    failure once, as our one-line reason (Prefect's run logs keep everything)."""
     from prefect.logging.configuration import setup_logging
 
     setup_logging()
@@ -76,6 +86,7 @@ def _quiet_console() -> None:
         handler.setLevel(logging.WARNING)
         if handler.formatter is not None and not isinstance(handler.formatter, _OneLine):
             handler.setFormatter(_OneLine(handler.formatter))
+            handler.addFilter(lambda record: not _said_by_the_cli(record))
 
 
 console = Console(stderr=True, soft_wrap=True)
@@ -174,11 +185,12 @@ def _run_options(
     )
 
 
-def _run(action: Callable[[], Any], alert_out: str | None = None) -> Any:
-    """Run a command, turning our errors into a one-line reason and an exit code."""
+def _run(
+    action: Callable[[], Any], on_alert: Callable[[dict[str, str]], None] | None = None
+) -> Any:
+    """Run a command, turning our errors into a one-line reason and an exit code; a run
+    that alerts shows its outputs (the URIs the flow resolved) with `on_alert` first."""
     from prefect.settings import temporary_settings
-
-    from diffpath.storage import join
 
     if not DEBUG["on"]:
         _quiet_console()
@@ -190,8 +202,8 @@ def _run(action: Callable[[], Any], alert_out: str | None = None) -> Any:
     except AlertError as err:
         if DEBUG["on"]:
             console.print_exception()
-        if alert_out is not None:
-            _print_summary({"summary": join(alert_out, "summary.json")})
+        if on_alert is not None and err.outputs:
+            on_alert(err.outputs)
         console.print(f"[red]alert:[/red] {err}")
         raise typer.Exit(ALERT_EXIT) from None
     except (ValidationError, DiffPathError, OSError) as err:
@@ -228,6 +240,14 @@ def fit_reference(
             help="Parquet column (identity, source) whose groups are held back together",
         ),
     ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            help="group image files by path: 'parent' (their folder) or a regex (its first "
+            "group, else the whole match), held back together",
+        ),
+    ] = None,
     config: ConfigFileOpt = None,
     model: ModelOpt = None,
     method: MethodOpt = None,
@@ -249,12 +269,14 @@ def fit_reference(
             config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
         )
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
+        from diffpath.sources import Grouping
         from flows.pipeline import fit_reference_flow, task_runner
 
+        grouping = None
+        if group_column or group_by:
+            grouping = Grouping(column=group_column, by=group_by)
         flow = fit_reference_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(
-            source, out, feature_config, density, target_fpr, run=run, group_column=group_column
-        )
+        return flow(source, out, feature_config, density, target_fpr, run=run, grouping=grouping)
 
     console.print(f"reference: {_run(action)}")
 
@@ -308,7 +330,7 @@ def screen(
         flow = screen_flow.with_options(task_runner=task_runner(runner, dask_address))
         return flow(source, reference, out, model, run, policy)
 
-    _print_summary(_run(action, alert_out=out))
+    _print_summary(_run(action, on_alert=_print_summary))
 
 
 def _print_summary(outputs: dict[str, str]) -> None:
@@ -391,7 +413,12 @@ def audit(
 def evaluate(
     in_dist: Annotated[list[str], typer.Option("--in-dist", help="in-distribution test images")],
     ood: Annotated[
-        list[str], typer.Option("--ood", help="OOD source, optionally NAME=URI; repeatable")
+        list[str],
+        typer.Option(
+            "--ood",
+            help="OOD source, optionally NAME=URI (else named by the part of its URI that "
+            "differs); repeatable",
+        ),
     ],
     reference: Annotated[
         str, typer.Option("--reference", help="reference.json from fit-reference")
@@ -408,13 +435,13 @@ def evaluate(
     dask_address: AddressOpt = None,
 ) -> None:
     """AUROC, FPR@95 and AUPR of OOD sets against an in-distribution set, with ROC curves."""
-    named = dict(item.split("=", 1) if "=" in item else (Path(item).stem, item) for item in ood)
 
     def action() -> dict[str, str]:
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
-        sources = {name: [uri] for name, uri in named.items()}
+        from diffpath.sources import name_sources
         from flows.pipeline import evaluate_flow, task_runner
 
+        sources = {name: [uri] for name, uri in name_sources(ood).items()}
         flow = evaluate_flow.with_options(task_runner=task_runner(runner, dask_address))
         return flow(in_dist, sources, reference, out, model, run)
 
@@ -551,7 +578,10 @@ def benchmark(
         flow = benchmark_flow.with_options(task_runner=task_runner(runner, dask_address))
         return flow(spec, out, full, ablations, previous, data_root, run, model, _sizes(sizes))
 
-    outputs = _run(action)
+    _print_benchmark(_run(action, on_alert=_print_benchmark))
+
+
+def _print_benchmark(outputs: dict[str, str]) -> None:
     from diffpath.storage import read_bytes
 
     summary = json.loads(read_bytes(outputs["summary"]))

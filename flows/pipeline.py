@@ -24,10 +24,10 @@ from diffpath.errors import AlertError, ConfigError
 from diffpath.lock import output_lock
 from diffpath.model import gpu_count
 from diffpath.shards import ShardCounts
-from diffpath.sources import Listing
+from diffpath.sources import Grouping, Listing
 from diffpath.storage import dated, join
 from tasks.features import featurize_shard_task
-from tasks.reference import fit_reference_task, reference_config_task
+from tasks.reference import check_grouping_task, fit_reference_task, reference_config_task
 from tasks.reports import (
     audit_report_task,
     evaluate_report_task,
@@ -46,6 +46,28 @@ def run_time() -> datetime:
     `{date}` and `{datetime}` in source and output URIs stand for."""
     scheduled = prefect_runtime.flow_run.scheduled_start_time
     return datetime.now(timezone.utc) if scheduled is None else scheduled
+
+
+@dataclass(frozen=True)
+class Dated:
+    """A run's output folder: the URI as given (maybe with `{date}`), the folder it names at
+    this run's time, and that time. Every flow resolves its outputs and sources here."""
+
+    template: str
+    out: str
+    when: datetime
+
+    @classmethod
+    def at_run_time(cls, template: str) -> Dated:
+        when = run_time()
+        return cls(template, dated(template, when), when)
+
+    def sources(self, uris: list[str]) -> list[str]:
+        return [dated(uri, self.when) for uri in uris]
+
+    def point_latest(self) -> None:
+        """`latest.json` beside the dated folders (nothing for an undated `out`)."""
+        point_latest_task(self.template, self.out, self.when)
 
 
 def task_runner(
@@ -154,17 +176,24 @@ def fit_reference_flow(
     target_fpr: float = 0.05,
     holdout: float = 0.2,
     run: RunOptions = DEFAULT_RUN,
-    group_column: str | None = None,
+    grouping: Grouping | None = None,
 ) -> str:
     """Trusted in-distribution images → fitted reference (density + threshold) JSON URI.
 
-    `group_column` (e.g. an identity column of Parquet sources) holds back whole groups for
-    calibrating the threshold, so it holds for groups never seen."""
+    A `grouping` (an identity column of Parquet sources, the images' folders) holds back
+    whole groups for calibrating the threshold, so it holds for groups never seen; it is
+    checked on the listing before any feature is computed. Sources and `out` may
+    hold `{date}`/`{datetime}` (`run_time`); a dated `out` gets a `latest.json` beside it."""
+    target = Dated.at_run_time(out)
+    out, source = target.out, target.sources(source)
     with output_lock(out):
-        features = featurize(source, config, out, run)
-        return fit_reference_task(
-            features.uris, config, out, density, target_fpr, holdout, group_column
-        )
+        listing = list_images(source, out, run.shard_size, run.max_images, config.seed)
+        if grouping is not None:
+            check_grouping_task(listing.uri, grouping, holdout, config.seed)
+        shards = [future.result().uri for future in submit_shards(listing, config, out, run)]
+        reference = fit_reference_task(shards, config, out, density, target_fpr, holdout, grouping)
+    target.point_latest()
+    return reference
 
 
 @flow(name="screen", task_runner=RUNNER)
@@ -182,9 +211,9 @@ def screen_flow(
     moved (checked by fingerprint before any feature is computed). Sources and `out` may
     hold `{date}`/`{datetime}` (`run_time`); a dated `out` gets a `latest.json` beside it.
     The outputs are always written; then the run fails with `AlertError` if `policy` finds
-    reasons to alert."""
-    started, when = time.time(), run_time()
-    template, out, source = out, dated(out, when), [dated(uri, when) for uri in source]
+    reasons to alert (which carries the output URIs)."""
+    started, target = time.time(), Dated.at_run_time(out)
+    out, source = target.out, target.sources(source)
     config = reference_config_task(reference, model)
     with output_lock(out):
         features = featurize(source, config, out, run)
@@ -193,9 +222,9 @@ def screen_flow(
         )
         outputs = {**outputs, "report": screen_report_task(out, reference, config, run.device)}
         alerts = publish_task(out)
-    point_latest_task(template, out, when)
+    target.point_latest()
     if alerts:
-        raise AlertError(alerts)
+        raise AlertError(alerts, outputs)
     return outputs
 
 
@@ -213,16 +242,19 @@ def audit_flow(
     """A set with unknown contamination → scores, suspects, estimated fraction, report.
 
     With a trusted `reference` the set is scored against it (its config; `model` relocates
-    the weights) and the fraction estimated from conformal p-values; else cross-fitted."""
-    when = run_time()
-    out, source = dated(out, when), [dated(uri, when) for uri in source]
+    the weights) and the fraction estimated from conformal p-values; else cross-fitted.
+    Dates in `source` and `out` as in `screen_flow`."""
+    target = Dated.at_run_time(out)
+    out, source = target.out, target.sources(source)
     if reference is not None:
         config = reference_config_task(reference, model)
     with output_lock(out):
         features = featurize(source, config, out, run)
         counts = features.counts()
         outputs = audit_task(features.uris, config, out, density, folds, source, counts, reference)
-        return {**outputs, "report": audit_report_task(out)}
+        outputs["report"] = audit_report_task(out)
+    target.point_latest()
+    return outputs
 
 
 @flow(name="evaluate", task_runner=RUNNER)
@@ -234,11 +266,18 @@ def evaluate_flow(
     model: str | None = None,
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
-    """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves."""
-    out = dated(out, run_time())
+    """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves.
+    Dates in sources and `out` as in `screen_flow`."""
+    target = Dated.at_run_time(out)
+    out, in_dist = target.out, target.sources(in_dist)
     config = reference_config_task(reference, model)
     with output_lock(out):
         id_shards = featurize(in_dist, config, out, run).uris
-        ood_shards = {n: featurize(source, config, out, run).uris for n, source in ood.items()}
+        ood_shards = {
+            name: featurize(target.sources(source), config, out, run).uris
+            for name, source in ood.items()
+        }
         metrics = evaluate_task(id_shards, ood_shards, reference, out)
-        return {"metrics": metrics, "report": evaluate_report_task(metrics, out)}
+        outputs = {"metrics": metrics, "report": evaluate_report_task(metrics, out)}
+    target.point_latest()
+    return outputs

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from diffpath.config import FeatureConfig
-from diffpath.reference import fit_reference_shards, reference_config
+from diffpath.reference import check_grouping, fit_reference_shards, reference_config
+from diffpath.sources import Grouping
 from tasks.retry import RETRY, transient_failure
 
 
@@ -17,12 +18,20 @@ def fit_reference_task(
     density: str,
     target_fpr: float,
     holdout: float,
-    group_column: str | None = None,
+    grouping: Grouping | None = None,
 ) -> str:
     """Fit density + threshold on the shards' features; returns the reference JSON URI."""
-    uri = fit_reference_shards(shard_uris, config, out, density, target_fpr, holdout, group_column)
+    uri = fit_reference_shards(shard_uris, config, out, density, target_fpr, holdout, grouping)
     get_run_logger().info("reference fitted (%s, %.0f%% FPR) -> %s", density, 100 * target_fpr, uri)
     return uri
+
+
+@task(**RETRY, retry_condition_fn=transient_failure)
+def check_grouping_task(listing_uri: str, grouping: Grouping, holdout: float, seed: int) -> int:
+    """Fail in seconds, before any feature work, when the images cannot be grouped."""
+    n_groups = check_grouping(listing_uri, grouping, holdout, seed)
+    get_run_logger().info("reference images fall into %d groups by %s", n_groups, grouping)
+    return n_groups
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

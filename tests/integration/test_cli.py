@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -172,45 +174,61 @@ def test_dask_runner_without_a_prefect_server_exits_2(tmp_path, monkeypatch) -> 
     assert result.exit_code == 2 and "PREFECT_API_URL" in result.output.strip().splitlines()[-1]
 
 
-def test_screen_alerts_exit_3_after_writing_outputs(tmp_path, tiny_model_dir) -> None:
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def dated_reference(tmp_path_factory, tiny_model_dir) -> tuple[Path, str]:
+    """A tiny reference fitted by the CLI into a dated folder: (its root, reference.json)."""
+    root = tmp_path_factory.mktemp("dated")
     fit = runner.invoke(
         app,
         [
             "fit-reference",
             str(SAMPLES / "reference.parquet"),
             "--out",
-            str(ref),
-            "--model",
-            str(tiny_model_dir),
-            "--timesteps",
-            "3",
-            "--max-images",
-            "30",
+            str(root / "ref" / "{date}"),
+            *["--model", str(tiny_model_dir), "--timesteps", "3", "--max-images", "30"],
         ],
     )
     assert fit.exit_code == 0, fit.output
+    latest = json.loads((root / "ref" / "latest.json").read_text())["out"]
+    assert latest == str(root / "ref" / datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+    return root, f"{latest}/reference.json"
+
+
+def test_a_dated_screen_that_alerts_exits_3_after_writing_outputs(dated_reference) -> None:
+    root, reference = dated_reference
     screen = runner.invoke(
         app,
         [
             "screen",
             str(SAMPLES / "incoming.parquet"),
-            "--reference",
-            str(ref / "reference.json"),
-            "--out",
-            str(tmp_path / "s"),
-            "--max-images",
-            "10",
-            "--threshold",
-            "-1e9",
-            "--fail-above",
-            "0.2",
+            *["--reference", reference, "--out", str(root / "s" / "{date}")],
+            *["--max-images", "10", "--threshold", "-1e9", "--fail-above", "0.2"],
         ],
     )
     assert screen.exit_code == 3, screen.output
     assert screen.output.strip().splitlines()[-1].startswith("alert: 100.0% flagged")
-    assert "10 images: 10 flagged" in screen.output
-    assert (tmp_path / "s" / "scores.parquet").exists()
+    assert "10 images: 10 flagged" in screen.output and "Traceback" not in screen.output
+    out = Path(json.loads((root / "s" / "latest.json").read_text())["out"])
+    assert (out / "scores.parquet").exists() and str(out) in screen.output
+
+
+def test_evaluate_names_sets_that_share_a_file_name_apart(dated_reference, tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    incoming = pq.read_table(SAMPLES / "incoming.parquet")
+    for name, start in (("a", 0), ("b", 10), ("date=2026-12-01", 20)):
+        (tmp_path / name).mkdir()
+        pq.write_table(incoming.slice(start, 6 + start // 10), tmp_path / name / "test.parquet")
+    sets = [str(tmp_path / name / "test.parquet") for name in ("a", "b", "date=2026-12-01")]
+    args = ["evaluate", "--in-dist", str(SAMPLES / "reference.parquet"), "--max-images", "12"]
+    args += ["--reference", dated_reference[1], "--out", str(tmp_path / "e")]
+    result = runner.invoke(app, [*args, *(f for s in sets for f in ("--ood", s))])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["ood"]
+    assert {name: m["n"] for name, m in metrics.items()} == {"a": 6, "b": 7, "date=2026-12-01": 8}
+    twice = runner.invoke(app, [*args, "--ood", f"a={sets[0]}", "--ood", f"a={sets[1]}"])
+    assert twice.exit_code == 2
+    assert "2 sources are named 'a'" in twice.output.strip().splitlines()[-1]
 
 
 def test_version_and_a_help_that_loads_no_heavy_module() -> None:
@@ -243,7 +261,22 @@ def test_run_options_fail_with_one_line_naming_them(tmp_path, options, code, rea
     assert reason in result.output.strip().splitlines()[-1]
 
 
-def test_failures_end_in_one_line_and_debug_shows_the_traceback(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (
+            ["fit-reference", str(SAMPLES / "reference.parquet"), "--device", "cuda:7"],
+            "error: device 'cuda:7' asked for",
+        ),
+        (
+            ["screen", str(SAMPLES / "incoming.parquet"), "--reference", "nowhere/reference.json"],
+            "error: cannot read 'nowhere/reference.json'",
+        ),
+    ],
+)
+def test_failures_print_their_reason_once_and_debug_shows_the_traceback(
+    tmp_path, args, reason
+) -> None:
     import os
     import subprocess
     import sys
@@ -251,19 +284,11 @@ def test_failures_end_in_one_line_and_debug_shows_the_traceback(tmp_path) -> Non
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "flows.cli"]
-    args = [
-        "fit-reference",
-        str(SAMPLES / "reference.parquet"),
-        "--out",
-        str(tmp_path / "o"),
-        "--device",
-        "cuda:7",
-        "--max-images",
-        "4",
-    ]
+    args = [*args, "--out", str(tmp_path / "o"), "--max-images", "4"]
     quiet = subprocess.run([*command, *args], env=env, capture_output=True, text=True)
     assert quiet.returncode == 1
-    assert "Traceback" not in quiet.stderr
-    assert quiet.stderr.strip().splitlines()[-1].startswith("error: device 'cuda:7' asked for")
+    assert "Traceback" not in quiet.stderr and "Still processing" not in quiet.stderr
+    assert quiet.stderr.strip().splitlines()[-1].startswith(reason)
+    assert quiet.stderr.count(reason.removeprefix("error: ")) == 1, quiet.stderr
     loud = subprocess.run([*command, "--debug", *args], env=env, capture_output=True, text=True)
     assert loud.returncode == 1 and "Traceback" in loud.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from diffpath.errors import ConfigMismatchError
 from diffpath.metrics import auroc
-from diffpath.sources import list_source, read_refs
+from diffpath.sources import Grouping, list_source, read_refs
 from tests.conftest import N_INCOMING, SAMPLES, save_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -352,21 +352,49 @@ def test_reference_held_back_by_group_and_said_in_the_summary(tmp_path, tiny_con
     from flows.pipeline import RunOptions, fit_reference_flow
 
     run = RunOptions(features_root=str(tmp_path / "cache"))
+    by_label = Grouping(column="label")
     grouped = fit_reference_flow(
-        [REFERENCE], str(tmp_path / "by-identity"), tiny_config, run=run, group_column="label"
+        [REFERENCE], str(tmp_path / "by-identity"), tiny_config, run=run, grouping=by_label
     )
     assert json.loads(Path(grouped).read_text())["split"] == "group:label"
     summary = summary_of(screen([INCOMING], grouped, tmp_path / "s", max_images=10))
     assert summary["calibration_split"] == "group:label" and "warnings" not in summary
     with pytest.raises(ConfigError, match="no column 'identity'"):
         fit_reference_flow(
-            [REFERENCE], str(tmp_path / "x"), tiny_config, run=run, group_column="identity"
+            [REFERENCE], str(tmp_path / "x"), tiny_config, grouping=Grouping(column="identity")
         )
+    assert not (tmp_path / "x" / "features").exists()  # refused before any feature work
+
+
+def test_image_files_grouped_by_folder_or_pattern_before_any_feature_work(
+    tmp_path, tiny_config
+) -> None:
+    from diffpath.errors import ConfigError
+    from flows.pipeline import RunOptions, fit_reference_flow
+
+    faces = sample_bytes("faces/", 12)
+    folder = write_folder(
+        tmp_path / "trusted", [(f"person{i % 4}/img{i}.jpg", b) for i, b in enumerate(faces)]
+    )
+    with pytest.raises(ConfigError, match=r"needs Parquet sources; .* --group-by parent"):
+        fit_reference_flow(
+            [folder], str(tmp_path / "c"), tiny_config, grouping=Grouping(column="x")
+        )
+    nobody = Grouping(by="nobody")
+    with pytest.raises(ConfigError, match=r"'nobody' does not match 'person0/img0\.jpg'"):
+        fit_reference_flow([folder], str(tmp_path / "r"), tiny_config, grouping=nobody)
+    assert not any((tmp_path / name / "features").exists() for name in ("c", "r"))
+    run = RunOptions(features_root=str(tmp_path / "cache"))
+    for i, by in enumerate(["parent", r"^(person\d)/"]):
+        grouped = fit_reference_flow(
+            [folder], str(tmp_path / f"g{i}"), tiny_config, run=run, grouping=Grouping(by=by)
+        )
+        assert json.loads(Path(grouped).read_text())["split"] == f"group:{by}"
 
 
 def test_a_randomly_calibrated_reference_is_flagged_in_the_summary(tmp_path, fitted) -> None:
     summary = summary_of(screen([INCOMING], fitted[1], tmp_path / "s", max_images=10))
-    assert summary["calibration_split"] == "random" and "--group-column" in summary["warnings"][0]
+    assert summary["calibration_split"] == "random" and "--group-by" in summary["warnings"][0]
 
 
 def test_dated_sources_and_outputs_resolve_to_the_run_date(tmp_path, fitted) -> None:
