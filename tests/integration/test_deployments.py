@@ -84,13 +84,16 @@ def test_prefect_yaml_deploys_and_the_nightly_screen_runs(server, tmp_path, tiny
         "policy": {"fail_above": 1.0},
     }
     (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(spec))
-    elsewhere = tmp_path / "worker-dir"  # no checkout here: entrypoints are module paths
-    elsewhere.mkdir()
-    run = lambda *args: subprocess.run(  # noqa: E731
-        [*PREFECT, *args], env=server, cwd=elsewhere, capture_output=True, text=True, check=True
+    deployed_from, elsewhere = tmp_path / "deploy-dir", tmp_path / "worker-dir"
+    deployed_from.mkdir()
+    elsewhere.mkdir()  # no checkout in either: entrypoints are module paths
+    run = lambda *args, cwd=elsewhere: subprocess.run(  # noqa: E731
+        [*PREFECT, *args], env=server, cwd=cwd, capture_output=True, text=True, check=True
     )
     run("work-pool", "create", "gpu-pool", "--type", "process")
-    run("--no-prompt", "deploy", "--all", "--prefect-file", str(tmp_path / "prefect.yaml"))
+    deploy = ["--no-prompt", "deploy", "--all", "--prefect-file", str(tmp_path / "prefect.yaml")]
+    run(*deploy, cwd=deployed_from)
+    deployed_from.rmdir()  # runs must not depend on where `prefect deploy` ran
     worker = subprocess.Popen(
         [*PREFECT, "worker", "start", "--pool", "gpu-pool"],
         env=server,
@@ -103,14 +106,25 @@ def test_prefect_yaml_deploys_and_the_nightly_screen_runs(server, tmp_path, tiny
         with settings, get_client(sync_client=True) as client:
             deployments = {d.name: d for d in client.read_deployments()}
             assert set(deployments) == {d["name"] for d in spec["deployments"]}
+            assert "set_working_directory" not in str(deployments["nightly-screen"].pull_steps)
             schedules = [s for d in deployments.values() for s in d.schedules]
             assert len(schedules) == 3 and not any(s.active for s in schedules)
-            flow_run = client.create_flow_run_from_deployment(deployments["nightly-screen"].id)
-            deadline = time.time() + 240
-            while not (state := client.read_flow_run(flow_run.id).state).is_final():
-                assert time.time() < deadline, f"the run is still {state.name}"
-                time.sleep(1)
-        assert state.is_completed(), state.message
+
+            def final_state(parameters: dict | None = None):
+                flow_run = client.create_flow_run_from_deployment(
+                    deployments["nightly-screen"].id, parameters=parameters
+                )
+                deadline = time.time() + 240
+                while not (state := client.read_flow_run(flow_run.id).state).is_final():
+                    assert time.time() < deadline, f"the run is still {state.name}"
+                    time.sleep(1)
+                return flow_run, state
+
+            flow_run, state = final_state()
+            assert state.is_completed(), state.message
+            missing = str(tmp_path / "nowhere" / "reference.json")
+            _, failed = final_state({"reference": missing})
+            assert failed.is_failed() and "cannot read" in (failed.message or ""), failed
     finally:
         worker.terminate()
         worker.wait(30)
