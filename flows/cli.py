@@ -192,12 +192,15 @@ def _run(
     that alerts shows its outputs (the URIs the flow resolved) with `on_alert` first."""
     from prefect.settings import temporary_settings
 
+    from flows.server import ensure_api
+
     if not DEBUG["on"]:
         _quiet_console()
     try:
         # in-process flows: no heartbeat (~1 s per flow run), no telemetry (no network)
         quiet = {"flows.heartbeat_frequency": None, "server.analytics_enabled": False}
         with temporary_settings(updates=quiet):
+            ensure_api()
             return action()
     except AlertError as err:
         if DEBUG["on"]:

@@ -292,3 +292,31 @@ def test_failures_print_their_reason_once_and_debug_shows_the_traceback(
     assert quiet.stderr.count(reason.removeprefix("error: ")) == 1, quiet.stderr
     loud = subprocess.run([*command, "--debug", *args], env=env, capture_output=True, text=True)
     assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_runs", [2, 4])
+def test_simultaneous_first_runs_on_a_fresh_prefect_home_all_start(tmp_path, n_runs) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "fresh-home")}
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "flows.cli", "fit-reference"]
+    runs = [
+        subprocess.Popen(
+            [*command, str(tmp_path / f"none{i}"), "--out", str(tmp_path / f"o{i}")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n_runs)
+    ]
+    for i, run in enumerate(runs):
+        _, stderr = run.communicate(timeout=600)
+        # each reached its flow: the missing source is its one-line failure, not the server
+        assert run.returncode == 1, stderr
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: source '{tmp_path}/none{i}' does not exist"), stderr
