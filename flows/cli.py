@@ -20,7 +20,13 @@ from pydantic import ValidationError
 from rich.console import Console
 
 import diffpath
-from diffpath.config import DEFAULT_UNET_CHANNELS, FeatureConfig, Method, read_config_file
+from diffpath.config import (
+    DEFAULT_UNET_CHANNELS,
+    METHOD_DEFAULTS,
+    FeatureConfig,
+    Method,
+    read_config_file,
+)
 from diffpath.errors import AlertError, ConfigError, DiffPathError
 
 # Flows, Prefect and torch are imported inside the commands: `--help` stays fast.
@@ -105,10 +111,20 @@ RefModelOpt = Annotated[
     str | None,
     typer.Option("--model", help="where the reference's model weights are, if they moved"),
 ]
+DEFAULT_METHOD = FeatureConfig.model_fields["method"].default
 MethodOpt = Annotated[
-    Method | None, typer.Option("--method", help="diffpathv2 | diffpath6d | diffpath1d")
+    Method | None,
+    typer.Option("--method", help="feature method", show_default=DEFAULT_METHOD),
 ]
-TimestepsOpt = Annotated[int | None, typer.Option("--timesteps", help="K timesteps (default 10)")]
+TimestepsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--timesteps",
+        help="K timesteps; by method: "
+        + ", ".join(f"{m} {d['timesteps']}" for m, d in METHOD_DEFAULTS.items()),
+        show_default=str(METHOD_DEFAULTS[DEFAULT_METHOD]["timesteps"]),
+    ),
+]
 CropOpt = Annotated[
     int | None, typer.Option("--center-crop", help="crop side before resize (CelebA: 140)")
 ]

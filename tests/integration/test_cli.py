@@ -124,6 +124,16 @@ def test_train_channels_default_is_the_train_config_default() -> None:
     assert default in runner.invoke(app, ["train", "--help"]).output.replace(" ", "")
 
 
+def test_feature_options_state_the_config_defaults() -> None:
+    from diffpath.config import FeatureConfig
+
+    shown = runner.invoke(app, ["fit-reference", "--help"], env={"COLUMNS": "240"}).output
+    help_text = " ".join(shown.replace("│", " ").split())
+    default = FeatureConfig()
+    assert f"feature method [default: ({default.method})]" in help_text
+    assert f"{default.method} {default.timesteps} [default: ({default.timesteps})]" in help_text
+
+
 def test_train_from_a_config_file_with_per_source_crops(tmp_path) -> None:
     import yaml
 
