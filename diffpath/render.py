@@ -53,7 +53,14 @@ def histogram_png(
     low, high = (values.min(), values.max()) if log else np.percentile(values, [0.5, 99.5])
     high = high if high > low else low + 1
     if log:
+        from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
+
         ax.set_xscale("symlog", linthresh=1.0)
+        decades = float(np.diff(np.sign([low, high]) * np.log10(1 + np.abs([low, high])))[0])
+        subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)  # readable labels, never crowded
+        ticks = SymmetricalLogLocator(base=10, linthresh=1.0, subs=subs)
+        ax.xaxis.set_major_locator(ticks)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         to, back = np.arcsinh, np.sinh  # close to symlog: bins of equal width on the axis
         bins = back(np.linspace(to(low), to(high), 60))
     else:
@@ -69,7 +76,8 @@ def histogram_png(
             label=f"{name} (n={len(scores)})",
         )
     if threshold is not None:
-        ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3g}")
+        label = f"flag threshold {threshold:.3g} (flagged above)"
+        ax.axvline(threshold, color="k", linestyle="--", label=label)
     ax.set(xlabel="anomaly score (−log-density, higher = more anomalous)", ylabel="density")
     ax.legend(fontsize=8)
     return png(plt, fig)
@@ -128,7 +136,8 @@ def table_html(rows: Sequence[Mapping[str, object]], sortable: bool = False) -> 
         if isinstance(value, Markup):
             return f"<td>{value}</td>"
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        return f"<td data-v='{html.escape(text)}'>{html.escape(text)}</td>"
+        number = " class='num'" if isinstance(value, int | float) else ""
+        return f"<td{number} data-v='{html.escape(text)}'>{html.escape(text)}</td>"
 
     body = "".join("<tr>" + "".join(cell(v) for v in row.values()) + "</tr>" for row in rows)
     kind = " class='sortable'" if sortable else ""
@@ -148,7 +157,9 @@ def render_html(
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}img{max-width:100%}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
-        "td{word-break:break-all;max-width:420px}th{cursor:pointer;background:#f3f3f3}"
+        "td{overflow-wrap:anywhere;max-width:420px}td.num{white-space:nowrap;text-align:right}"
+        "th{cursor:pointer;background:#f3f3f3;white-space:nowrap}"
+        ".headline{font-size:1.15em;font-weight:bold}.small{font-size:0.9em;color:#444}"
         ".grid{display:flex;flex-wrap:wrap;gap:10px}"
         "figure{margin:0;font-size:10px;width:96px;overflow-wrap:anywhere}"
         "figure img{display:block;margin:auto}.missing{width:64px;height:64px;background:#ddd}"

@@ -4,6 +4,7 @@ curves, flagged-image thumbnails and error maps, one self-contained file each.""
 from __future__ import annotations
 
 import html
+import textwrap
 
 import numpy as np
 import polars as pl
@@ -44,6 +45,27 @@ def _summary_rows(summary: dict) -> list[dict[str, object]]:
     return [{"field": k, "value": v} for k, v in summary.items() if not isinstance(v, dict | list)]
 
 
+def _summary_html(summary: dict) -> str:
+    """The headline, alerts and warnings, flags per folder, then every field folded away."""
+    folders = [
+        {
+            "folder": f["folder"],
+            "images": f["n"],
+            "flagged": f["n_flagged"],
+            "flagged %": f"{f['n_flagged'] / f['n']:.0%}",
+        }
+        for f in summary.get("flagged_by_folder", [])
+    ]
+    return (
+        f"<p class='headline'>{html.escape(headline(summary))}</p>"
+        + _notes(summary)
+        + (table_html(folders) if folders else "")
+        + "<details><summary>All summary fields</summary>"
+        + table_html(_summary_rows(summary))
+        + "</details>"
+    )
+
+
 def _refs(rows: pl.DataFrame) -> list[ImageRef]:
     return [ImageRef(r["uri"], r["row"], r["path"]) for r in rows.iter_rows(named=True)]
 
@@ -56,26 +78,39 @@ def _thumbnails(scores: pl.DataFrame, top: int) -> str:
     )
 
 
-def _flagged_table(flagged: pl.DataFrame, top: int, max_rows: int) -> str:
-    """Every flagged image (up to `max_rows`) in a sortable table; thumbnails for the first
-    `top`."""
+def _flagged_table(flagged: pl.DataFrame, n_calibration: int, top: int, max_rows: int) -> str:
+    """Every flagged image (up to `max_rows`) in a sortable table, thumbnails for the first
+    `top`, and the p-values' floor 1/(n + 1) stated where flagged images reach it."""
     shown = flagged.head(max_rows)
     refs = _refs(shown)
     pictures = read_refs(refs[:top])
+    floor = 1 / (n_calibration + 1)
+    at_floor = int((shown["p_value"] <= floor * (1 + 1e-9)).sum())
+    p_column = f"p-value (≥ {floor:.2g})" if at_floor else "p-value"
     rows = [
         {
             "image": Markup(thumbnail(pictures[i], 48, ref.locator) if i < top else ""),
             "rank": r["rank"],
             "path": ref.path,
             "score": r["score"],
-            "p-value": r["p_value"],
+            p_column: r["p_value"],
             "location": ref.locator,
         }
         for i, (ref, r) in enumerate(zip(refs, shown.iter_rows(named=True), strict=True))
     ]
-    more = len(flagged) - len(shown)
-    tail = f"<p>{more} more flagged images in scores.parquet.</p>" if more > 0 else ""
-    return table_html(rows, sortable=True) + tail
+    notes = []
+    if at_floor:
+        notes.append(
+            f"{at_floor} flagged images have the smallest p-value this reference can give, "
+            f"1/({n_calibration} calibration images + 1) = {floor:.2g}: they score above every "
+            "calibration image. Fit the reference on more trusted images to rank them finer."
+        )
+    if len(shown) > top:
+        notes.append(f"Thumbnails for the first {top}; the rest are in scores.parquet.")
+    if len(flagged) > len(shown):
+        notes.append(f"{len(flagged) - len(shown)} more flagged images in scores.parquet.")
+    notes_html = "".join(f"<p class='small'>{html.escape(n)}</p>" for n in notes)
+    return table_html(rows, sortable=True) + notes_html
 
 
 def why_png(scores: pl.DataFrame, model: DiffusionModel, config: FeatureConfig) -> bytes | None:
@@ -88,16 +123,40 @@ def why_png(scores: pl.DataFrame, model: DiffusionModel, config: FeatureConfig) 
     maps, timesteps = error_maps(model, images, hashes, config)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(images), 2, figsize=(4.2, 2.0 * len(images)), squeeze=False)
+    fig, axes = plt.subplots(len(images), 2, figsize=(4.6, 2.3 * len(images)), squeeze=False)
     for row, (image, heat, t, ref) in enumerate(zip(images, maps, timesteps, refs, strict=False)):
         axes[row, 0].imshow(((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
-        axes[row, 0].set_title(ref.path[-28:], fontsize=7)
+        caption = "\n".join(textwrap.wrap(ref.path, 30, break_on_hyphens=False)[:3])
+        axes[row, 0].set_title(caption, fontsize=6, parse_math=False)
         shown = axes[row, 1].imshow(heat.numpy(), cmap="magma")
         axes[row, 1].set_title(f"weighted error, t = {int(t)}", fontsize=7)
         fig.colorbar(shown, ax=axes[row, 1], fraction=0.046)
         for ax in axes[row]:
             ax.axis("off")
     return png(plt, fig)
+
+
+def headline(summary: dict) -> str:
+    """One sentence a person reads first: how many flagged against how many expected, and
+    where the flags come from."""
+    n, k = summary["n_scored"], summary["n_flagged"]
+    line = f"{k} of {n} images flagged ({summary['flagged_fraction']:.0%})"
+    expected = summary.get("expected_flagged_fraction")
+    if expected is not None:
+        line += f"; {expected:.0%} of in-distribution images are expected to be"
+        if summary.get("flagged_p_value") is not None:
+            line += f" (p = {summary['flagged_p_value']:.2g} for this many)"
+    line += "."
+    folders = [f for f in summary.get("flagged_by_folder", []) if f["n_flagged"]][:3]
+    if folders:
+        line += (
+            " Most flagged: "
+            + ", ".join(f"{f['folder']}/ {f['n_flagged']} of {f['n']}" for f in folders)
+            + "."
+        )
+    if summary.get("n_errors"):
+        line += f" {summary['n_errors']} images could not be read (errors.parquet)."
+    return line
 
 
 def _notes(summary: dict) -> str:
@@ -114,25 +173,26 @@ def screen_report(
     out: str,
     reference_uri: str,
     model: DiffusionModel | None = None,
-    top: int = 48,
+    top: int = 500,
     max_rows: int = 5000,
     explain: int = 6,
 ) -> str:
-    """report.html of a screening run: alerts, summary, every flagged image in a sortable
-    table (thumbnails for the first `top`), why the top `explain` were flagged (error maps,
+    """report.html of a screening run: a headline, alerts, every flagged image in a
+    sortable table (thumbnails for the first `top`), why the top `explain` were flagged (error maps,
     when a model is given), and the score histogram against the calibration scores."""
     scores, summary = _scores_and_summary(out)
     reference = load_reference(reference_uri)
     flagged = scores.filter(pl.col("flagged"))
     if len(flagged):
-        listing = (f"Flagged images ({len(flagged)})", _flagged_table(flagged, top, max_rows))
+        table = _flagged_table(flagged, len(reference.calibration_scores), top, max_rows)
+        listing = (f"Flagged images ({len(flagged)})", table)
     else:
         listing = (
             "Flagged images (0)",
             "<p>No image was flagged. The 12 highest-scoring, for reference:</p>"
             + _thumbnails(scores, 12),
         )
-    sections = [("Summary", _notes(summary) + table_html(_summary_rows(summary))), listing]
+    sections = [("Summary", _summary_html(summary)), listing]
     why = (
         why_png(flagged.head(explain), model, reference.config) if model and len(flagged) else None
     )
@@ -195,7 +255,8 @@ def evaluate_report(metrics_uri: str, out: str) -> str:
 def summary_markdown(summary: dict) -> str:
     """A run's summary as Markdown: alerts first, then the counts (for Prefect artifacts)."""
     alerts = summary.get("alerts") or []
-    lines = [f"**ALERT:** {reason}" for reason in alerts] or ["No alerts."]
+    lines = [headline(summary), ""] if "n_flagged" in summary else []
+    lines += [f"**ALERT:** {reason}" for reason in alerts] or ["No alerts."]
     lines += ["", "| field | value |", "|---|---|"]
     lines += [
         f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"

@@ -99,9 +99,28 @@ def summarize(
             str(q): None if v is None else float(v)
             for q, v in zip(QUANTILES, quantiles, strict=True)
         },
+        "flagged_by_folder": flagged_by_folder(scores),
         "diffpath": version("diffpath"),
         **extra,
     }
+
+
+def flagged_by_folder(scores: pl.DataFrame) -> list[dict[str, Any]]:
+    """Flag counts per top-level folder of the images' paths, most flagged first (empty
+    when all share one): where in a dump the flags come from."""
+    folders = scores.select(
+        pl.col("path").str.split("/").list.first().alias("folder"),
+        pl.col("path").str.contains("/").alias("nested"),
+        "flagged",
+    ).with_columns(
+        pl.when("nested").then("folder").otherwise(pl.lit("(top level)")).alias("folder")
+    )
+    counts = folders.group_by("folder").agg(
+        pl.len().alias("n"), pl.col("flagged").sum().alias("n_flagged")
+    )
+    if len(counts) < 2:
+        return []
+    return counts.sort(["n_flagged", "folder"], descending=[True, False]).to_dicts()
 
 
 def screen_table(

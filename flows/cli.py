@@ -252,6 +252,12 @@ def fit_reference(
     target_fpr: Annotated[
         float, typer.Option(help="in-distribution flag rate of the threshold")
     ] = 0.05,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            help="fraction held back to calibrate the threshold and p-values (p ≥ 1/(n + 1))"
+        ),
+    ] = 0.2,
     group_column: Annotated[
         str | None,
         typer.Option(
@@ -295,7 +301,7 @@ def fit_reference(
         if group_column or group_by:
             grouping = Grouping(column=group_column, by=group_by)
         flow = fit_reference_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(source, out, feature_config, density, target_fpr, run=run, grouping=grouping)
+        return flow(source, out, feature_config, density, target_fpr, holdout, run, grouping)
 
     console.print(f"reference: {_run(action)}")
 
@@ -623,11 +629,19 @@ def demo(
     """Fit on bundled faces, screen a bundled mixed dump, print AUROC and the report path."""
 
     def action() -> dict[str, str]:
+        from diffpath.sources import Grouping
         from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
 
         run = RunOptions(device=device, progress=True)
+        # half the 120 faces, whole identities, calibrate: p-values down to 1/61
+        by_identity = Grouping(column="label")
         reference = fit_reference_flow(
-            [str(SAMPLES / "reference.parquet")], f"{out}/reference", FeatureConfig(), run=run
+            [str(SAMPLES / "reference.parquet")],
+            f"{out}/reference",
+            FeatureConfig(),
+            holdout=0.5,
+            run=run,
+            grouping=by_identity,
         )
         return screen_flow([str(SAMPLES / "incoming.parquet")], reference, f"{out}/screen", run=run)
 

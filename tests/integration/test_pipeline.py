@@ -76,6 +76,37 @@ def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
     assert "data:image/png;base64" in html and "faces/" in html
 
 
+def test_the_report_leads_with_a_headline_and_shows_every_flagged_image(tmp_path, fitted) -> None:
+    from diffpath.alerts import ScreenPolicy
+    from diffpath.reference import load_reference
+    from flows.pipeline import RunOptions, screen_flow
+
+    everything = ScreenPolicy(threshold=-1e9)
+    outputs = screen_flow([INCOMING], fitted[1], str(tmp_path), run=RunOptions(), policy=everything)
+    html = Path(outputs["report"]).read_text()
+    headline = html.split("<p class='headline'>")[1].split("</p>")[0]
+    assert headline.startswith(f"{N_INCOMING} of {N_INCOMING} images flagged (100%)")
+    assert "Most flagged: faces/ 60 of 60" in headline
+    flagged_rows = html.split("Flagged images")[1].split("</table>")[0].split("<tr>")[2:]
+    assert len(flagged_rows) == N_INCOMING
+    assert all("<img" in row for row in flagged_rows)  # a thumbnail on every row
+    n_calibration = len(load_reference(fitted[1]).calibration_scores)
+    assert f"p-value (≥ {1 / (n_calibration + 1):.2g})" in html
+    assert f"1/({n_calibration} calibration images + 1)" in html
+
+
+def test_a_file_name_with_dollar_signs_renders_in_the_report(tmp_path, fitted) -> None:
+    from diffpath.alerts import ScreenPolicy
+    from flows.pipeline import RunOptions, screen_flow
+
+    folder = write_folder(tmp_path / "in", [("price $5 or $6.jpg", sample_bytes("faces/", 1)[0])])
+    everything = ScreenPolicy(threshold=-1e9)
+    outputs = screen_flow(
+        [folder], fitted[1], str(tmp_path / "s"), run=RunOptions(), policy=everything
+    )
+    assert "price $5 or $6.jpg" in Path(outputs["report"]).read_text()
+
+
 def test_rerun_computes_nothing_and_gives_identical_scores(fitted) -> None:
     out, reference = fitted
     first = screen([INCOMING], reference, out / "again", shard_size=64)
