@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +38,9 @@ CropBox = tuple[float, float, float, float]
 # face whether the frame is stored whole (== center_crop=140) or squashed to 64×64.
 CELEBA_FACE_BOX: CropBox = (19 / 178, 39 / 218, 159 / 178, 179 / 218)
 
-# Refuse decompression bombs rather than allocate gigabytes for one malicious file.
-Image.MAX_IMAGE_PIXELS = 64_000_000
+# Refuse decompression bombs (checked on the header, before any pixel is decoded) rather
+# than allocate gigabytes for one malicious file.
+MAX_PIXELS = 64_000_000
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -91,13 +91,18 @@ def decode_image(
     `key` when the bytes are not an image.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
-                opened.seek(0)
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-                image = to_rgb(image)
+        with Image.open(io.BytesIO(data)) as opened:
+            if opened.width * opened.height > MAX_PIXELS:
+                raise DecodeError(
+                    f"cannot decode image {key!r}: {opened.width}×{opened.height} pixels is "
+                    f"over the {MAX_PIXELS:,} limit (a decompression bomb?)"
+                )
+            opened.seek(0)
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+            image = to_rgb(image)
+    except DecodeError:
+        raise
     except UnidentifiedImageError as err:
         raise DecodeError(f"cannot decode image {key!r}: not a known image format") from err
     except Exception as err:  # Pillow raises many unrelated types for bad bytes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -66,10 +67,15 @@ def _protocol_prefix(uri: str) -> str:
 
 
 def _parquet_refs(fs, prefix: str, path: str) -> list[ImageRef]:
-    schema = pq.read_schema(fs.open(path, "rb"))
-    if "image" not in schema.names:
-        raise StorageError(f"Parquet file {prefix}{path} has no 'image' column")
-    keys = _read_keys(fs, path, schema)
+    """The rows of a Parquet file of images; a `StorageError` naming a file that is not one."""
+    try:
+        schema = pq.read_schema(fs.open(path, "rb"))
+        if "image" not in schema.names:
+            raise StorageError(f"Parquet file {prefix}{path} has no 'image' column")
+        keys = _read_keys(fs, path, schema)
+    except pa.ArrowException as err:
+        reason = str(err).splitlines()[0]
+        raise StorageError(f"{prefix}{path} is not a readable Parquet file: {reason}") from err
     return [ImageRef(uri=prefix + path, row=i, path=k) for i, k in enumerate(keys)]
 
 
@@ -105,11 +111,14 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
             refs += _parquet_refs(fs, prefix, root)
             continue
         for path in sorted(fs.find(root)):
-            lower = path.lower()
+            lower, key = path.lower(), path[len(root.rstrip("/")) + 1 :]
             if lower.endswith(".parquet"):
-                refs += _parquet_refs(fs, prefix, path)
+                try:
+                    refs += _parquet_refs(fs, prefix, path)
+                except StorageError as err:  # reading it gives its error row
+                    log.warning("%s is not a Parquet file of images: %s", prefix + path, err)
+                    refs.append(ImageRef(uri=prefix + path, row=None, path=key))
             elif lower.endswith(IMAGE_EXTENSIONS):
-                key = path[len(root.rstrip("/")) + 1 :]
                 refs.append(ImageRef(uri=prefix + path, row=None, path=key))
     if not refs:
         raise StorageError(f"source {uris!r} holds no images")
@@ -125,11 +134,40 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
     return sorted(unique, key=lambda r: (r.uri, -1 if r.row is None else r.row))
 
 
-def _image_bytes(value: object) -> bytes:
+DEFAULT_MAX_IMAGE_BYTES = 256 * 2**20
+
+
+def max_image_bytes() -> int:
+    """The most bytes read for one image (env DIFFPATH_MAX_IMAGE_BYTES, default 256 MiB):
+    a larger one is an error row, never a whole file in memory."""
+    return int(os.environ.get("DIFFPATH_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES))
+
+
+def _too_large(limit: int) -> str:
+    return f"over the {limit:,}-byte limit per image (raise DIFFPATH_MAX_IMAGE_BYTES to read it)"
+
+
+def _read_file(fs, path: str, uri: str, limit: int) -> bytes | str:
+    """An image file's bytes, reading at most `limit` + 1; a Parquet file listed as one
+    item (it could not be listed) gives the reason it cannot be read."""
+    if path.lower().endswith(".parquet"):
+        try:
+            _parquet_refs(fs, "", path)
+            return f"{uri}: Parquet file changed since it was listed; rerun"
+        except StorageError as err:
+            return f"{err}: fix it or move it out of the source"
+    with fs.open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    return f"{uri}: {_too_large(limit)}" if len(data) > limit else data
+
+
+def _image_bytes(value: object, limit: int) -> bytes:
     if isinstance(value, dict):
         value = value.get("bytes")
     if not isinstance(value, bytes | bytearray):
         raise TypeError(f"image cell holds {type(value).__name__}, not bytes")
+    if len(value) > limit:
+        raise ValueError(_too_large(limit))
     return bytes(value)
 
 
@@ -154,18 +192,18 @@ def read_refs(refs: Sequence[ImageRef]) -> list[bytes | str]:
     by_file: dict[str, list[int]] = defaultdict(list)
     for i, ref in enumerate(refs):
         by_file[ref.uri].append(i)
+    limit = max_image_bytes()
     for uri, members in by_file.items():
         fs, path = filesystem(uri)
         try:
             if refs[members[0]].row is None:
-                data = fs.cat_file(path)
-                results |= dict.fromkeys(members, data)
+                results |= dict.fromkeys(members, _read_file(fs, path, uri, limit))
                 continue
             cells = _read_rows(fs, path, sorted({refs[i].row for i in members}))
             for i in members:
                 try:
-                    results[i] = _image_bytes(cells.get(refs[i].row))
-                except TypeError as err:
+                    results[i] = _image_bytes(cells.get(refs[i].row), limit)
+                except (TypeError, ValueError) as err:
                     results[i] = f"{uri} row {refs[i].row}: {err}"
         except (OSError, pa.ArrowException) as err:
             results |= dict.fromkeys(members, f"cannot read {uri}: {err}".splitlines()[0])

@@ -19,8 +19,10 @@ from typing import IO, Any
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
+from fsspec.config import apply_config
+from fsspec.core import split_protocol
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.registry import get_filesystem_class
 
 from diffpath.errors import StorageError
 
@@ -48,9 +50,13 @@ TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.EREMOTEIO, errno.
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path) for a URI; options come from fsspec config and the environment."""
+    """(filesystem, path) for a URI by its protocol alone, so that every character of a
+    path is a path character: fsspec's URL chaining would read `a.jpg::b.jpg` as `a.jpg`.
+    Options come from fsspec config and the environment."""
+    protocol, _ = split_protocol(uri)
     try:
-        return url_to_fs(uri)
+        cls = get_filesystem_class(protocol or "file")
+        return cls(**apply_config(cls, {})), cls._strip_protocol(uri)
     except (ImportError, ValueError) as err:
         raise StorageError(f"cannot open storage {uri!r}: {err}") from err
 

@@ -67,6 +67,9 @@ SCORED = {
     "rotated.jpg": exif_rotated_jpeg(),
     "<img src=x onerror=alert(1)>.png": encoded(picture(33, 33), "PNG"),
     "ünïcödé 名前.png": encoded(picture(34, 34), "PNG"),
+    "face.jpg": encoded(picture(35, 35), "JPEG"),
+    "face.jpg::tex.jpg": encoded(picture(36, 36), "PNG"),  # '::' is no URL chaining here
+    "price $5 or $6.png": encoded(picture(37, 37), "PNG"),  # no mathtext in the report
 }
 FAILED = {
     "zero.jpg": b"",
@@ -76,11 +79,16 @@ FAILED = {
     "page.jpg": b"<!doctype html><html><body>hi</body></html>",
     "bad-crc.png": bad_crc_png(),
     "bomb.png": png_bomb(),
+    "huge.png": encoded(picture(600, 600), "PNG"),  # over DIFFPATH_MAX_IMAGE_BYTES below
+    "metadata.parquet": b"",  # a stray Parquet file: written below
+    "corrupt.parquet": b"PAR1 not really",
 }
+MAX_BYTES = 400_000
 
 
-def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config) -> None:
+def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config, monkeypatch) -> None:
     from diffpath.alerts import ScreenPolicy
+    from diffpath.identity import content_hash
     from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
     from tests.conftest import SAMPLES
 
@@ -88,6 +96,9 @@ def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config) -> None:
     folder.mkdir()
     for name, data in {**SCORED, **FAILED}.items():
         (folder / name).write_bytes(data)
+    pq.write_table(pa.table({"n_images": [3]}), folder / "metadata.parquet")
+    assert len(FAILED["huge.png"]) > MAX_BYTES > max(map(len, SCORED.values()))
+    monkeypatch.setenv("DIFFPATH_MAX_IMAGE_BYTES", str(MAX_BYTES))
     reference = fit_reference_flow(
         [str(SAMPLES / "reference.parquet")],
         str(tmp_path / "ref"),
@@ -103,6 +114,9 @@ def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config) -> None:
     for row in errors.iter_rows(named=True):
         assert row["path"] in row["error"] and "<_io" not in row["error"]
     assert scores["score"].is_finite().all()
+    hashes = dict(zip(scores["path"], scores["sha256"], strict=True))
+    assert all(hashes[name] == content_hash(data) for name, data in SCORED.items())
+    assert pl.read_parquet(outputs["duplicates"]).is_empty()
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<img src=x onerror" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

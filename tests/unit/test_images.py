@@ -147,3 +147,23 @@ def test_damaged_real_images_give_an_image_or_a_decode_error(kind, junk, at) -> 
     damaged = data[:at] + junk + data[at + len(junk) :]
     with contextlib.suppress(DecodeError):  # anything else fails the test
         assert decode_image(damaged, "damaged", 16).shape == (3, 16, 16)
+
+
+def test_bombs_are_refused_in_every_thread_without_touching_warning_filters() -> None:
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.integration.test_bad_inputs import png_bomb
+
+    filters = list(warnings.filters)
+    bombs = [png_bomb(10_000 + i) for i in range(64)]  # 100M pixels each, distinct bytes
+
+    def refused(data: bytes) -> bool:
+        with contextlib.suppress(DecodeError):
+            decode_image(data, "bomb.png")
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(refused, bombs))
+    assert warnings.filters == filters
