@@ -30,7 +30,9 @@ class ScreenPolicy(BaseModel):
     fpr: float | None = Field(
         None, gt=0, lt=1, description="flag at this in-distribution rate (default: the reference's)"
     )
-    threshold: float | None = Field(None, description="flag scores above this value instead")
+    threshold: float | None = Field(
+        None, allow_inf_nan=False, description="flag scores above this value instead"
+    )
     fail_above: float | None = Field(
         None, ge=0, le=1, description="alert when more than this fraction is flagged"
     )

@@ -65,8 +65,8 @@ def fpr_at_tpr(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95)
 
 def calibrate_threshold(id_scores: np.ndarray, target_fpr: float = 0.05) -> float:
     """Smallest threshold flagging (score > threshold) at most `target_fpr` of ID scores."""
-    if not 0 <= target_fpr < 1:
-        raise ConfigError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    if not 0 < target_fpr < 1:
+        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
     scores = np.sort(np.asarray(id_scores, float))
     if len(scores) == 0:
         raise ConfigError("calibration needs in-distribution scores")

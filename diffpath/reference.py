@@ -26,6 +26,7 @@ from diffpath.storage import join, read_bytes, write_bytes
 
 __all__ = [
     "Reference",
+    "check_fit_options",
     "check_grouping",
     "cross_fit_scores",
     "fit_reference",
@@ -119,6 +120,15 @@ def fit_reference(
         calibration_scores=np.sort(calibration),
         split=split,
     )
+
+
+def check_fit_options(density: str, method: str, target_fpr: float, holdout: float) -> None:
+    """Refuse options that would fail a fit, or give a reference `screen` refuses, before
+    any feature is computed."""
+    make_density(density, method)
+    for name, value in (("target_fpr", target_fpr), ("holdout", holdout)):
+        if not 0 < value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
 
 
 def check_grouping(listing_uri: str, grouping: Grouping, holdout: float, seed: int) -> int:

@@ -23,6 +23,7 @@ from diffpath.config import FeatureConfig
 from diffpath.errors import AlertError, ConfigError
 from diffpath.lock import output_lock
 from diffpath.model import gpu_count
+from diffpath.reference import check_fit_options
 from diffpath.shards import ShardCounts
 from diffpath.sources import Grouping, Listing
 from diffpath.storage import dated, join
@@ -184,6 +185,7 @@ def fit_reference_flow(
     whole groups for calibrating the threshold, so it holds for groups never seen; it is
     checked on the listing before any feature is computed. Sources and `out` may
     hold `{date}`/`{datetime}` (`run_time`); a dated `out` gets a `latest.json` beside it."""
+    check_fit_options(density, config.method, target_fpr, holdout)
     target = Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
     with output_lock(out):
