@@ -47,7 +47,12 @@ def output_lock(out: str) -> Iterator[str]:
     """Hold `out` for one run (yields its run id); refuses a live holder with `LockedError`."""
     uri = join(out, LOCK)
     if exists(uri):
-        holder = read_json(uri)
+        try:
+            holder = read_json(uri)
+        except StorageError as err:
+            raise LockedError(
+                f"{err}; delete it if no run is writing to {out}, then rerun"
+            ) from err
         if _alive(holder):
             raise LockedError(
                 f"another run (id {holder.get('run_id')}, pid {holder.get('pid')} on "

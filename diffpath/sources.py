@@ -100,6 +100,7 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
     searched recursively for image files (case-insensitive extensions) and Parquet files.
     """
     refs: list[ImageRef] = []
+    skipped: list[str] = []
     for uri in [uris] if isinstance(uris, str) else uris:
         fs, root = filesystem(uri)
         prefix = _protocol_prefix(uri)
@@ -120,6 +121,16 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
                     refs.append(ImageRef(uri=prefix + path, row=None, path=key))
             elif lower.endswith(IMAGE_EXTENSIONS):
                 refs.append(ImageRef(uri=prefix + path, row=None, path=key))
+            else:
+                skipped.append(prefix + path)
+    if skipped:
+        log.warning(
+            "%d files of %s are neither images (%s) nor Parquet and were not listed, e.g. %s",
+            len(skipped),
+            uris,
+            " ".join(IMAGE_EXTENSIONS),
+            skipped[0],
+        )
     if not refs:
         raise StorageError(f"source {uris!r} holds no images")
     unique = {ref.locator: ref for ref in refs}.values()

@@ -107,7 +107,11 @@ def read_bytes(uri: str) -> bytes:
 
 
 def read_json(uri: str) -> Any:
-    return json.loads(read_bytes(uri))
+    """A JSON object; a `StorageError` naming `uri` when it is not JSON."""
+    try:
+        return json.loads(read_bytes(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StorageError(f"{uri!r} is not valid JSON: {err}") from err
 
 
 def read_parquet(uri: str, columns: Sequence[str] | None = None) -> pa.Table:

@@ -16,7 +16,7 @@ from diffpath.sources import (
 )
 
 
-def test_folder_listing_is_recursive_case_insensitive_and_sorted(tmp_path) -> None:
+def test_folder_listing_is_recursive_case_insensitive_and_sorted(tmp_path, caplog) -> None:
     for name in ["b/2.PNG", "a.jpg", "b/1.JpEg", "c/deep/3.tiff", "notes.txt", "x.webp"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(name.encode())
@@ -24,6 +24,7 @@ def test_folder_listing_is_recursive_case_insensitive_and_sorted(tmp_path) -> No
     assert [r.path for r in refs] == ["a.jpg", "b/1.JpEg", "b/2.PNG", "c/deep/3.tiff", "x.webp"]
     assert refs[2] == ImageRef(str(tmp_path / "b" / "2.PNG"), None, "b/2.PNG")
     assert read_refs(refs)[2] == b"b/2.PNG"
+    assert "1 files of" in caplog.text and "notes.txt" in caplog.text  # skipped, said so
 
 
 def test_hugging_face_struct_column_and_missing_keys(tmp_path) -> None:

@@ -104,3 +104,19 @@ def test_dated_uris_and_the_latest_pointer(tmp_path) -> None:
         "screen/2026-11-26"
     ) and uri.endswith("latest.json")
     assert point_latest(str(tmp_path / "fixed"), str(tmp_path / "fixed"), when) is None
+
+
+def test_a_corrupt_lock_or_json_file_is_named_in_one_line(tmp_path) -> None:
+    from diffpath.errors import StorageError
+    from diffpath.lock import LOCK, LockedError, output_lock
+    from diffpath.storage import read_json
+
+    (tmp_path / "x.json").write_bytes(b"{not json")
+    with pytest.raises(StorageError, match="x.json' is not valid JSON"):
+        read_json(str(tmp_path / "x.json"))
+    (tmp_path / LOCK).write_bytes(b"\x00\xff torn")
+    with (
+        pytest.raises(LockedError, match=f"{LOCK}' is not valid JSON.*delete it if no run"),
+        output_lock(str(tmp_path)),
+    ):
+        pass
