@@ -152,8 +152,11 @@ def featurize_shard(
 
 
 def write_shard(uri: str, frame: pa.Table, config: FeatureConfig, model_id: str) -> str:
-    """Write a shard atomically, its provenance (feature key, config, model) in the metadata."""
+    """Write a shard atomically, its provenance (feature key, config, model) and identity
+    (its listing's folder and shard name, its row count) in the metadata."""
     meta = {
+        "name": _shard_name(uri),
+        "rows": len(frame),
         "feature_key": feature_key(config, model_id),
         "config": config.model_dump(mode="json"),
         "model_id": model_id,
@@ -162,9 +165,14 @@ def write_shard(uri: str, frame: pa.Table, config: FeatureConfig, model_id: str)
     return write_parquet(frame, uri, meta)
 
 
+def _shard_name(uri: str) -> str:
+    """`<listing-id>-<config-hash>/shard-NNNNN.parquet`: which listing and shard it holds."""
+    return "/".join(uri.rsplit("/", 2)[-2:])
+
+
 def read_shards(uris: Sequence[str], config: FeatureConfig) -> tuple[pa.Table, str]:
     """A run's shards concatenated → (frame, model fingerprint); refuses shards of another
-    config hash or a mix of models."""
+    config hash, a mix of models, and a shard written for another listing or cut short."""
     if not uris:
         raise StorageError("no feature shards to read")
     frames, model_ids = [], set()
@@ -174,6 +182,13 @@ def read_shards(uris: Sequence[str], config: FeatureConfig) -> tuple[pa.Table, s
         if metadata is None:
             raise StorageError(f"{uri} is not a diffpath feature shard")
         meta = json.loads(metadata)
+        if meta.get("name", _shard_name(uri)) != _shard_name(uri) or meta.get(
+            "rows", len(table)
+        ) != len(table):
+            raise StorageError(
+                f"{uri} holds shard {meta.get('name')} of {meta.get('rows')} rows, not this "
+                "listing's: it was copied or replaced; delete it and rerun"
+            )
         if meta["feature_key"] != feature_key(config, meta["model_id"]):
             raise ConfigMismatchError(
                 f"{uri} holds features of key {meta['feature_key']}, not of config "

@@ -115,3 +115,21 @@ def test_a_combination_reads_the_parts_it_has_and_computes_the_rest(
     np.testing.assert_array_equal(
         frame.select("err_l1").to_series(), pl.from_arrow(v2_alone)["err_l1"]
     )
+
+
+def test_a_shard_copied_from_another_listing_is_refused(tmp_path) -> None:
+    import shutil
+
+    import pytest
+
+    from diffpath.errors import StorageError
+    from diffpath.shards import read_shards, shard_uri, write_shard
+
+    config = FeatureConfig(method="diffpathv2")
+    mine, theirs = (shard_uri(str(tmp_path), listing, 0, config) for listing in ("aaaa", "bbbb"))
+    for uri, n in ((mine, 12), (theirs, 16)):
+        write_shard(uri, pa.table({"row": list(range(n))}), config, "m")
+    assert len(read_shards([mine], config)[0]) == 12
+    shutil.copyfile(theirs, mine)  # another run's shard swapped in
+    with pytest.raises(StorageError, match="holds shard bbbb-.* of 16 rows, not this listing's"):
+        read_shards([mine], config)
