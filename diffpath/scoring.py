@@ -23,7 +23,7 @@ from diffpath.metrics import conformal_p_values, ood_metrics, roc
 from diffpath.reference import Reference, load_reference
 from diffpath.shards import LOCATOR, feature_matrix, read_shards
 from diffpath.sources import ImageRef
-from diffpath.storage import join, write_json, write_parquet
+from diffpath.storage import join, remove, write_json, write_parquet
 
 __all__ = [
     "audit",
@@ -163,7 +163,12 @@ def _write_outputs(
     duplicates: pl.DataFrame,
     summary: dict[str, Any],
 ) -> dict[str, str]:
-    """scores.parquet, errors.parquet, duplicates.parquet and summary.json → their URIs."""
+    """scores.parquet, errors.parquet, duplicates.parquet and summary.json → their URIs.
+
+    The previous run's summary and report go first and the summary is written last, so a
+    summary.json beside the tables says they are one complete run's."""
+    for stale in ("summary.json", "report.html"):
+        remove(join(out, stale))
     return {
         "scores": write_parquet(scores.to_arrow(), join(out, "scores.parquet")),
         "errors": write_parquet(errors.to_arrow(), join(out, "errors.parquet")),

@@ -38,6 +38,7 @@ __all__ = [
     "read_json",
     "read_many",
     "read_parquet",
+    "remove",
     "write_atomic",
     "write_bytes",
     "write_json",
@@ -96,6 +97,13 @@ def point_latest(template: str, resolved: str, when: datetime) -> str | None:
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     return bool(fs.exists(path))
+
+
+def remove(uri: str) -> None:
+    """Delete one object if it exists."""
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm_file(path)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -107,6 +107,26 @@ def test_a_file_name_with_dollar_signs_renders_in_the_report(tmp_path, fitted) -
     assert "price $5 or $6.jpg" in Path(outputs["report"]).read_text()
 
 
+def test_a_run_that_fails_writing_leaves_no_summary_of_an_earlier_run(
+    tmp_path, fitted, monkeypatch
+) -> None:
+    import diffpath.scoring
+    from diffpath.errors import StorageError
+
+    screen([INCOMING], fitted[1], tmp_path, max_images=10)
+    assert (tmp_path / "summary.json").exists() and (tmp_path / "report.html").exists()
+
+    def full_disk(data, uri):
+        raise StorageError(f"cannot write {uri}: no space left")
+
+    monkeypatch.setattr(diffpath.scoring, "write_json", full_disk)
+    with pytest.raises(StorageError, match="no space left"):
+        screen([INCOMING], fitted[1], tmp_path, max_images=12)
+    assert len(pl.read_parquet(tmp_path / "scores.parquet")) == 12  # this run's tables,
+    assert not (tmp_path / "summary.json").exists()  # and no summary or report of the last
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_rerun_computes_nothing_and_gives_identical_scores(fitted) -> None:
     out, reference = fitted
     first = screen([INCOMING], reference, out / "again", shard_size=64)

@@ -131,5 +131,5 @@ def test_a_shard_copied_from_another_listing_is_refused(tmp_path) -> None:
         write_shard(uri, pa.table({"row": list(range(n))}), config, "m")
     assert len(read_shards([mine], config)[0]) == 12
     shutil.copyfile(theirs, mine)  # another run's shard swapped in
-    with pytest.raises(StorageError, match="holds shard bbbb-.* of 16 rows, not this listing's"):
+    with pytest.raises(StorageError, match=r"holds shard bbbb-.* of 16 rows, not this listing's"):
         read_shards([mine], config)

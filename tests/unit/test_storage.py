@@ -112,7 +112,7 @@ def test_a_corrupt_lock_or_json_file_is_named_in_one_line(tmp_path) -> None:
     from diffpath.storage import read_json
 
     (tmp_path / "x.json").write_bytes(b"{not json")
-    with pytest.raises(StorageError, match="x.json' is not valid JSON"):
+    with pytest.raises(StorageError, match=r"x\.json' is not valid JSON"):
         read_json(str(tmp_path / "x.json"))
     (tmp_path / LOCK).write_bytes(b"\x00\xff torn")
     with (
