@@ -204,17 +204,23 @@ def write_many(objects: Mapping[str, bytes]) -> None:
     if not objects:
         return
     fs, _ = filesystem(next(iter(objects)))
-    try:
-        if isinstance(fs, LocalFileSystem):
-            for uri, data in objects.items():
-                path = filesystem(uri)[1]
+    if isinstance(fs, LocalFileSystem):
+        for uri, data in objects.items():
+            path = filesystem(uri)[1]
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
                 with open(tmp, "wb") as handle:
                     handle.write(data)
                 os.replace(tmp, path)
-        else:
-            fs.pipe({filesystem(uri)[1]: data for uri, data in objects.items()})
+            except OSError as err:
+                raise StorageError(f"cannot write {uri!r}: {err}") from err
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        return
+    try:
+        fs.pipe({filesystem(uri)[1]: data for uri, data in objects.items()})
     except OSError as err:
         raise StorageError(f"cannot write under {next(iter(objects))!r}: {err}") from err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import botocore.exceptions
 import pyarrow as pa
@@ -120,3 +121,25 @@ def test_a_corrupt_lock_or_json_file_is_named_in_one_line(tmp_path) -> None:
         output_lock(str(tmp_path)),
     ):
         pass
+
+
+def test_a_failed_write_names_its_object_and_leaves_no_temporary_file(tmp_path) -> None:
+    from unittest import mock
+
+    from diffpath.errors import StorageError
+    from diffpath.storage import write_many
+
+    objects = {str(tmp_path / "a" / name): b"x" * 10 for name in ("one", "two")}
+    real_replace = os.replace
+
+    def full_on_two(src, dst):
+        if dst.endswith("two"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    with (
+        mock.patch("os.replace", full_on_two),
+        pytest.raises(StorageError, match=r"cannot write '.*/a/two': .*No space left"),
+    ):
+        write_many(objects)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["one"]
