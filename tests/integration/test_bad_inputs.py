@@ -86,6 +86,10 @@ FAILED = {
 MAX_BYTES = 400_000
 
 
+@pytest.mark.hostile(
+    *[(f"file `{name}`", "scored from its own bytes") for name in SCORED],
+    *[(f"file `{name}`", "one error row naming it") for name in FAILED],
+)
 def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config, monkeypatch) -> None:
     from diffpath.alerts import ScreenPolicy
     from diffpath.identity import content_hash
@@ -123,6 +127,14 @@ def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config, monkeypatch) -> No
     assert summary["n_images"] == len(SCORED) + len(FAILED)
 
 
+@pytest.mark.hostile(
+    (
+        "Parquet rows with duplicate and null keys, a null image, a non-image cell",
+        "each row scored or an error row; duplicate keys kept apart",
+    ),
+    ("a Parquet source without an `image` column", "one line naming it"),
+    ("an empty Parquet source", "one line: it holds no images"),
+)
 def test_odd_parquet_sources(tmp_path, tiny_config) -> None:
     from prefect import flow
 

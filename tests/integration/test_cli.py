@@ -222,6 +222,12 @@ def test_a_dated_screen_that_alerts_exits_3_after_writing_outputs(dated_referenc
     assert (out / "scores.parquet").exists() and str(out) in screen.output
 
 
+@pytest.mark.hostile(
+    (
+        "two `--ood` sets both `test.parquet`, one under `date=2026-12-01/`",
+        "named apart by their folders; two sets of one name refused",
+    ),
+)
 def test_evaluate_names_sets_that_share_a_file_name_apart(dated_reference, tmp_path) -> None:
     import pyarrow.parquet as pq
 

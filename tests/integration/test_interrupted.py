@@ -38,6 +38,9 @@ def uninterrupted(reference: str, out: Path) -> pl.DataFrame:
     return pl.read_parquet(outputs["scores"]).sort("uri", "row")
 
 
+@pytest.mark.hostile(
+    ("fault: kill -9 during feature extraction", "a rerun equals an uninterrupted run"),
+)
 def test_sigkill_during_features_then_rerun_equals_an_uninterrupted_run(
     tmp_path, reference
 ) -> None:
@@ -79,6 +82,9 @@ def test_sigkill_during_features_then_rerun_equals_an_uninterrupted_run(
     np.testing.assert_allclose(resumed["score"], expected["score"], rtol=1e-4)
 
 
+@pytest.mark.hostile(
+    ("fault: damaged shards and cache objects", "recomputed, never trusted"),
+)
 def test_damaged_shards_and_cache_objects_are_recomputed_not_trusted(tmp_path, reference) -> None:
     from flows.pipeline import RunOptions, screen_flow
 
@@ -98,6 +104,9 @@ def test_damaged_shards_and_cache_objects_are_recomputed_not_trusted(tmp_path, r
     np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4)  # 5 recomputed in a batch of 5
 
 
+@pytest.mark.hostile(
+    ("fault: a second run into the same `--out`", "refused; a dead run's lock taken over"),
+)
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, reference) -> None:
     import json
     import socket

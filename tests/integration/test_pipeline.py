@@ -95,6 +95,9 @@ def test_the_report_leads_with_a_headline_and_shows_every_flagged_image(tmp_path
     assert f"1/({n_calibration} calibration images + 1)" in html
 
 
+@pytest.mark.hostile(
+    ("a flagged file named `price $5 or $6.jpg`", "the report renders it (no mathtext)"),
+)
 def test_a_file_name_with_dollar_signs_renders_in_the_report(tmp_path, fitted) -> None:
     from diffpath.alerts import ScreenPolicy
     from flows.pipeline import RunOptions, screen_flow
@@ -107,6 +110,12 @@ def test_a_file_name_with_dollar_signs_renders_in_the_report(tmp_path, fitted) -
     assert "price $5 or $6.jpg" in Path(outputs["report"]).read_text()
 
 
+@pytest.mark.hostile(
+    (
+        "fault: disk full while writing summary.json",
+        "no earlier run's summary or report left beside the new tables",
+    ),
+)
 def test_a_run_that_fails_writing_leaves_no_summary_of_an_earlier_run(
     tmp_path, fitted, monkeypatch
 ) -> None:
@@ -136,6 +145,9 @@ def test_rerun_computes_nothing_and_gives_identical_scores(fitted) -> None:
     assert pl.read_parquet(first["scores"]).equals(pl.read_parquet(second["scores"]))
 
 
+@pytest.mark.hostile(
+    ("two folders holding the same file names", "every file scored on its own bytes"),
+)
 def test_colliding_names_in_two_folders_are_scored_apart(tmp_path, fitted) -> None:
     """The bug this identity fixes: day2's textures used to overwrite day1's faces by name."""
     _, reference = fitted
@@ -417,6 +429,12 @@ def test_reference_held_back_by_group_and_said_in_the_summary(tmp_path, tiny_con
     assert not (tmp_path / "x" / "features").exists()  # refused before any feature work
 
 
+@pytest.mark.hostile(
+    (
+        "`--group-column` on image files; a `--group-by` pattern that misses",
+        "refused before any feature is computed",
+    ),
+)
 def test_image_files_grouped_by_folder_or_pattern_before_any_feature_work(
     tmp_path, tiny_config
 ) -> None:

@@ -93,6 +93,9 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
     assert not fs.glob(f"{bucket}/runs/**/.tmp-*")  # atomic writes left no temporaries
 
 
+@pytest.mark.hostile(
+    ("a mistyped output bucket", "fails at once; no bucket is created"),
+)
 def test_a_mistyped_output_bucket_fails_at_once_and_is_not_created(
     s3_endpoint, tiny_config
 ) -> None:

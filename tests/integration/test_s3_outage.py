@@ -22,6 +22,12 @@ pytestmark = [
 ]
 
 
+@pytest.mark.hostile(
+    (
+        "fault: S3 unreachable in the middle of a run",
+        "retried; the outputs equal an undisturbed run's",
+    ),
+)
 def test_a_run_survives_an_s3_outage(tmp_path, tiny_config, monkeypatch) -> None:
     from moto.server import ThreadedMotoServer
     from s3fs import S3FileSystem

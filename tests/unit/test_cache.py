@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from diffpath.cache import FeatureCache
 from diffpath.config import FeatureConfig
@@ -28,6 +29,19 @@ def test_get_put_by_content_hash_and_layout(tmp_path) -> None:
     assert h in moved.get([h])  # the same weights elsewhere: the same key
 
 
+@pytest.mark.hostile(
+    ("fault: a cache object truncated", "not served; recomputed, a warning names the image"),
+    (
+        "fault: a cache object replaced by another image's",
+        "not served; recomputed, a warning names the image",
+    ),
+    (
+        "fault: one bit flipped in a cache object",
+        "not served; recomputed, a warning names the image",
+    ),
+    ("fault: NaN in a cache object", "not served; recomputed and replaced"),
+    ("a non-finite feature to cache", "never cached"),
+)
 def test_a_damaged_replaced_or_non_finite_object_is_never_served(tmp_path, caplog) -> None:
     cache = FeatureCache(str(tmp_path), FeatureConfig(method="diffpathv2"), "m")
     h, other = content_hash(b"image"), content_hash(b"another image")
@@ -117,10 +131,11 @@ def test_a_combination_reads_the_parts_it_has_and_computes_the_rest(
     )
 
 
+@pytest.mark.hostile(
+    ("fault: a feature shard of another run swapped in", "refused in one line naming it"),
+)
 def test_a_shard_copied_from_another_listing_is_refused(tmp_path) -> None:
     import shutil
-
-    import pytest
 
     from diffpath.errors import StorageError
     from diffpath.shards import read_shards, shard_uri, write_shard

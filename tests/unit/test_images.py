@@ -149,6 +149,12 @@ def test_damaged_real_images_give_an_image_or_a_decode_error(kind, junk, at) -> 
         assert decode_image(damaged, "damaged", 16).shape == (3, 16, 16)
 
 
+@pytest.mark.hostile(
+    (
+        "64 distinct decompression bombs decoded at once in 8 threads",
+        "every one refused; warning filters untouched",
+    ),
+)
 def test_bombs_are_refused_in_every_thread_without_touching_warning_filters() -> None:
     import warnings
     from concurrent.futures import ThreadPoolExecutor

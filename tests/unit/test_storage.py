@@ -107,6 +107,9 @@ def test_dated_uris_and_the_latest_pointer(tmp_path) -> None:
     assert point_latest(str(tmp_path / "fixed"), str(tmp_path / "fixed"), when) is None
 
 
+@pytest.mark.hostile(
+    ("fault: a corrupt lock file in `--out`", "refused in one line naming it"),
+)
 def test_a_corrupt_lock_or_json_file_is_named_in_one_line(tmp_path) -> None:
     from diffpath.errors import StorageError
     from diffpath.lock import LOCK, LockedError, output_lock
@@ -123,6 +126,12 @@ def test_a_corrupt_lock_or_json_file_is_named_in_one_line(tmp_path) -> None:
         pass
 
 
+@pytest.mark.hostile(
+    (
+        "fault: disk full while writing a cache object",
+        "one line naming that object; no temporary file left",
+    ),
+)
 def test_a_failed_write_names_its_object_and_leaves_no_temporary_file(tmp_path) -> None:
     from unittest import mock
 
