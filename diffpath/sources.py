@@ -92,6 +92,33 @@ def _read_keys(fs, path: str, schema: pa.Schema) -> list[str]:
     return [f"{name}#{i}" if k is None else str(k) for i, k in enumerate(keys)]
 
 
+def _list_one(uri: str) -> tuple[list[ImageRef], list[str]]:
+    """(the images of one source, the files it holds that are neither images nor Parquet)."""
+    refs: list[ImageRef] = []
+    skipped: list[str] = []
+    fs, root = filesystem(uri)
+    prefix = _protocol_prefix(uri)
+    if not fs.exists(root):
+        raise StorageError(f"source {uri!r} does not exist")
+    if fs.isfile(root):
+        if not root.lower().endswith(".parquet"):
+            raise StorageError(f"source file {uri!r} is not a .parquet file")
+        return _parquet_refs(fs, prefix, root), []
+    for path in sorted(fs.find(root)):
+        lower, key = path.lower(), path[len(root.rstrip("/")) + 1 :]
+        if lower.endswith(".parquet"):
+            try:
+                refs += _parquet_refs(fs, prefix, path)
+            except StorageError as err:  # reading it gives its error row
+                log.warning("%s is not a Parquet file of images: %s", prefix + path, err)
+                refs.append(ImageRef(uri=prefix + path, row=None, path=key))
+        elif lower.endswith(IMAGE_EXTENSIONS):
+            refs.append(ImageRef(uri=prefix + path, row=None, path=key))
+        else:
+            skipped.append(prefix + path)
+    return refs, skipped
+
+
 def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
     """List every image of one or more sources, sorted by (uri, row); a URI listed twice
     (or inside two sources) is kept once. Repeated `path` names are logged, never merged.
@@ -102,27 +129,14 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
     refs: list[ImageRef] = []
     skipped: list[str] = []
     for uri in [uris] if isinstance(uris, str) else uris:
-        fs, root = filesystem(uri)
-        prefix = _protocol_prefix(uri)
-        if not fs.exists(root):
-            raise StorageError(f"source {uri!r} does not exist")
-        if fs.isfile(root):
-            if not root.lower().endswith(".parquet"):
-                raise StorageError(f"source file {uri!r} is not a .parquet file")
-            refs += _parquet_refs(fs, prefix, root)
-            continue
-        for path in sorted(fs.find(root)):
-            lower, key = path.lower(), path[len(root.rstrip("/")) + 1 :]
-            if lower.endswith(".parquet"):
-                try:
-                    refs += _parquet_refs(fs, prefix, path)
-                except StorageError as err:  # reading it gives its error row
-                    log.warning("%s is not a Parquet file of images: %s", prefix + path, err)
-                    refs.append(ImageRef(uri=prefix + path, row=None, path=key))
-            elif lower.endswith(IMAGE_EXTENSIONS):
-                refs.append(ImageRef(uri=prefix + path, row=None, path=key))
-            else:
-                skipped.append(prefix + path)
+        try:
+            found, unlisted = _list_one(uri)
+        except StorageError:
+            raise
+        except OSError as err:  # access denied, no credentials, …: name the source
+            raise StorageError(f"cannot list {uri!r}: {err}") from err
+        refs += found
+        skipped += unlisted
     if skipped:
         log.warning(
             "%d files of %s are neither images (%s) nor Parquet and were not listed, e.g. %s",

@@ -99,3 +99,15 @@ def test_subsample_and_listing_shards(tmp_path) -> None:
     shards = [read_listing(listing.uri, i) for i in range(listing.n_shards)]
     assert [len(s) for s in shards] == [3, 3, 1]
     assert [ref for shard in shards for ref in shard] == picked
+
+
+@pytest.mark.hostile(("wrong credentials for a source", "one line naming the source"))
+def test_a_source_that_refuses_access_is_named(tmp_path, monkeypatch) -> None:
+    from fsspec.implementations.local import LocalFileSystem
+
+    def forbidden(self, path, **kwargs):
+        raise PermissionError("Forbidden")
+
+    monkeypatch.setattr(LocalFileSystem, "find", forbidden)
+    with pytest.raises(StorageError, match=f"cannot list '{tmp_path}': Forbidden"):
+        list_source(str(tmp_path))
