@@ -280,10 +280,19 @@ def test_run_options_fail_with_one_line_naming_them(tmp_path, options, code, rea
 @pytest.mark.parametrize(
     "options, reason",
     [
-        (["--target-fpr", "0"], "--target-fpr must be in (0, 1), got 0.0"),
-        (["--target-fpr", "1.5"], "--target-fpr must be in (0, 1), got 1.5"),
-        (["--holdout", "1"], "--holdout must be in (0, 1), got 1.0"),
-        (["--density", "pickle"], "unknown density 'pickle'"),
+        pytest.param(
+            options,
+            reason,
+            marks=pytest.mark.hostile(
+                (f"`fit-reference {' '.join(options)}`", "refused before any feature work")
+            ),
+        )
+        for options, reason in [
+            (["--target-fpr", "0"], "--target-fpr must be in (0, 1), got 0.0"),
+            (["--target-fpr", "1.5"], "--target-fpr must be in (0, 1), got 1.5"),
+            (["--holdout", "1"], "--holdout must be in (0, 1), got 1.0"),
+            (["--density", "pickle"], "unknown density 'pickle'"),
+        ]
     ],
 )
 def test_fit_options_are_refused_before_any_feature_work(tmp_path, options, reason) -> None:
@@ -294,7 +303,13 @@ def test_fit_options_are_refused_before_any_feature_work(tmp_path, options, reas
     assert not (tmp_path / "o" / "features").exists()
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(v, marks=pytest.mark.hostile((f"`screen --threshold {v}`", "refused, exit 2")))
+        for v in ("nan", "inf", "-inf")
+    ],
+)
 def test_a_non_finite_threshold_is_refused_before_any_work(tmp_path, value) -> None:
     args = ["screen", str(SAMPLES / "incoming.parquet"), "--reference", "r.json"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "s"), "--threshold", value])
