@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from diffpath.errors import StorageError
 from diffpath.storage import exists, filesystem, join, read_json, write_json
 
-__all__ = ["LockedError", "output_lock"]
+__all__ = ["LockedError", "output_lock", "pid_alive"]
 
 log = logging.getLogger(__name__)
 LOCK = ".diffpath-lock.json"
@@ -29,17 +29,25 @@ class LockedError(StorageError):
     """Another run is writing to the same output."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine may still run (True when unsure)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _alive(holder: dict) -> bool:
     """Whether the lock's process may still run: unknowable on another machine."""
     if holder.get("host") != socket.gethostname():
         return True
     try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError, TypeError):
+        return pid_alive(int(holder["pid"]))
+    except (KeyError, ValueError, TypeError):
         return True
-    return True
 
 
 @contextmanager

@@ -377,3 +377,45 @@ def test_simultaneous_first_runs_on_a_fresh_prefect_home_all_start(tmp_path, n_r
         assert run.returncode == 1, stderr
         last = stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: source '{tmp_path}/none{i}' does not exist"), stderr
+
+
+@pytest.mark.slow
+@pytest.mark.hostile(
+    ("fault: kill -9 of a CLI run", "its orphaned Prefect server is stopped by the next run")
+)
+def test_the_server_of_a_killed_run_is_stopped_by_the_next(tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flows.server import SERVERS, _is_prefect_server
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    cli = [sys.executable, "-m", "flows.cli", "fit-reference"]
+    long_run = subprocess.Popen(
+        [*cli, str(SAMPLES / "reference.parquet"), "--out", str(tmp_path / "o")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    records = tmp_path / "home" / SERVERS
+    deadline = time.time() + 300
+    while not list(records.glob("*.json")):
+        assert time.time() < deadline and long_run.poll() is None, "the run never started"
+        time.sleep(0.5)
+    server = json.loads(next(records.glob("*.json")).read_text())["server"]
+    long_run.send_signal(signal.SIGKILL)
+    long_run.wait()
+    assert _is_prefect_server(server)  # orphaned
+    next_run = subprocess.run(
+        [*cli, str(tmp_path / "none"), "--out", str(tmp_path / "o2")], env=env, capture_output=True
+    )
+    assert next_run.returncode == 1
+    deadline = time.time() + 30
+    while _is_prefect_server(server):
+        assert time.time() < deadline, "the orphaned server still runs"
+        time.sleep(0.5)
+    assert not list(records.glob("*.json"))  # the next run's own record went with it
