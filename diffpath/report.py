@@ -4,6 +4,7 @@ curves, flagged-image thumbnails and error maps, one self-contained file each.""
 from __future__ import annotations
 
 import html
+import re
 import textwrap
 
 import numpy as np
@@ -56,8 +57,10 @@ def _summary_html(summary: dict) -> str:
         }
         for f in summary.get("flagged_by_folder", [])
     ]
+    # a number like 3.5e-34 never breaks at its hyphen (U+2011, non-breaking)
+    sentence = re.sub(r"(\d)e-(\d)", "\\1e\u2011\\2", html.escape(headline(summary)))
     return (
-        f"<p class='headline'>{html.escape(headline(summary))}</p>"
+        f"<p class='headline'>{sentence}</p>"
         + _notes(summary)
         + (table_html(folders) if folders else "")
         + "<details><summary>All summary fields</summary>"
