@@ -104,7 +104,8 @@ def _flagged_table(flagged: pl.DataFrame, n_calibration: int, top: int, max_rows
     notes = []
     if at_floor:
         notes.append(
-            f"{at_floor} flagged images have the smallest p-value this reference can give, "
+            f"{at_floor} flagged image{'s have' if at_floor != 1 else ' has'} the smallest "
+            "p-value this reference can give, "
             f"1/({n_calibration} calibration images + 1) = {floor:.2g}: they score above every "
             "calibration image. Fit the reference on more trusted images to rank them finer."
         )
@@ -158,7 +159,8 @@ def headline(summary: dict) -> str:
             + "."
         )
     if summary.get("n_errors"):
-        line += f" {summary['n_errors']} images could not be read (errors.parquet)."
+        n = summary["n_errors"]
+        line += f" {n} image{'s' * (n != 1)} could not be read (errors.parquet)."
     return line
 
 
