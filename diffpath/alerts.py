@@ -2,24 +2,22 @@
 
 A run flags images above a threshold: the reference's, or one chosen at screening time
 from the reference's calibration scores (`fpr`) or given outright (`threshold`). Its
-summary compares the flagged fraction with the fraction expected of in-distribution
-images (one-sided binomial test) and lists the reasons to alert: nothing could be scored,
-too many unreadable images (`max_errors`), too many flagged (`fail_above`).
+summary compares the number flagged with the number expected of in-distribution images
+(the Beta-Binomial law of `diffpath.conformal`) and lists the reasons to alert: nothing
+could be scored, too many unreadable images (`max_errors`), more flagged than chance
+explains (`alert_p`), more than a fixed fraction flagged (`fail_above`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.stats import binom
 
-from diffpath.metrics import calibrate_threshold
+from diffpath.conformal import FlagRule, calibrate_threshold, threshold_rule
 from diffpath.reference import Reference
 
-__all__ = ["ScreenPolicy", "alert_reasons", "flag_threshold", "flagged_p_value"]
+__all__ = ["ScreenPolicy", "alert_reasons", "flag_rule"]
 
 
 class ScreenPolicy(BaseModel):
@@ -33,6 +31,9 @@ class ScreenPolicy(BaseModel):
     threshold: float | None = Field(
         None, allow_inf_nan=False, description="flag scores above this value instead"
     )
+    alert_p: float | None = Field(
+        None, gt=0, lt=1, description="alert when the flagged count has p-value at most this"
+    )
     fail_above: float | None = Field(
         None, ge=0, le=1, description="alert when more than this fraction is flagged"
     )
@@ -40,23 +41,24 @@ class ScreenPolicy(BaseModel):
         None, ge=0, le=1, description="alert when more than this fraction is unreadable"
     )
 
+    @property
+    def threshold_from(self) -> str:
+        """Where the threshold comes from: "threshold", "fpr" or "reference"."""
+        if self.threshold is not None:
+            return "threshold"
+        return "reference" if self.fpr is None else "fpr"
 
-def flag_threshold(reference: Reference, policy: ScreenPolicy) -> tuple[float, float]:
-    """(threshold, fraction of in-distribution images expected above it)."""
+
+def flag_rule(reference: Reference, policy: ScreenPolicy) -> FlagRule:
+    """The threshold a run flags above, placed among the reference's calibration scores."""
     calibration = reference.calibration_scores
     if policy.threshold is not None:
-        return policy.threshold, float(np.mean(calibration > policy.threshold))
-    if policy.fpr is not None:
-        return calibrate_threshold(calibration, policy.fpr), policy.fpr
-    return reference.threshold, reference.target_fpr
-
-
-def flagged_p_value(n_flagged: int, n_scored: int, expected: float) -> float | None:
-    """P(≥ n_flagged of n_scored flagged | each in-distribution image is flagged with
-    probability `expected`): small when a dump holds more outliers than chance explains."""
-    if n_scored == 0:
-        return None
-    return float(binom.sf(n_flagged - 1, n_scored, expected))
+        threshold = policy.threshold
+    elif policy.fpr is not None:
+        threshold = calibrate_threshold(calibration, policy.fpr)
+    else:
+        threshold = reference.threshold
+    return threshold_rule(calibration, threshold)
 
 
 def alert_reasons(summary: dict[str, Any], policy: ScreenPolicy) -> list[str]:
@@ -67,11 +69,14 @@ def alert_reasons(summary: dict[str, Any], policy: ScreenPolicy) -> list[str]:
     errors = summary["error_fraction"]
     if policy.max_errors is not None and errors > policy.max_errors:
         reasons.append(f"{100 * errors:.1f}% unreadable, above --max-errors {policy.max_errors}")
+    p = summary["flagged_p_value"]
+    if policy.alert_p is not None and p is not None and p <= policy.alert_p:
+        low, high = summary["expected_flagged_range"]
+        reasons.append(
+            f"{summary['n_flagged']:,} flagged where in-distribution images give "
+            f"{low:,}–{high:,} (95%): p = {p:.2g}, at most --alert-p {policy.alert_p}"
+        )
     flagged = summary["flagged_fraction"]
     if policy.fail_above is not None and flagged > policy.fail_above:
-        p = summary["flagged_p_value"]
-        chance = "" if p is None or math.isnan(p) else f" (p = {p:.2g} under the expected rate)"
-        reasons.append(
-            f"{100 * flagged:.1f}% flagged, above --fail-above {policy.fail_above}{chance}"
-        )
+        reasons.append(f"{100 * flagged:.1f}% flagged, above --fail-above {policy.fail_above}")
     return reasons

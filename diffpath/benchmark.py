@@ -63,6 +63,7 @@ __all__ = [
     "load_spec",
     "method_costs",
     "previous_results",
+    "resample",
     "split_refs",
     "store_splits",
     "write_benchmark",
@@ -213,11 +214,16 @@ def _identities(refs: Sequence[ImageRef], chunk: int = 4096) -> list[str]:
     return keys
 
 
+def _hash64(*parts: object) -> int:
+    """64 bits of the sha256 of `parts` joined by NUL: no two lists of parts share it."""
+    digest = hashlib.sha256("\0".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def _unit(seed: int, key: str) -> float:
     """A uniform number in [0, 1) from an image's content hash: its place in the split —
     the same in any file or under any name, and identical images always go together."""
-    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return _hash64(seed, key) / 2**64
 
 
 def split_refs(spec: BenchmarkSpec, name: str, sizes: Sizes) -> dict[str, list[ImageRef]]:
@@ -259,15 +265,19 @@ def store_splits(
     return listings
 
 
+def resample(seed: int, split: str, name: str, n: int, n_boot: int) -> np.ndarray:
+    """(n_boot, n) bootstrap indices of one set's images in one split: drawn once, and
+    shared by every pair and method that scores those images, so a mean over pairs and a
+    difference between methods keep the correlations their shared images give them."""
+    return np.random.default_rng(_hash64(seed, split, name)).integers(0, n, (n_boot, n))
+
+
 def bootstrap_aurocs(
-    id_scores: np.ndarray, ood_scores: np.ndarray, n_boot: int, seed: int
+    id_scores: np.ndarray, ood_scores: np.ndarray, id_index: np.ndarray, ood_index: np.ndarray
 ) -> np.ndarray:
-    """AUROC of `n_boot` resamples (Mann–Whitney on ranks); the same seed draws the same
-    image indices, so methods scored on the same images are compared pairwise."""
-    rng = np.random.default_rng(seed)
-    n0, n1 = len(id_scores), len(ood_scores)
-    i, j = rng.integers(0, n0, (n_boot, n0)), rng.integers(0, n1, (n_boot, n1))
-    ranks = rankdata(np.hstack([id_scores[i], ood_scores[j]]), axis=1)
+    """AUROC of each bootstrap resample (a row of each index array; Mann–Whitney on ranks)."""
+    n0, n1 = id_index.shape[1], ood_index.shape[1]
+    ranks = rankdata(np.hstack([id_scores[id_index], ood_scores[ood_index]]), axis=1)
     return (ranks[:, n0:].sum(1) - n1 * (n1 + 1) / 2) / (n0 * n1)
 
 
@@ -294,15 +304,28 @@ def evaluate_matrix(
     """Fit, score and measure every (method, pair) on validation and test images.
 
     `features[(set, role, method)]` = (locator rows, matrix); `costs[method]` holds its
-    UNet evaluations per image and measured seconds."""
+    UNet evaluations per image and measured seconds. Intervals resample test images (each
+    set's once per replicate, shared by pairs and methods); the density fit stays fixed."""
     rows, score_frames, boots = [], [], {}
+    first = next(iter(methods))
+    index = {
+        (split, name): resample(
+            spec.seed,
+            split,
+            name,
+            len(features[name, split, first][1]),
+            spec.bootstrap if split == "test" else 0,  # intervals: test only
+        )
+        for split in SPLITS
+        for name in dict.fromkeys(n for pair in spec.pair_list() for n in pair)
+    }
     for m, method in methods.items():
         for a in dict.fromkeys(a for a, _ in spec.pair_list()):
             config = spec.feature_config(method, a)
             density = make_density(method.density, config.method).fit(features[a, "fit", m][1])
             scored = {}
             for split in SPLITS:
-                for name in {a} | {b for x, b in spec.pair_list() if x == a}:
+                for name in dict.fromkeys([a, *(b for x, b in spec.pair_list() if x == a)]):
                     locators, matrix = features[name, split, m]
                     scored[split, name] = density.anomaly_score(matrix)
                     score_frames.append(
@@ -318,11 +341,7 @@ def evaluate_matrix(
                     if x != a:
                         continue
                     id_s, ood_s = scored[split, a], scored[split, b]
-                    seed = int(
-                        hashlib.sha256(f"{spec.seed}{split}{a}{b}".encode()).hexdigest()[:8], 16
-                    )
-                    n_boot = spec.bootstrap if split == "test" else 0  # intervals: test only
-                    boot = bootstrap_aurocs(id_s, ood_s, n_boot, seed)
+                    boot = bootstrap_aurocs(id_s, ood_s, index[split, a], index[split, b])
                     boots[split, a, b, m] = boot
                     low, high = percentile_interval(boot)
                     rows.append(
@@ -446,7 +465,8 @@ def audit_accuracy(
     `fit-reference --group-column` does on the clean set's fit and validation images,
     holding back 30% to calibrate) and without one."""
     audit = spec.audit
-    assert audit is not None
+    if audit is None:
+        raise ConfigError(f"benchmark {spec.name} has no audit section")
     config = spec.feature_config(spec.run_methods(True)[method], audit.clean)
     clean = features[audit.clean, "test", method][1]
     pool = np.vstack([features[c, "test", method][1] for c in audit.contaminants])

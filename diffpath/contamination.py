@@ -11,36 +11,44 @@ estimate tracks the truth; the estimate without one over-counts: give `audit --r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
+from diffpath.conformal import FlagRule, conformal_p_values, conformal_rank
 from diffpath.errors import ConfigError
-from diffpath.metrics import conformal_p_values, percentile_interval
+from diffpath.metrics import percentile_interval
 from diffpath.reference import Reference, cross_fit_scores
 
 __all__ = ["Estimate", "audit_scores", "mixture_estimate", "storey_estimate"]
 
 BIC_MARGIN = 10.0  # "very strong" evidence (Kass & Raftery) before calling a second component
 TRIM = 0.8  # trimmed cross-fitting: the second pass fits on the lowest-scoring 80%
+LAMBDA = 0.5  # Storey's λ: p-values above it are counted as in-distribution
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """An estimated contaminated fraction with a bootstrap 95% interval, and the suspects."""
+    """An estimated contaminated fraction with a bootstrap 95% interval, and the suspects;
+    `fraction` is None, with the `reason`, where the data cannot determine one."""
 
-    fraction: float
-    low: float
-    high: float
+    fraction: float | None
+    low: float | None
+    high: float | None
     suspects: np.ndarray  # bool per image: the round(fraction · n) highest scores
     method: str
+    detectable: float | None = None  # 95% of clean sets of this size estimate at most this
+    reason: str | None = None
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict[str, float | int | str | None]:
         return {
             "estimated_contamination": self.fraction,
             "contamination_low": self.low,
             "contamination_high": self.high,
+            "detectable_contamination": self.detectable,
+            "contamination_undetermined": self.reason,
             "n_suspects": int(self.suspects.sum()),
             "estimator": self.method,
         }
@@ -55,67 +63,82 @@ def _top(scores: np.ndarray, fraction: float) -> np.ndarray:
     return flagged
 
 
-def _storey(p: np.ndarray, lam: float) -> float:
-    return float(1 - min(1.0, np.mean(p > lam) / (1 - lam)))
+def _p_at_most(n: int, lam: float) -> FlagRule:
+    """The rule `p ≤ λ` as a threshold rank among n calibration scores (its law when clean)."""
+    return FlagRule(threshold=math.nan, rank=conformal_rank(n, lam), n=n)
+
+
+def _storey(scores: np.ndarray, calibration: np.ndarray, lam: float) -> float:
+    """1 − #{p > λ} / (m · P(p > λ | in-distribution)), clipped to [0, 1], with the exact
+    null rate of conformal p-values, 1 − ⌊λ(n + 1)⌋ / (n + 1)."""
+    above = np.mean(conformal_p_values(scores, calibration) > lam)
+    return float(max(0.0, 1 - above / (1 - _p_at_most(len(calibration), lam).rate)))
 
 
 def storey_estimate(
     scores: np.ndarray,
     calibration: np.ndarray,
-    lam: float = 0.5,
+    lam: float = LAMBDA,
     n_boot: int = 500,
     seed: int = 0,
 ) -> Estimate:
     """1 − π0 from the conformal p-values of anomaly `scores` against a trusted reference's
-    `calibration` scores; the interval resamples both (few calibration images: wide)."""
+    `calibration` scores; the interval resamples both (few calibration images: wide), and
+    `detectable` is what 95% of clean sets of these sizes stay under."""
     scores, calibration = np.asarray(scores, float), np.asarray(calibration, float)
     if not len(scores):
         raise ConfigError("a contamination estimate needs at least one scored image")
-    fraction = _storey(conformal_p_values(scores, calibration), lam)
+    m, n = len(scores), len(calibration)
+    fraction = _storey(scores, calibration, lam)
     rng = np.random.default_rng(seed)
     draws = [
-        _storey(
-            conformal_p_values(
-                scores[rng.integers(0, len(scores), len(scores))],
-                calibration[rng.integers(0, len(calibration), len(calibration))],
-            ),
-            lam,
-        )
+        _storey(scores[rng.integers(0, m, m)], calibration[rng.integers(0, n, n)], lam)
         for _ in range(n_boot)
     ]
-    return Estimate(
-        fraction, *percentile_interval(np.asarray(draws)), _top(scores, fraction), "storey"
-    )
+    rule = _p_at_most(n, lam)
+    detectable = max(0.0, 1 - (m - rule.count_quantile(m, 0.95)) / (m * (1 - rule.rate)))
+    low, high = percentile_interval(np.asarray(draws))
+    return Estimate(fraction, low, high, _top(scores, fraction), "storey", detectable)
 
 
-def _mixture(log_scores: np.ndarray, seed: int) -> float:
-    """The upper component's weight, or 0 where BIC does not clearly prefer two components
-    to one (or the upper one would be the majority)."""
+def _mixture(log_scores: np.ndarray, seed: int) -> tuple[float | None, str | None]:
+    """(the upper component's weight, None), or (None, why there is none): BIC does not
+    clearly prefer two components to one, or the upper one would be the majority."""
     x = log_scores.reshape(-1, 1)
     one = GaussianMixture(1, random_state=seed).fit(x)
     two = GaussianMixture(2, random_state=seed, n_init=2).fit(x)
     if two.bic(x) > one.bic(x) - BIC_MARGIN:
-        return 0.0
+        return None, "the out-of-fold scores form one group (BIC finds no second component)"
     weight = float(two.weights_[int(np.argmax(two.means_.ravel()))])
-    return weight if weight < 0.5 else 0.0
+    if weight >= 0.5:
+        return None, f"the higher-scoring group would hold {weight:.0%} of the set"
+    return weight, None
 
 
 def _log_scores(scores: np.ndarray) -> np.ndarray:
+    """Logs of scores shifted below their bulk by robust quantiles (NLL scores are
+    right-skewed; logs make the bulk Gaussian), so no single score sets the transform."""
     s = np.asarray(scores, float)
-    return np.log1p(s - s.min())  # NLL scores are right-skewed; logs make the bulk Gaussian
+    q01, q50 = np.quantile(s, [0.01, 0.5])
+    spread = max(q50 - q01, 1e-12)
+    return np.log(np.maximum(s - (q01 - spread), 1e-3 * spread))
 
 
 def mixture_estimate(scores: np.ndarray, n_boot: int = 100, seed: int = 0) -> Estimate:
-    """Upper component's weight of a two-Gaussian fit to out-of-fold (log) anomaly scores."""
+    """Upper component's weight of a two-Gaussian fit to out-of-fold (log) anomaly scores;
+    undetermined where the fit, or half of its bootstrap resamples, finds no such group."""
     if len(scores) < 10:
         raise ConfigError(f"a mixture estimate needs at least 10 scored images, got {len(scores)}")
     x = _log_scores(scores)
+    fraction, reason = _mixture(x, seed)
     rng = np.random.default_rng(seed)
-    draws = [_mixture(x[rng.integers(0, len(x), len(x))], seed) for _ in range(n_boot)]
-    fraction = _mixture(x, seed)
-    return Estimate(
-        fraction, *percentile_interval(np.asarray(draws)), _top(scores, fraction), "mixture"
-    )
+    draws = [_mixture(x[rng.integers(0, len(x), len(x))], seed)[0] for _ in range(n_boot)]
+    found = np.asarray([d for d in draws if d is not None])
+    if fraction is not None and len(found) < n_boot / 2:
+        fraction, reason = None, f"only {len(found)} of {n_boot} resamples find a second group"
+    if fraction is None:
+        return Estimate(None, None, None, np.zeros(len(x), bool), "mixture", reason=reason)
+    return Estimate(fraction, *percentile_interval(found), _top(scores, fraction), "mixture")
 
 
 def audit_scores(

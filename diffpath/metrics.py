@@ -16,8 +16,6 @@ __all__ = [
     "aupr_in",
     "aupr_out",
     "auroc",
-    "calibrate_threshold",
-    "conformal_p_values",
     "fpr_at_tpr",
     "ood_metrics",
     "percentile_interval",
@@ -61,26 +59,6 @@ def fpr_at_tpr(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95)
     _labelled(id_scores, ood_scores)
     threshold = np.sort(id_scores)[int(np.ceil(tpr * len(id_scores))) - 1]
     return float(np.mean(ood_scores <= threshold))
-
-
-def calibrate_threshold(id_scores: np.ndarray, target_fpr: float = 0.05) -> float:
-    """Smallest threshold flagging (score > threshold) at most `target_fpr` of ID scores."""
-    if not 0 < target_fpr < 1:
-        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
-    scores = np.sort(np.asarray(id_scores, float))
-    if len(scores) == 0:
-        raise ConfigError("calibration needs in-distribution scores")
-    return float(scores[int(np.ceil((1 - target_fpr) * len(scores))) - 1])
-
-
-def conformal_p_values(scores: np.ndarray, calibration: np.ndarray) -> np.ndarray:
-    """(1 + #{calibration scores ≥ s}) / (n + 1) for each score s: for an in-distribution
-    image exchangeable with the calibration images, P(p ≤ α) ≤ α."""
-    calibration = np.sort(np.asarray(calibration, float))
-    if len(calibration) == 0:
-        raise ConfigError("p-values need calibration scores")
-    at_least = len(calibration) - np.searchsorted(calibration, np.asarray(scores, float), "left")
-    return (1 + at_least) / (len(calibration) + 1)
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:

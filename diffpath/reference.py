@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from diffpath.config import FeatureConfig
+from diffpath.conformal import calibrate_threshold, conformal_rank
 from diffpath.density import DensityModel, density_from_dict, density_to_dict, make_density
 from diffpath.errors import ConfigError, ConfigMismatchError
 from diffpath.identity import feature_key
-from diffpath.metrics import calibrate_threshold
 from diffpath.model import PREVIOUS_DEFAULTS, model_fingerprint
 from diffpath.shards import feature_matrix, read_shards
 from diffpath.sources import Grouping, read_listing, refs_table
@@ -27,7 +27,7 @@ from diffpath.storage import join, read_bytes, write_bytes
 __all__ = [
     "Reference",
     "check_fit_options",
-    "check_grouping",
+    "check_split",
     "cross_fit_scores",
     "fit_reference",
     "fit_reference_shards",
@@ -131,12 +131,16 @@ def check_fit_options(density: str, method: str, target_fpr: float, holdout: flo
             raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
 
 
-def check_grouping(listing_uri: str, grouping: Grouping, holdout: float, seed: int) -> int:
-    """The number of groups in a stored listing, checked before any feature is computed:
-    every image has a group and enough groups exist to hold `holdout` back."""
-    labels = grouping.labels(refs_table(read_listing(listing_uri)))
-    split_holdout(len(labels), holdout, seed, labels)
-    return len(set(labels))
+def check_split(
+    listing_uri: str, grouping: Grouping | None, holdout: float, seed: int, target_fpr: float
+) -> tuple[int, int]:
+    """(calibration images, groups) of a stored listing's split, checked before any feature
+    is computed: every image has a group, and enough are held back to flag at `target_fpr`."""
+    refs = refs_table(read_listing(listing_uri))
+    labels = None if grouping is None else grouping.labels(refs)
+    _, cal_rows = split_holdout(len(refs), holdout, seed, labels)
+    conformal_rank(len(cal_rows), target_fpr)
+    return len(cal_rows), len(refs) if labels is None else len(set(labels))
 
 
 def fit_reference_shards(

@@ -145,11 +145,10 @@ def headline(summary: dict) -> str:
     where the flags come from."""
     n, k = summary["n_scored"], summary["n_flagged"]
     line = f"{k} of {n} images flagged ({summary['flagged_fraction']:.0%})"
-    expected = summary.get("expected_flagged_fraction")
-    if expected is not None:
-        line += f"; {expected:.0%} of in-distribution images are expected to be"
-        if summary.get("flagged_p_value") is not None:
-            line += f" (p = {summary['flagged_p_value']:.2g} for this many)"
+    expected = summary.get("expected_flagged_range")
+    if expected is not None and n:
+        line += "; in-distribution images would give {:,}–{:,} (95%)".format(*expected)
+        line += f", p = {summary['flagged_p_value']:.2g} for this many"
     line += "."
     folders = [f for f in summary.get("flagged_by_folder", []) if f["n_flagged"]][:3]
     if folders:

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from diffpath.alerts import ScreenPolicy, alert_reasons, flag_threshold, flagged_p_value
+from diffpath.alerts import ScreenPolicy, alert_reasons, flag_rule
 from diffpath.config import FeatureConfig
+from diffpath.conformal import conformal_p_values
 from diffpath.contamination import Estimate, audit_scores
-from diffpath.metrics import conformal_p_values, ood_metrics, roc
+from diffpath.metrics import ood_metrics, roc
 from diffpath.reference import Reference, load_reference
 from diffpath.shards import LOCATOR, feature_matrix, read_shards
 from diffpath.sources import ImageRef
@@ -177,6 +178,18 @@ def _write_outputs(
     }
 
 
+def _split_warnings(reference: Reference) -> list[str]:
+    """What a random calibration split does to the numbers this reference gives."""
+    if reference.split != "random":
+        return []
+    return [
+        "the reference was calibrated on a random split: where images share an identity or "
+        "source across it, new in-distribution images look more unusual than the calibration "
+        "images, so more are flagged than expected and contamination is over-estimated; "
+        "refit with --group-column (Parquet) or --group-by (files)"
+    ]
+
+
 def screen(
     shard_uris: Sequence[str],
     reference_uri: str,
@@ -192,8 +205,8 @@ def screen(
     reference = load_reference(reference_uri)
     shards, model_id = read_shards(shard_uris, reference.config)
     features = pl.from_arrow(shards)
-    threshold, expected = flag_threshold(reference, policy)
-    scores, errors = screen_table(reference, features, model_id, threshold)
+    rule = flag_rule(reference, policy)
+    scores, errors = screen_table(reference, features, model_id, rule.threshold)
     duplicates = duplicates_table(features)
     summary = summarize(
         scores,
@@ -205,19 +218,18 @@ def screen(
         reference=reference_uri,
         config_hash=reference.config.config_hash(),
         model_id=model_id,
-        threshold=threshold,
-        expected_flagged_fraction=expected,
+        threshold=rule.threshold,
+        threshold_from=policy.threshold_from,
+        expected_flagged_fraction=rule.rate,
+        n_calibration=rule.n,
         calibration_split=reference.split,
         **extra,
     )
-    if reference.split == "random":
-        summary["warnings"] = [
-            "the reference's threshold was calibrated on a random split: where images share "
-            "an identity or source across it, new in-distribution images are flagged above "
-            "the expected rate; refit with --group-column (Parquet) or --group-by (files)"
-        ]
-    summary["flagged_p_value"] = flagged_p_value(
-        summary["n_flagged"], summary["n_scored"], expected
+    summary["warnings"] = _split_warnings(reference)
+    mean, low, high = rule.expected(summary["n_scored"])
+    summary["expected_flagged"], summary["expected_flagged_range"] = mean, [low, high]
+    summary["flagged_p_value"] = (
+        rule.p_value(summary["n_flagged"], summary["n_scored"]) if summary["n_scored"] else None
     )
     summary["alerts"] = alert_reasons(summary, policy)
     return _write_outputs(out, scores, errors, duplicates, summary)
@@ -255,12 +267,15 @@ def audit(
         model_id=model_id,
         **extra,
     )
-    if reference is None:
-        summary["warnings"] = [
+    summary["warnings"] = (
+        _split_warnings(reference)
+        if reference
+        else [
             "without a trusted reference the contamination estimate is a two-component fit "
             "to out-of-fold scores and over-counted on real data (docs/benchmarks.md); pass "
             "--reference for Storey's estimate from conformal p-values"
         ]
+    )
     return _write_outputs(out, scores, errors, duplicates, summary)
 
 

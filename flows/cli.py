@@ -320,6 +320,14 @@ def screen(
     threshold: Annotated[
         float | None, typer.Option("--threshold", help="flag scores above this value instead")
     ] = None,
+    alert_p: Annotated[
+        float | None,
+        typer.Option(
+            "--alert-p",
+            help="alert (exit 3) when this many flags has p-value at most P if all were "
+            "in-distribution (any dump size)",
+        ),
+    ] = None,
     fail_above: Annotated[
         float | None,
         typer.Option("--fail-above", help="alert (exit 3) when more than this fraction is flagged"),
@@ -342,7 +350,7 @@ def screen(
 ) -> None:
     """Score incoming images against a reference (with the reference's feature config):
     scores, p-values, flags, duplicates, summary and HTML report. Exits 3 after writing
-    them when the run alerts (--fail-above, --max-errors, or nothing scored)."""
+    them when the run alerts (--alert-p, --fail-above, --max-errors, or nothing scored)."""
 
     def action() -> dict[str, str]:
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
@@ -350,7 +358,11 @@ def screen(
         from flows.pipeline import screen_flow, task_runner
 
         policy = ScreenPolicy(
-            fpr=fpr, threshold=threshold, fail_above=fail_above, max_errors=max_errors
+            fpr=fpr,
+            threshold=threshold,
+            alert_p=alert_p,
+            fail_above=fail_above,
+            max_errors=max_errors,
         )
         flow = screen_flow.with_options(task_runner=task_runner(runner, dask_address))
         return flow(source, reference, out, model, run, policy)
@@ -362,15 +374,17 @@ def _print_summary(outputs: dict[str, str]) -> None:
     from diffpath.storage import read_bytes
 
     summary = json.loads(read_bytes(outputs["summary"]))
-    expected = summary.get("expected_flagged_fraction")
-    chance = "" if expected is None else f", expected {100 * expected:.1f}%"
+    expected = summary.get("expected_flagged_range")
+    chance = "" if expected is None else ", expected {:,}–{:,}".format(*expected)
     console.print(
         f"{summary['n_images']} images: {summary['n_flagged']} flagged "
         f"({100 * summary['flagged_fraction']:.1f}%{chance}), {summary['n_errors']} unreadable, "
         f"{summary['n_duplicates']} exact duplicates; features computed for "
         f"{summary['features_computed']}, {summary['features_from_cache']} from the cache"
     )
-    if "estimated_contamination" in summary:
+    if summary.get("contamination_undetermined"):
+        console.print(f"contamination undetermined: {summary['contamination_undetermined']}")
+    elif "estimated_contamination" in summary:
         console.print(
             f"estimated contamination {summary['estimated_contamination']:.1%} "
             f"[{summary['contamination_low']:.1%}, {summary['contamination_high']:.1%}] "

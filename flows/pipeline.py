@@ -28,7 +28,7 @@ from diffpath.shards import ShardCounts
 from diffpath.sources import Grouping, Listing
 from diffpath.storage import dated, join
 from tasks.features import featurize_shard_task
-from tasks.reference import check_grouping_task, fit_reference_task, reference_config_task
+from tasks.reference import check_split_task, fit_reference_task, reference_config_task
 from tasks.reports import (
     audit_report_task,
     evaluate_report_task,
@@ -36,7 +36,7 @@ from tasks.reports import (
     publish_task,
     screen_report_task,
 )
-from tasks.scoring import audit_task, evaluate_task, screen_task
+from tasks.scoring import audit_task, check_policy_task, evaluate_task, screen_task
 from tasks.sources import list_images
 
 RUNNER = ThreadPoolTaskRunner(max_workers=1)  # one model per process; shards queue on it
@@ -190,8 +190,7 @@ def fit_reference_flow(
     out, source = target.out, target.sources(source)
     with output_lock(out):
         listing = list_images(source, out, run.shard_size, run.max_images, config.seed)
-        if grouping is not None:
-            check_grouping_task(listing.uri, grouping, holdout, config.seed)
+        check_split_task(listing.uri, grouping, holdout, config.seed, target_fpr)
         shards = [future.result().uri for future in submit_shards(listing, config, out, run)]
         reference = fit_reference_task(shards, config, out, density, target_fpr, holdout, grouping)
     target.point_latest()
@@ -217,6 +216,7 @@ def screen_flow(
     started, target = time.time(), Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
     config = reference_config_task(reference, model)
+    check_policy_task(reference, policy)
     with output_lock(out):
         features = featurize(source, config, out, run)
         outputs = screen_task(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from diffpath.config import FeatureConfig
-from diffpath.reference import check_grouping, fit_reference_shards, reference_config
+from diffpath.reference import check_split, fit_reference_shards, reference_config
 from diffpath.sources import Grouping
 from tasks.retry import RETRY, transient_failure
 
@@ -27,11 +27,19 @@ def fit_reference_task(
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
-def check_grouping_task(listing_uri: str, grouping: Grouping, holdout: float, seed: int) -> int:
-    """Fail in seconds, before any feature work, when the images cannot be grouped."""
-    n_groups = check_grouping(listing_uri, grouping, holdout, seed)
-    get_run_logger().info("reference images fall into %d groups by %s", n_groups, grouping)
-    return n_groups
+def check_split_task(
+    listing_uri: str, grouping: Grouping | None, holdout: float, seed: int, target_fpr: float
+) -> int:
+    """Fail in seconds, before any feature work, when the images cannot be grouped or too
+    few would be held back to calibrate; returns the number held back."""
+    n_cal, n_groups = check_split(listing_uri, grouping, holdout, seed, target_fpr)
+    get_run_logger().info(
+        "%d reference images held back to calibrate (%d groups, %s)",
+        n_cal,
+        n_groups,
+        grouping or "random split",
+    )
+    return n_cal
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

@@ -5,10 +5,25 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from diffpath import scoring
-from diffpath.alerts import ScreenPolicy
+from diffpath.alerts import ScreenPolicy, flag_rule
 from diffpath.config import FeatureConfig
+from diffpath.reference import load_reference
 from diffpath.storage import read_json
 from tasks.retry import RETRY, transient_failure
+
+
+@task(**RETRY, retry_condition_fn=transient_failure)
+def check_policy_task(reference_uri: str, policy: ScreenPolicy) -> float:
+    """Fail before any feature work when `policy` cannot flag with this reference (an
+    --fpr finer than its calibration set resolves); returns the threshold."""
+    rule = flag_rule(load_reference(reference_uri), policy)
+    get_run_logger().info(
+        "flagging scores above %.6g: %.2f%% of in-distribution images (%d calibration scores)",
+        rule.threshold,
+        100 * rule.rate,
+        rule.n,
+    )
+    return rule.threshold
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

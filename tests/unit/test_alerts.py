@@ -1,64 +1,55 @@
-"""Conformal p-values, the flagging rule chosen at screening time, and alert reasons."""
+"""The flagging rule chosen at screening time, alert reasons, and the calibration split."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from diffpath.alerts import ScreenPolicy, alert_reasons, flag_threshold, flagged_p_value
+from diffpath.alerts import ScreenPolicy, alert_reasons, flag_rule
 from diffpath.config import FeatureConfig
+from diffpath.conformal import conformal_p_values
 from diffpath.errors import ConfigError
-from diffpath.metrics import conformal_p_values
 from diffpath.reference import fit_reference, split_holdout
-
-
-def test_conformal_p_values_count_calibration_scores_at_least_as_large() -> None:
-    calibration = np.array([1.0, 2.0, 3.0, 4.0])
-    p = conformal_p_values(np.array([0.5, 2.0, 3.5, 9.0]), calibration)
-    np.testing.assert_allclose(p, [5 / 5, 4 / 5, 2 / 5, 1 / 5])
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_p_values_of_exchangeable_scores_are_uniform(seed) -> None:
-    """Calibration and test scores from one distribution: the fraction with p ≤ α stays
-    within 3 binomial standard errors of α (test and calibration sampling both counted)."""
-    rng = np.random.default_rng(seed)
-    n_test, n_cal = 20000, 1999
-    p = conformal_p_values(rng.normal(size=n_test), rng.normal(size=n_cal))
-    for alpha in (0.01, 0.05, 0.2):
-        se = np.sqrt(alpha * (1 - alpha) * (1 / n_test + 1 / n_cal))
-        assert abs(np.mean(p <= alpha) - alpha) < 3 * se
 
 
 def test_threshold_from_the_reference_an_fpr_or_a_value() -> None:
     rng = np.random.default_rng(1)
     reference = fit_reference(
         rng.normal(size=(500, 6)), FeatureConfig(method="diffpathv2"), "m", target_fpr=0.05
-    )
-    assert flag_threshold(reference, ScreenPolicy()) == (reference.threshold, 0.05)
-    loose, expected = flag_threshold(reference, ScreenPolicy(fpr=0.2))
-    assert loose < reference.threshold and expected == 0.2
-    assert np.mean(reference.calibration_scores > loose) <= 0.2
-    value, expected = flag_threshold(reference, ScreenPolicy(threshold=1e9))
-    assert (value, expected) == (1e9, 0.0)
+    )  # 100 calibration scores: the conformal threshold flags ⌊0.05 · 101⌋ / 101 of them
+    rule = flag_rule(reference, ScreenPolicy())
+    assert (rule.threshold, rule.rank, rule.rate) == (reference.threshold, 96, 5 / 101)
+    loose = flag_rule(reference, ScreenPolicy(fpr=0.2))
+    assert loose.threshold < reference.threshold and loose.rate == 20 / 101
+    p = conformal_p_values(reference.calibration_scores, reference.calibration_scores)
+    assert np.sum(reference.calibration_scores > loose.threshold) == np.sum(p <= 0.2) == 19
+    chosen = flag_rule(reference, ScreenPolicy(threshold=1e9))
+    assert (chosen.threshold, chosen.rate) == (1e9, 1 / 101)  # the α a threshold holds
+    with pytest.raises(ConfigError, match=r"100 calibration images cannot flag at 0\.005"):
+        flag_rule(reference, ScreenPolicy(fpr=0.005))
 
 
-def test_binomial_p_value_and_alert_reasons() -> None:
-    assert flagged_p_value(5, 100, 0.05) == pytest.approx(0.564, abs=1e-3)
-    assert flagged_p_value(42, 100, 0.05) < 1e-20
-    assert flagged_p_value(0, 0, 0.05) is None
+def test_alert_reasons_from_the_flagged_count_and_fractions() -> None:
     summary = {
         "n_scored": 100,
+        "n_flagged": 42,
         "n_errors": 30,
         "error_fraction": 30 / 130,
         "flagged_fraction": 0.42,
         "flagged_p_value": 1e-21,
+        "expected_flagged_range": [1, 11],
     }
     assert alert_reasons(summary, ScreenPolicy()) == []
-    reasons = alert_reasons(summary, ScreenPolicy(fail_above=0.1, max_errors=0.1))
-    assert len(reasons) == 2 and "23.1% unreadable" in reasons[0] and "42.0% flagged" in reasons[1]
+    reasons = alert_reasons(summary, ScreenPolicy(alert_p=0.01, fail_above=0.1, max_errors=0.1))
+    assert len(reasons) == 3 and "23.1% unreadable" in reasons[0]
+    assert (
+        reasons[1] == "42 flagged where in-distribution images give 1–11 (95%): p = 1e-21, "
+        "at most --alert-p 0.01"
+    )
+    assert "42.0% flagged" in reasons[2]
+    assert alert_reasons({**summary, "flagged_p_value": 0.02}, ScreenPolicy(alert_p=0.01)) == []
     nothing = {**summary, "n_scored": 0, "flagged_fraction": 0.0, "flagged_p_value": None}
-    assert alert_reasons(nothing, ScreenPolicy())[0].startswith("no image could be scored")
+    assert alert_reasons(nothing, ScreenPolicy(alert_p=0.01))[0].startswith("no image could be")
 
 
 def test_holdout_keeps_whole_groups_together() -> None:

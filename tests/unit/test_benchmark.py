@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +20,7 @@ from diffpath.benchmark import (
     compare,
     evaluate_matrix,
     load_spec,
+    resample,
     split_refs,
 )
 from diffpath.contamination import mixture_estimate, storey_estimate
@@ -99,12 +104,16 @@ def test_relative_data_root_is_relative_to_the_spec(tmp_path) -> None:
 def test_bootstrap_centres_on_the_auroc_and_pairs_methods() -> None:
     rng = np.random.default_rng(0)
     id_s, ood_s = rng.normal(0, 1, 300), rng.normal(1, 1, 200)
-    boot = bootstrap_aurocs(id_s, ood_s, 2000, seed=3)
+    id_index, ood_index = resample(3, "test", "a", 300, 2000), resample(3, "test", "b", 200, 2000)
+    boot = bootstrap_aurocs(id_s, ood_s, id_index, ood_index)
     assert abs(boot.mean() - auroc(id_s, ood_s)) < 0.005
     low, high = np.quantile(boot, [0.025, 0.975])
     assert 0.02 < high - low < 0.12  # ~ 4 standard errors of an AUROC from 500 scores
-    # the same seed resamples the same images: a method and its shift agree exactly
-    np.testing.assert_array_equal(boot, bootstrap_aurocs(id_s + 5, ood_s + 5, 2000, seed=3))
+    # one set's images are resampled once, whichever pair or method scores them
+    np.testing.assert_array_equal(id_index, resample(3, "test", "a", 300, 2000))
+    np.testing.assert_array_equal(boot, bootstrap_aurocs(id_s + 5, ood_s + 5, id_index, ood_index))
+    # the parts of a seed are kept apart: ("1", "2") is not ("12",)
+    assert not np.array_equal(resample(1, "test", "ab", 50, 5), resample(1, "testa", "b", 50, 5))
 
 
 def _features(rng, shift: float, n: int = 120, d: int = 2) -> tuple[pa.Table, np.ndarray]:
@@ -133,6 +142,37 @@ def test_matrix_measures_each_pair_and_chooses_on_validation(tmp_path) -> None:
     v2 = next(m for m in matrix.methods if m["method"] == "v2")
     assert v2["wins_vs_baseline"] == 2 and v2["diff_interval"][0] > 0.2
     assert matrix.scores.num_rows == 2 * 2 * 2 * 2 * 120  # methods × in-dists × splits × sets
+
+
+def test_score_rows_come_in_pair_order_whatever_the_hash_seed(tmp_path) -> None:
+    """scores.parquet lists each in-distribution set, then its OOD sets in pair order, in
+    every process (a set's iteration order once depended on PYTHONHASHSEED)."""
+    script = f"""
+import numpy as np, pathlib
+from tests.unit.test_benchmark import _features, _spec
+spec = _spec(pathlib.Path({str(tmp_path)!r}), bootstrap=0)
+rng = np.random.default_rng(0)
+features = {{(s, r, m): _features(rng, 0, 5) for s in "ab" for r in ("fit", "validation",
+    "test") for m in spec.methods}}
+costs = {{m: {{"unet_evals": 1, "seconds": 0.0}} for m in spec.methods}}
+scores = evaluate_matrix(spec, spec.methods, features, costs).scores
+print([tuple(r.values()) for r in scores.select(["method", "in_dist", "split", "dataset"])
+    .to_pylist()][::5])
+"""
+    script = "from diffpath.benchmark import evaluate_matrix" + script
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(orders) == 1
+    datasets = [row[3] for row in eval(orders.pop())]
+    assert datasets[:4] == ["a", "b", "a", "b"]  # in-dist a: its own set first, then b
 
 
 def test_a_drop_beyond_tolerance_is_a_regression_naming_the_pair() -> None:
@@ -176,13 +216,38 @@ def test_storey_estimate_is_near_zero_on_clean_and_near_truth_when_contaminated(
     assert dirty.suspects[1800:].mean() > 0.9 and dirty.suspects[:1800].mean() < 0.08
 
 
+def test_storey_estimate_uses_the_exact_null_rate_of_conformal_p_values() -> None:
+    """With 10 calibration scores P(p > ½ | clean) is 6/11, not ½: 30% of clear outliers
+    are then estimated as 30% on average (the ½ rule gave 24%)."""
+    rng = np.random.default_rng(0)
+    estimates = [
+        storey_estimate(
+            np.r_[rng.normal(size=700), rng.normal(9, 1, 300)], rng.normal(size=10), n_boot=1
+        )
+        for _ in range(300)
+    ]
+    assert np.mean([e.fraction for e in estimates]) == pytest.approx(0.3, abs=0.02)
+    assert 0.3 < estimates[0].detectable < 0.9  # 10 calibration scores resolve little
+
+
 def test_mixture_estimate_finds_a_separate_upper_component_only_when_there_is_one() -> None:
     rng = np.random.default_rng(0)
     clean = rng.chisquare(6, 1000)  # NLL-like: right-skewed, one population
-    assert mixture_estimate(clean, n_boot=20).fraction < 0.03
+    one = mixture_estimate(clean, n_boot=20)
+    assert one.fraction is None and "one group" in one.reason and not one.suspects.any()
     dirty = np.r_[clean[:900], rng.normal(60, 5, 100)]
     estimate = mixture_estimate(dirty, n_boot=20)
     assert abs(estimate.fraction - 0.1) < 0.03 and estimate.suspects[900:].mean() > 0.9
+    lowest = mixture_estimate(np.r_[dirty, -1e6], n_boot=20)  # one score far below the rest
+    assert lowest.fraction == pytest.approx(estimate.fraction, abs=0.01)
+
+
+def test_mixture_estimate_says_undetermined_rather_than_zero_when_most_are_contaminated() -> None:
+    rng = np.random.default_rng(0)
+    mostly_bad = np.r_[rng.chisquare(6, 400), rng.normal(60, 5, 600)]
+    estimate = mixture_estimate(mostly_bad, n_boot=20)
+    assert estimate.fraction is None and "would hold 60%" in estimate.reason
+    assert estimate.as_dict()["estimated_contamination"] is None
 
 
 def test_audit_accuracy_reports_truth_and_estimates_per_rate(tmp_path) -> None:
@@ -197,7 +262,8 @@ def test_audit_accuracy_reports_truth_and_estimates_per_rate(tmp_path) -> None:
     assert [r["estimator"] for r in rows] == ["storey (reference)", "mixture (no reference)"] * 2
     clean, dirty = rows[:2], rows[2:]
     assert all(r["rate"] == 0 and r["detection_auroc"] is None for r in clean)
-    assert all(r["estimated_contamination"] < 0.08 for r in clean)
+    assert clean[0]["estimated_contamination"] < 0.08
+    assert "one group" in clean[1]["contamination_undetermined"]
     for r in dirty:  # Storey's π0 from 444 images and 400 calibration scores: SE ≈ 0.05
         assert r["rate"] == pytest.approx(0.1, abs=0.01) and r["detection_auroc"] > 0.99
         assert r["contamination_low"] <= r["rate"] <= r["contamination_high"]

@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from diffpath.errors import ConfigError
-from diffpath.metrics import aupr_in, aupr_out, auroc, calibrate_threshold, fpr_at_tpr
+from diffpath.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr
 
 ID = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.3, 0.5, 0.05, 0.6, 0.45])
 OOD = np.array([0.9, 0.7, 0.3, 1.2, 0.85])
@@ -23,14 +23,6 @@ def test_fpr_at_95_by_hand() -> None:
     ood_scores = np.array([5.0, 19.0, 19.5, 30.0])  # 5 and 19 are accepted as ID -> 2 of 4
     assert fpr_at_tpr(id_scores, ood_scores, 0.95) == pytest.approx(0.5)
     assert fpr_at_tpr(id_scores, np.array([100.0]), 0.95) == 0.0
-
-
-def test_calibrated_threshold_flags_at_most_target_fraction() -> None:
-    rng = np.random.default_rng(0)
-    scores = rng.normal(size=1000)
-    threshold = calibrate_threshold(scores, 0.05)
-    assert np.mean(scores > threshold) == pytest.approx(0.05, abs=0.001)
-    assert calibrate_threshold(np.arange(1.0, 21.0), 0.05) == 19.0
 
 
 def test_empty_inputs_raise() -> None:
