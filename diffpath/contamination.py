@@ -41,6 +41,7 @@ class Estimate:
     method: str
     detectable: float | None = None  # 95% of clean sets of this size estimate at most this
     reason: str | None = None
+    warning: str | None = None
 
     def as_dict(self) -> dict[str, float | int | str | None]:
         return {
@@ -98,7 +99,18 @@ def storey_estimate(
     rule = _p_at_most(n, lam)
     detectable = max(0.0, 1 - (m - rule.count_quantile(m, 0.95)) / (m * (1 - rule.rate)))
     low, high = percentile_interval(np.asarray(draws))
-    return Estimate(fraction, low, high, _top(scores, fraction), "storey", detectable)
+    at_most = int(np.sum(conformal_p_values(scores, calibration) <= lam))
+    warning = None
+    if at_most < rule.count_quantile(m, 0.005):  # contamination only adds small p-values
+        warning = (
+            f"the set scores lower than the reference's calibration images ({at_most:,} of "
+            f"{m:,} p-values ≤ {lam}, fewer than 99.5% of clean sets give): its "
+            "in-distribution images are not exchangeable with them, so the estimate is "
+            "biased low; calibrate the reference on images like these"
+        )
+    return Estimate(
+        fraction, low, high, _top(scores, fraction), "storey", detectable, None, warning
+    )
 
 
 def _mixture(log_scores: np.ndarray, seed: int) -> tuple[float | None, str | None]:

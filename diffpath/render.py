@@ -23,16 +23,18 @@ __all__ = [
     "table_html",
     "thumbnail",
     "thumbnails_html",
+    "trend_png",
 ]
 
 
-def figure():
+def figure(**subplots: object):
+    """(pyplot, figure, axes) on the Agg backend; `subplots` go to `plt.subplots`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, *plt.subplots(figsize=(7, 3.8))
+    return plt, *plt.subplots(**{"figsize": (7, 3.8), **subplots})
 
 
 def png(plt, fig) -> bytes:
@@ -80,6 +82,31 @@ def histogram_png(
         ax.axvline(threshold, color="k", linestyle="--", label=label)
     ax.set(xlabel="anomaly score (−log-density, higher = more anomalous)", ylabel="density")
     ax.legend(fontsize=8)
+    return png(plt, fig)
+
+
+def trend_png(
+    nights: Sequence[str],
+    flagged: np.ndarray,
+    expected: tuple[np.ndarray, np.ndarray],
+    alerted: np.ndarray,
+    quantiles: Mapping[str, np.ndarray],
+) -> bytes:
+    """Night by night: the flagged fraction against the 95% range in-distribution images
+    give (alerting nights in red), and score quantiles: drift shows as a trend."""
+    plt, fig, (top, bottom) = figure(nrows=2, figsize=(7, 5), sharex=True)
+    x = np.arange(len(nights))
+    top.fill_between(x, *expected, color="tab:blue", alpha=0.2, label="expected (95%)")
+    top.plot(x, flagged, "o-", color="tab:blue", markersize=3, label="flagged")
+    top.plot(x[alerted], flagged[alerted], "o", color="tab:red", label="alerted")
+    top.set(ylabel="fraction flagged")
+    top.legend(fontsize=8)
+    for name, values in quantiles.items():
+        bottom.plot(x, values, ".-", label=name)
+    bottom.set(ylabel="anomaly score", yscale="symlog")
+    bottom.legend(fontsize=8)
+    step = max(1, len(x) // 10)
+    bottom.set_xticks(x[::step], [nights[i] for i in x[::step]], rotation=30, fontsize=7)
     return png(plt, fig)
 
 

@@ -12,6 +12,7 @@ import polars as pl
 
 from diffpath.config import FeatureConfig
 from diffpath.features.v2 import error_maps
+from diffpath.history import trend
 from diffpath.model import DiffusionModel
 from diffpath.reference import load_reference
 from diffpath.render import (
@@ -177,13 +178,15 @@ def screen_report(
     out: str,
     reference_uri: str,
     model: DiffusionModel | None = None,
+    history: str | None = None,
     top: int = 500,
     max_rows: int = 5000,
     explain: int = 6,
 ) -> str:
     """report.html of a screening run: a headline, alerts, every flagged image in a
-    sortable table (thumbnails for the first `top`), why the top `explain` were flagged (error maps,
-    when a model is given), and the score histogram against the calibration scores."""
+    sortable table (thumbnails for the first `top`), why the top `explain` were flagged
+    (error maps, when a model is given), the score histogram against the calibration
+    scores, and the last 60 nights of a dated screen's `history`."""
     scores, summary = _scores_and_summary(out)
     reference = load_reference(reference_uri)
     flagged = scores.filter(pl.col("flagged"))
@@ -211,6 +214,9 @@ def screen_report(
     images = {"Anomaly scores (symmetric log axis)": histogram}
     if why is not None:
         images = {"Why the top flagged images were flagged": why, **images}
+    if history is not None:
+        nights = pl.from_arrow(read_parquet(history))
+        images[f"Nights screened ({min(60, len(nights))} most recent)"] = trend(nights)
     page = render_html("diffpath screening report", sections, images)
     return write_bytes(join(out, "report.html"), page.encode())
 

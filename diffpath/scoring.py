@@ -267,7 +267,8 @@ def audit(
         model_id=model_id,
         **extra,
     )
-    summary["warnings"] = (
+    summary["warnings"] = [estimate.warning] if estimate.warning else []
+    summary["warnings"] += (
         _split_warnings(reference)
         if reference
         else [

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from diffpath.errors import ConfigError, StorageError
 from diffpath.identity import content_hash
 from diffpath.images import IMAGE_EXTENSIONS, CropBox, decode_images
-from diffpath.storage import filesystem, join, write_parquet
+from diffpath.storage import filesystem, join, protocol_prefix, write_parquet
 
 __all__ = [
     "Grouping",
@@ -62,10 +62,6 @@ class ImageRef:
         return self.uri if self.row is None else f"{self.uri}#{self.row}"
 
 
-def _protocol_prefix(uri: str) -> str:
-    return uri.split("://", 1)[0] + "://" if "://" in uri else ""
-
-
 def _parquet_refs(fs, prefix: str, path: str) -> list[ImageRef]:
     """The rows of a Parquet file of images; a `StorageError` naming a file that is not one."""
     try:
@@ -97,7 +93,7 @@ def _list_one(uri: str) -> tuple[list[ImageRef], list[str]]:
     refs: list[ImageRef] = []
     skipped: list[str] = []
     fs, root = filesystem(uri)
-    prefix = _protocol_prefix(uri)
+    prefix = protocol_prefix(uri)
     if not fs.exists(root):
         raise StorageError(f"source {uri!r} does not exist")
     if fs.isfile(root):

@@ -30,10 +30,12 @@ __all__ = [
     "dated",
     "exists",
     "filesystem",
+    "glob",
     "is_transient",
     "join",
     "latest_pointer",
     "point_latest",
+    "protocol_prefix",
     "read_bytes",
     "read_json",
     "read_many",
@@ -60,6 +62,20 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         return cls(**apply_config(cls, {})), cls._strip_protocol(uri)
     except (ImportError, ValueError) as err:
         raise StorageError(f"cannot open storage {uri!r}: {err}") from err
+
+
+def protocol_prefix(uri: str) -> str:
+    """The `s3://` (or other protocol) a URI starts with; empty for a local path."""
+    return uri.split("://", 1)[0] + "://" if "://" in uri else ""
+
+
+def glob(pattern: str) -> list[str]:
+    """The URIs of the objects matching `pattern` (`*` stays within one folder), sorted."""
+    fs, path = filesystem(pattern)
+    try:
+        return sorted(protocol_prefix(pattern) + p for p in fs.glob(path))
+    except OSError as err:
+        raise StorageError(f"cannot list {pattern!r}: {err}") from err
 
 
 def join(uri: str, *parts: str) -> str:

@@ -32,6 +32,7 @@ from tasks.reference import check_split_task, fit_reference_task, reference_conf
 from tasks.reports import (
     audit_report_task,
     evaluate_report_task,
+    history_task,
     point_latest_task,
     publish_task,
     screen_report_task,
@@ -222,7 +223,9 @@ def screen_flow(
         outputs = screen_task(
             features.uris, reference, out, started, source, features.counts(), policy
         )
-        outputs = {**outputs, "report": screen_report_task(out, reference, config, run.device)}
+        history = history_task(target.template)
+        report = screen_report_task(out, reference, config, run.device, history)
+        outputs = {**outputs, "report": report} | ({"history": history} if history else {})
         alerts = publish_task(out)
     target.point_latest()
     if alerts:

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from diffpath import report
 from diffpath.config import FeatureConfig
+from diffpath.history import write_history
 from diffpath.storage import join, point_latest, read_json
 from tasks.features import cached_model
 from tasks.retry import RETRY, transient_failure
@@ -16,10 +17,22 @@ from tasks.retry import RETRY, transient_failure
 
 @task(**RETRY, retry_condition_fn=transient_failure)
 def screen_report_task(
-    out: str, reference_uri: str, config: FeatureConfig, device: str | None = None
+    out: str,
+    reference_uri: str,
+    config: FeatureConfig,
+    device: str | None = None,
+    history: str | None = None,
 ) -> str:
-    """The screening report, with error maps of the top flagged images from the model."""
-    return report.screen_report(out, reference_uri, cached_model(config, device, compile=False))
+    """The screening report, with error maps of the top flagged images from the model and
+    the trend of a dated screen's nights."""
+    model = cached_model(config, device, compile=False)
+    return report.screen_report(out, reference_uri, model, history)
+
+
+@task(**RETRY, retry_condition_fn=transient_failure)
+def history_task(template: str) -> str | None:
+    """history.parquet beside a dated screen's folders, rebuilt from their summaries."""
+    return write_history(template)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

@@ -107,6 +107,7 @@ def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config, monkeypatch) -> No
         [str(SAMPLES / "reference.parquet")],
         str(tmp_path / "ref"),
         tiny_config,
+        holdout=0.5,
         run=RunOptions(max_images=40),
     )
     outputs = screen_flow(  # every image flagged: all of them in the report's table

@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -61,6 +62,8 @@ def test_fit_from_a_config_file_then_screen_and_other_weights(tmp_path, tiny_mod
             "4",  # a flag overrides the file
             "--max-images",
             "40",
+            "--holdout",
+            "0.5",
         ],
     )
     assert fit.exit_code == 0, fit.output
@@ -195,7 +198,8 @@ def dated_reference(tmp_path_factory, tiny_model_dir) -> tuple[Path, str]:
             str(SAMPLES / "reference.parquet"),
             "--out",
             str(root / "ref" / "{date}"),
-            *["--model", str(tiny_model_dir), "--timesteps", "3", "--max-images", "30"],
+            *["--model", str(tiny_model_dir), "--timesteps", "3", "--max-images", "40"],
+            *["--holdout", "0.5"],
         ],
     )
     assert fit.exit_code == 0, fit.output
@@ -220,6 +224,9 @@ def test_a_dated_screen_that_alerts_exits_3_after_writing_outputs(dated_referenc
     assert "10 images: 10 flagged" in screen.output and "Traceback" not in screen.output
     out = Path(json.loads((root / "s" / "latest.json").read_text())["out"])
     assert (out / "scores.parquet").exists() and str(out) in screen.output
+    history = pq.read_table(root / "s" / "history.parquet").to_pylist()
+    assert [(h["folder"], h["n_flagged"], h["n_alerts"]) for h in history] == [(str(out), 10, 1)]
+    assert "Nights screened (1 most recent)" in (out / "report.html").read_text()
 
 
 @pytest.mark.hostile(
@@ -229,8 +236,6 @@ def test_a_dated_screen_that_alerts_exits_3_after_writing_outputs(dated_referenc
     ),
 )
 def test_evaluate_names_sets_that_share_a_file_name_apart(dated_reference, tmp_path) -> None:
-    import pyarrow.parquet as pq
-
     incoming = pq.read_table(SAMPLES / "incoming.parquet")
     for name, start in (("a", 0), ("b", 10), ("date=2026-12-01", 20)):
         (tmp_path / name).mkdir()

@@ -72,6 +72,7 @@ def test_prefect_yaml_deploys_and_the_nightly_screen_runs(server, tmp_path, tiny
         [str(SAMPLES / "reference.parquet")],
         str(tmp_path / "ref"),
         tiny_config,
+        holdout=0.5,
         run=RunOptions(max_images=40),
     )
     spec = yaml.safe_load(PREFECT_YAML.read_text())

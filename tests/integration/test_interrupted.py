@@ -27,7 +27,11 @@ def reference(tmp_path_factory, tiny_config) -> str:
 
     out = tmp_path_factory.mktemp("ref")
     return fit_reference_flow(
-        [str(SAMPLES / "reference.parquet")], str(out), tiny_config, run=RunOptions(max_images=40)
+        [str(SAMPLES / "reference.parquet")],
+        str(out),
+        tiny_config,
+        holdout=0.5,
+        run=RunOptions(max_images=40),
     )
 
 

@@ -54,6 +54,7 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
         [f"{bucket}/data/reference.parquet"],
         f"{bucket}/runs/ref",
         tiny_config,
+        holdout=0.5,
         run=RunOptions(max_images=60),
     )
     assert reference == f"{bucket}/runs/ref/reference.json"

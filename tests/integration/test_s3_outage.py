@@ -55,6 +55,7 @@ def test_a_run_survives_an_s3_outage(tmp_path, tiny_config, monkeypatch) -> None
         [str(SAMPLES / "reference.parquet")],
         str(tmp_path / "ref"),
         tiny_config,
+        holdout=0.5,
         run=RunOptions(max_images=40),
     )
     source = ["s3://outage/data/incoming.parquet"]

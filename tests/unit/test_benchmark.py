@@ -230,6 +230,17 @@ def test_storey_estimate_uses_the_exact_null_rate_of_conformal_p_values() -> Non
     assert 0.3 < estimates[0].detectable < 0.9  # 10 calibration scores resolve little
 
 
+def test_storey_warns_when_the_set_scores_lower_than_its_calibration_images() -> None:
+    """More large p-values than any clean set gives cannot be contamination: the set is not
+    exchangeable with the calibration images, and the estimate is biased low (it says so)."""
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=800)
+    shifted = storey_estimate(rng.normal(-0.3, 1, 1000), calibration, n_boot=10)
+    assert shifted.fraction == 0.0 and "not exchangeable" in shifted.warning
+    contaminated = np.r_[rng.normal(size=700), rng.normal(5, 1, 300)]
+    assert storey_estimate(contaminated, calibration, n_boot=10).warning is None
+
+
 def test_mixture_estimate_finds_a_separate_upper_component_only_when_there_is_one() -> None:
     rng = np.random.default_rng(0)
     clean = rng.chisquare(6, 1000)  # NLL-like: right-skewed, one population

@@ -52,7 +52,7 @@ def test_screen_table_ranks_every_readable_row_and_refuses_other_models() -> Non
     frame = features_frame()
     rng = np.random.default_rng(1)
     config = FeatureConfig(method="diffpathv2")
-    reference = fit_reference(rng.normal(size=(50, 6)), config, "m1")
+    reference = fit_reference(rng.normal(size=(100, 6)), config, "m1")
     scores, errors = screen_table(reference, frame, "m1")
     assert len(scores) == 4 and len(errors) == 1
     assert scores["rank"].to_list() == [1, 2, 3, 4] and scores["score"].is_sorted(descending=True)
@@ -67,7 +67,7 @@ def test_screen_table_ranks_every_readable_row_and_refuses_other_models() -> Non
 
 def test_reference_follows_its_weights_not_their_location(tmp_path, tiny_model_dir) -> None:
     config = FeatureConfig(model=str(tiny_model_dir), timesteps=3)
-    features = np.random.default_rng(0).normal(size=(40, 6))
+    features = np.random.default_rng(0).normal(size=(100, 6))
     fitted = fit_reference(features, config, model_fingerprint(str(tiny_model_dir)))
     uri = save_reference(fitted, str(tmp_path / "reference.json"))
     loaded = load_reference(uri)
@@ -86,7 +86,7 @@ def test_a_reference_of_the_previous_default_says_so_in_one_line(tmp_path) -> No
     from diffpath.model import PREVIOUS_DEFAULTS
 
     v1 = next(iter(PREVIOUS_DEFAULTS))
-    features = np.random.default_rng(0).normal(size=(40, 6))
+    features = np.random.default_rng(0).normal(size=(100, 6))
     fitted = fit_reference(features, FeatureConfig(method="diffpathv2"), v1)
     uri = save_reference(fitted, str(tmp_path / "reference.json"))
     with pytest.raises(ConfigMismatchError) as raised:

@@ -1,0 +1,78 @@
+"""A screen's nights side by side: `history.parquet` beside its dated folders.
+
+Rebuilt after each night from every dated folder's `summary.json` (a summary is written
+last, so it marks a complete night): a rerun replaces its night's row, two nights that run
+at once both appear, and nothing is appended in place.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import polars as pl
+
+from diffpath.render import trend_png
+from diffpath.storage import glob, join, latest_pointer, read_many, write_parquet
+
+__all__ = ["history_uri", "night_row", "trend", "write_history"]
+
+SCORE_QUANTILES = ("0.5", "0.95", "0.99")
+
+
+def history_uri(template: str) -> str | None:
+    """`history.parquet` beside `latest.json` of a dated output URI; None for an undated one."""
+    pointer = latest_pointer(template)
+    return None if pointer is None else join(pointer.rsplit("/", 1)[0], "history.parquet")
+
+
+def night_row(folder: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """One night of a screen: counts, the flagged fraction with its expected 95% range,
+    score quantiles and alerts."""
+    n = summary["n_scored"]
+    low, high = summary.get("expected_flagged_range") or (None, None)
+    quantiles = summary.get("score_quantiles") or {}
+    return {
+        "folder": folder,
+        "started_at": summary.get("started_at"),
+        "n_images": summary["n_images"],
+        "n_scored": n,
+        "n_errors": summary["n_errors"],
+        "n_flagged": summary["n_flagged"],
+        "flagged_fraction": summary["flagged_fraction"],
+        "expected_fraction": summary.get("expected_flagged_fraction"),
+        "expected_low": None if low is None or not n else low / n,
+        "expected_high": None if high is None or not n else high / n,
+        "flagged_p_value": summary.get("flagged_p_value"),
+        **{f"score_q{q}": quantiles.get(q) for q in SCORE_QUANTILES},
+        "n_alerts": len(summary.get("alerts") or []),
+        "alerts": "; ".join(summary.get("alerts") or []),
+    }
+
+
+def write_history(template: str) -> str | None:
+    """Rebuild `history.parquet` from the summaries of every screen night written under a
+    dated output URI (ordered by start time); None for an undated one."""
+    uri = history_uri(template)
+    if uri is None:
+        return None
+    pattern = join(template.replace("{datetime}", "*").replace("{date}", "*"), "summary.json")
+    summaries = read_many(glob(pattern))
+    rows = [night_row(u.rsplit("/", 1)[0], json.loads(data)) for u, data in summaries.items()]
+    rows = [r for r in rows if r["expected_fraction"] is not None]  # screens, not audits
+    if not rows:
+        return None
+    history = pl.DataFrame(rows, infer_schema_length=None).sort("started_at", "folder")
+    return write_parquet(history.to_arrow(), uri)
+
+
+def trend(history: pl.DataFrame, nights: int = 60) -> bytes:
+    """The trend plot of the last `nights` rows of a history."""
+    last = history.tail(nights)
+    return trend_png(
+        [folder.rsplit("/", 1)[-1] for folder in last["folder"]],
+        last["flagged_fraction"].to_numpy(),
+        (last["expected_low"].to_numpy(), last["expected_high"].to_numpy()),
+        last["n_alerts"].to_numpy() > 0,
+        {f"{float(q):.0%} quantile": last[f"score_q{q}"].to_numpy() for q in SCORE_QUANTILES},
+    )
