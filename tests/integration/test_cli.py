@@ -327,7 +327,8 @@ def test_a_non_finite_threshold_is_refused_before_any_work(tmp_path, value) -> N
     "args, reason",
     [
         (
-            ["fit-reference", str(SAMPLES / "reference.parquet"), "--device", "cuda:7"],
+            ["fit-reference", str(SAMPLES / "reference.parquet"), "--device", "cuda:7"]
+            + ["--target-fpr", "0.5"],  # 4 images: 1 held back, enough to flag at 50%
             "error: device 'cuda:7' asked for",
         ),
         (

@@ -25,7 +25,7 @@ def test_list_featurize_and_screen_tasks(tmp_path, tiny_config) -> None:
         assert sum(s.n_computed for s in shards) == 40
         again = featurize_shard_task.fn(listing, 0, tiny_config, cache, out)
         assert (again.n_computed, again.n_cached) == (0, 16)
-        reference = fit_reference_shards([s.uri for s in shards], tiny_config, out)
+        reference = fit_reference_shards([s.uri for s in shards], tiny_config, out, holdout=0.5)
         assert reference_config_task.fn(reference, None) == tiny_config
         outputs = screen_task.fn([s.uri for s in shards], reference, out, 0.0, ["x"], {})
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
