@@ -25,6 +25,7 @@ from diffpath.reference import Reference, cross_fit_scores
 __all__ = ["Estimate", "audit_scores", "mixture_estimate", "storey_estimate"]
 
 BIC_MARGIN = 10.0  # "very strong" evidence (Kass & Raftery) before calling a second component
+SEPARATION = 2.0  # Ashman's D: two Gaussians at least this far apart are two populations
 TRIM = 0.8  # trimmed cross-fitting: the second pass fits on the lowest-scoring 80%
 LAMBDA = 0.5  # Storey's λ: p-values above it are counted as in-distribution
 
@@ -115,13 +116,21 @@ def storey_estimate(
 
 def _mixture(log_scores: np.ndarray, seed: int) -> tuple[float | None, str | None]:
     """(the upper component's weight, None), or (None, why there is none): BIC does not
-    clearly prefer two components to one, or the upper one would be the majority."""
+    clearly prefer two components to one, the two overlap (a skewed bulk, not a second
+    population), or the upper one would be the majority."""
     x = log_scores.reshape(-1, 1)
     one = GaussianMixture(1, random_state=seed).fit(x)
     two = GaussianMixture(2, random_state=seed, n_init=2).fit(x)
     if two.bic(x) > one.bic(x) - BIC_MARGIN:
         return None, "the out-of-fold scores form one group (BIC finds no second component)"
-    weight = float(two.weights_[int(np.argmax(two.means_.ravel()))])
+    means, spreads = two.means_.ravel(), two.covariances_.ravel()
+    separation = float(np.sqrt(2) * abs(means[0] - means[1]) / np.sqrt(spreads.sum()))
+    if separation < SEPARATION:
+        return None, (
+            f"the two groups of out-of-fold scores overlap (Ashman's D = {separation:.1f} < "
+            f"{SEPARATION:g}): a skewed bulk, no separate population of contaminants"
+        )
+    weight = float(two.weights_[int(np.argmax(means))])
     if weight >= 0.5:
         return None, f"the higher-scoring group would hold {weight:.0%} of the set"
     return weight, None
