@@ -1,12 +1,12 @@
 """How much of a set does not belong: contamination estimates with intervals, and suspects.
 
 With a trusted reference, each image has a conformal p-value; Storey's estimator reads the
-in-distribution share π0 off the flat part of their histogram (#{p > λ} / n(1 − λ)).
-Without one, images are scored by trimmed cross-fitting and the scores are fitted with one
-and with two Gaussian components (on log scores); where BIC clearly prefers two, the upper
-component's weight is the estimate. Either way the suspects are the estimated number of
-highest-scoring images. Measured on the shared data (docs/benchmarks.md), the reference
-estimate tracks the truth; the estimate without one over-counts: give `audit --reference`.
+in-distribution share π0 off the flat part of their histogram (#{p > λ} over its exact
+expectation for a clean set). Without one, images are scored by trimmed cross-fitting and
+the scores are fitted with one and with two Gaussian components (on log scores); where BIC
+clearly prefers two and they are two populations (Ashman's D ≥ 2), the upper component's
+weight is the estimate, else it is undetermined, with the reason. Either way the suspects
+are the estimated number of highest-scoring images. Bias and coverage: docs/statistics.md.
 """
 
 from __future__ import annotations

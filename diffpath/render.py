@@ -103,7 +103,7 @@ def trend_png(
     top.legend(fontsize=8)
     for name, values in quantiles.items():
         bottom.plot(x, values, ".-", label=name)
-    bottom.set(ylabel="anomaly score", yscale="symlog")
+    bottom.set(ylabel="anomaly score")
     bottom.legend(fontsize=8)
     step = max(1, len(x) // 10)
     bottom.set_xticks(x[::step], [nights[i] for i in x[::step]], rotation=30, fontsize=7)

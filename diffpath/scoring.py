@@ -273,8 +273,9 @@ def audit(
         if reference
         else [
             "without a trusted reference the contamination estimate is a two-component fit "
-            "to out-of-fold scores and over-counted on real data (docs/benchmarks.md); pass "
-            "--reference for Storey's estimate from conformal p-values"
+            "to out-of-fold scores, undetermined on real faces at 0-60% contamination "
+            "(docs/statistics.md); pass --reference for Storey's estimate from conformal "
+            "p-values"
         ]
     )
     return _write_outputs(out, scores, errors, duplicates, summary)

@@ -297,6 +297,8 @@ def test_run_options_fail_with_one_line_naming_them(tmp_path, options, code, rea
             (["--target-fpr", "1.5"], "--target-fpr must be in (0, 1), got 1.5"),
             (["--holdout", "1"], "--holdout must be in (0, 1), got 1.0"),
             (["--density", "pickle"], "unknown density 'pickle'"),
+            (["--max-images", "40"], "8 calibration images cannot flag at 0.05: that needs at"),
+            (["--target-fpr", "0.001"], "24 calibration images cannot flag at 0.001"),
         ]
     ],
 )
@@ -306,6 +308,38 @@ def test_fit_options_are_refused_before_any_feature_work(tmp_path, options, reas
     assert result.exit_code == 2, result.output
     assert reason in result.output.strip().splitlines()[-1]
     assert not (tmp_path / "o" / "features").exists()
+
+
+@pytest.mark.hostile(
+    ("`screen --fpr 0.01` against a reference of 20 calibration images", "refused, exit 2")
+)
+def test_a_rate_finer_than_the_calibration_resolves_is_refused(dated_reference, tmp_path) -> None:
+    args = ["screen", str(SAMPLES / "incoming.parquet"), "--reference", dated_reference[1]]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "s"), "--fpr", "0.01"])
+    assert result.exit_code == 2, result.output
+    assert "20 calibration images cannot flag at 0.01" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "s").exists()
+
+
+def test_alert_p_alerts_on_more_flags_than_chance_explains(dated_reference, tmp_path) -> None:
+    """13 of 20 flagged where half are expected: p ≈ 0.17 under the Beta-Binomial law of
+    20 calibration scores, so --alert-p 0.01 stays quiet and --alert-p 0.5 alerts."""
+    from diffpath.conformal import threshold_rule
+    from diffpath.reference import load_reference
+
+    args = ["screen", str(SAMPLES / "incoming.parquet"), "--reference", dated_reference[1]]
+    args += ["--max-images", "20", "--fpr", "0.5"]
+    quiet = runner.invoke(app, [*args, "--out", str(tmp_path / "q"), "--alert-p", "0.01"])
+    assert quiet.exit_code == 0, quiet.output
+    summary = json.loads((tmp_path / "q" / "summary.json").read_text())
+    reference = load_reference(dated_reference[1])
+    rule = threshold_rule(reference.calibration_scores, summary["threshold"])
+    assert summary["expected_flagged_fraction"] == rule.rate == 10 / 21
+    p = rule.p_value(summary["n_flagged"], 20)
+    assert summary["flagged_p_value"] == p and 0.01 < p < 0.5 and summary["alerts"] == []
+    loud = runner.invoke(app, [*args, "--out", str(tmp_path / "l"), "--alert-p", "0.5"])
+    assert loud.exit_code == 3, loud.output
+    assert loud.output.strip().splitlines()[-1].endswith("at most --alert-p 0.5")
 
 
 @pytest.mark.parametrize(
@@ -327,8 +361,11 @@ def test_a_non_finite_threshold_is_refused_before_any_work(tmp_path, value) -> N
     "args, reason",
     [
         (
-            ["fit-reference", str(SAMPLES / "reference.parquet"), "--device", "cuda:7"]
-            + ["--target-fpr", "0.5"],  # 4 images: 1 held back, enough to flag at 50%
+            # 4 images: 1 held back, enough to flag at 50%
+            [
+                *["fit-reference", str(SAMPLES / "reference.parquet")],
+                *["--device", "cuda:7", "--target-fpr", "0.5"],
+            ],
             "error: device 'cuda:7' asked for",
         ),
         (
