@@ -385,10 +385,12 @@ def _print_summary(outputs: dict[str, str]) -> None:
     if summary.get("contamination_undetermined"):
         console.print(f"contamination undetermined: {summary['contamination_undetermined']}")
     elif "estimated_contamination" in summary:
+        detectable = summary.get("detectable_contamination")
+        floor = "" if detectable is None else f"; below {detectable:.1%} is no evidence"
         console.print(
             f"estimated contamination {summary['estimated_contamination']:.1%} "
             f"[{summary['contamination_low']:.1%}, {summary['contamination_high']:.1%}] "
-            f"({summary['estimator']})"
+            f"({summary['estimator']}{floor})"
         )
     for warning in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")

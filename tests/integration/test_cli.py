@@ -342,6 +342,25 @@ def test_alert_p_alerts_on_more_flags_than_chance_explains(dated_reference, tmp_
     assert loud.output.strip().splitlines()[-1].endswith("at most --alert-p 0.5")
 
 
+def test_audit_prints_its_estimate_and_floor_or_why_there_is_none(
+    dated_reference, tiny_model_dir, tmp_path
+) -> None:
+    args = ["audit", str(SAMPLES / "incoming.parquet"), "--max-images", "30"]
+    trusted = runner.invoke(
+        app, [*args, "--reference", dated_reference[1], "--out", str(tmp_path / "r")]
+    )
+    assert trusted.exit_code == 0, trusted.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    floor = f"below {summary['detectable_contamination']:.1%} is no evidence"
+    assert "estimated contamination" in trusted.output and floor in trusted.output
+    alone = runner.invoke(
+        app,
+        [*args, "--model", str(tiny_model_dir), "--timesteps", "3", "--out", str(tmp_path / "n")],
+    )
+    assert alone.exit_code == 0, alone.output
+    assert "contamination undetermined: the out-of-fold scores" in alone.output
+
+
 @pytest.mark.parametrize(
     "value",
     [
