@@ -70,11 +70,10 @@ def _p_at_most(n: int, lam: float) -> FlagRule:
     return FlagRule(threshold=math.nan, rank=conformal_rank(n, lam), n=n)
 
 
-def _storey(scores: np.ndarray, calibration: np.ndarray, lam: float) -> float:
+def _storey(p_values: np.ndarray, n: int, lam: float) -> float:
     """1 − #{p > λ} / (m · P(p > λ | in-distribution)), clipped to [0, 1], with the exact
-    null rate of conformal p-values, 1 − ⌊λ(n + 1)⌋ / (n + 1)."""
-    above = np.mean(conformal_p_values(scores, calibration) > lam)
-    return float(max(0.0, 1 - above / (1 - _p_at_most(len(calibration), lam).rate)))
+    null rate of conformal p-values from n calibration scores, 1 − ⌊λ(n + 1)⌋ / (n + 1)."""
+    return float(max(0.0, 1 - np.mean(p_values > lam) / (1 - _p_at_most(n, lam).rate)))
 
 
 def storey_estimate(
@@ -91,16 +90,21 @@ def storey_estimate(
     if not len(scores):
         raise ConfigError("a contamination estimate needs at least one scored image")
     m, n = len(scores), len(calibration)
-    fraction = _storey(scores, calibration, lam)
+    p_values = conformal_p_values(scores, calibration)
+    fraction = _storey(p_values, n, lam)
     rng = np.random.default_rng(seed)
     draws = [
-        _storey(scores[rng.integers(0, m, m)], calibration[rng.integers(0, n, n)], lam)
+        _storey(
+            conformal_p_values(scores[rng.integers(0, m, m)], calibration[rng.integers(0, n, n)]),
+            n,
+            lam,
+        )
         for _ in range(n_boot)
     ]
     rule = _p_at_most(n, lam)
     detectable = max(0.0, 1 - (m - rule.count_quantile(m, 0.95)) / (m * (1 - rule.rate)))
     low, high = percentile_interval(np.asarray(draws))
-    at_most = int(np.sum(conformal_p_values(scores, calibration) <= lam))
+    at_most = int(np.sum(p_values <= lam))
     warning = None
     if at_most < rule.count_quantile(m, 0.005):  # contamination only adds small p-values
         warning = (

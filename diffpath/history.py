@@ -8,6 +8,7 @@ at once both appear, and nothing is appended in place.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import polars as pl
@@ -18,6 +19,8 @@ from diffpath.storage import glob, join, latest_pointer, read_many, write_parque
 __all__ = ["history_uri", "night_row", "trend", "write_history"]
 
 SCORE_QUANTILES = ("0.5", "0.95", "0.99")
+
+log = logging.getLogger(__name__)
 
 
 def history_uri(template: str) -> str | None:
@@ -57,9 +60,20 @@ def write_history(template: str) -> str | None:
     if uri is None:
         return None
     pattern = join(template.replace("{datetime}", "*").replace("{date}", "*"), "summary.json")
-    summaries = read_many(glob(pattern))
-    rows = [night_row(u.rsplit("/", 1)[0], json.loads(data)) for u, data in summaries.items()]
-    rows = [r for r in rows if r["expected_fraction"] is not None]  # screens, not audits
+    rows = []
+    for summary_uri, data in read_many(glob(pattern)).items():
+        try:
+            row = night_row(summary_uri.rsplit("/", 1)[0], json.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            log.warning(
+                "%s is not a readable screen summary (%r): its night is left out of "
+                "history.parquet; rerun that night or remove its folder",
+                summary_uri,
+                err,
+            )
+            continue
+        if row["expected_fraction"] is not None:  # screens, not audits
+            rows.append(row)
     if not rows:
         return None
     history = pl.DataFrame(rows, infer_schema_length=None).sort("started_at", "folder")

@@ -133,14 +133,15 @@ def check_fit_options(density: str, method: str, target_fpr: float, holdout: flo
 
 def check_split(
     listing_uri: str, grouping: Grouping | None, holdout: float, seed: int, target_fpr: float
-) -> tuple[int, int]:
-    """(calibration images, groups) of a stored listing's split, checked before any feature
-    is computed: every image has a group, and enough are held back to flag at `target_fpr`."""
+) -> tuple[int, int | None]:
+    """(calibration images, groups or None for a random split) of a stored listing, checked
+    before any feature is computed: every image has a group, and enough are held back to
+    flag at `target_fpr`."""
     refs = refs_table(read_listing(listing_uri))
     labels = None if grouping is None else grouping.labels(refs)
     _, cal_rows = split_holdout(len(refs), holdout, seed, labels)
     conformal_rank(len(cal_rows), target_fpr)
-    return len(cal_rows), len(refs) if labels is None else len(set(labels))
+    return len(cal_rows), None if labels is None else len(set(labels))
 
 
 def fit_reference_shards(

@@ -33,12 +33,8 @@ def check_split_task(
     """Fail in seconds, before any feature work, when the images cannot be grouped or too
     few would be held back to calibrate; returns the number held back."""
     n_cal, n_groups = check_split(listing_uri, grouping, holdout, seed, target_fpr)
-    get_run_logger().info(
-        "%d reference images held back to calibrate (%d groups, %s)",
-        n_cal,
-        n_groups,
-        grouping or "random split",
-    )
+    split = "a random split" if n_groups is None else f"{n_groups} groups by {grouping}"
+    get_run_logger().info("%d reference images held back to calibrate (%s)", n_cal, split)
     return n_cal
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import polars as pl
+import pytest
 
 from diffpath.history import history_uri, trend, write_history
 
@@ -29,13 +31,22 @@ def _night(root, day: str, n_flagged: int, **extra) -> None:
     (folder / "summary.json").write_text(json.dumps(summary))
 
 
-def test_history_has_one_row_per_night_in_time_order_and_reruns_replace_theirs(tmp_path) -> None:
+@pytest.mark.hostile(
+    ("a night's `summary.json` cut off", "left out of history.parquet with a warning")
+)
+def test_history_has_one_row_per_night_in_time_order_and_reruns_replace_theirs(
+    tmp_path, caplog
+) -> None:
     template = str(tmp_path / "screen" / "{date}")
     assert history_uri(str(tmp_path / "undated")) is None and write_history(str(tmp_path)) is None
     for day, flagged in (("2026-11-30", 50), ("2026-11-28", 40), ("2026-11-29", 90)):
         _night(tmp_path / "screen", day, flagged)
     (tmp_path / "screen" / "2026-11-27").mkdir()  # a night that never finished: no summary
-    uri = write_history(template)
+    (tmp_path / "screen" / "2026-11-26").mkdir()
+    (tmp_path / "screen" / "2026-11-26" / "summary.json").write_text('{"n_images": 3')  # cut off
+    with caplog.at_level(logging.WARNING, logger="diffpath.history"):
+        uri = write_history(template)
+    assert "2026-11-26/summary.json is not a readable screen summary" in caplog.text
     assert uri == str(tmp_path / "screen" / "history.parquet")
     history = pl.read_parquet(uri)
     assert history["n_flagged"].to_list() == [40, 90, 50]
