@@ -29,11 +29,11 @@ import numpy as np
 import polars as pl
 from scipy.stats import binom
 
-from diffpath.conformal import FlagRule, calibrate_threshold, conformal_rank, threshold_rule
-from diffpath.contamination import audit_scores, storey_estimate
 from diffpath.errors import ConfigError
-from diffpath.reference import Reference, load_reference
-from diffpath.shards import feature_matrix, read_shards
+from diffpath.features.shards import feature_matrix, read_shards
+from diffpath.scoring.conformal import FlagRule, calibrate_threshold, conformal_rank, threshold_rule
+from diffpath.scoring.contamination import audit_scores, storey_estimate
+from diffpath.scoring.reference import Reference, load_reference
 
 ALPHA, ALERT_P = 0.05, 0.01
 CALIBRATION = (50, 200, 1000)

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from shared_sets import DATA_DIR, shared_sets
 
-from diffpath.model import load_model
-from diffpath.schedule import image_noise
-from diffpath.sources import list_source, load_images, subsample
+from diffpath.io.sources import list_source, load_images, subsample
+from diffpath.model.diffusion import load_model
+from diffpath.model.schedule import image_noise
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from diffpath.config import FeatureConfig
-from diffpath.features import extract_features
-from diffpath.model import load_model
-from diffpath.schedule import image_noise
-from diffpath.sources import list_source, load_images, subsample
+from diffpath.features.extract import extract_features
+from diffpath.io.sources import list_source, load_images, subsample
+from diffpath.model.diffusion import load_model
+from diffpath.model.schedule import image_noise
 
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 

@@ -12,17 +12,13 @@ import time
 
 import torch
 
-from diffpath.benchmark import (
-    feature_jobs,
-    load_spec,
-    method_costs,
-    store_splits,
-    write_benchmark,
-)
-from diffpath.benchmark_report import benchmark_report
-from diffpath.model import load_model
-from diffpath.shards import featurize_shard
-from diffpath.storage import join, read_bytes
+from diffpath.benchmark.run import feature_jobs, method_costs, write_benchmark
+from diffpath.benchmark.spec import load_spec
+from diffpath.benchmark.splits import store_splits
+from diffpath.features.shards import featurize_shard
+from diffpath.io.storage import join, read_bytes
+from diffpath.model.diffusion import load_model
+from diffpath.reports.benchmark import benchmark_report
 
 
 def main() -> None:

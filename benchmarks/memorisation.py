@@ -2,7 +2,7 @@
 
     python benchmarks/memorisation.py --recipe recipes/v2-cpu.yaml --models default runs/v2-cpu
 
-Both losses use the same fixed noise and timesteps (`diffpath.train.validation_loss`), on
+Both losses use the same fixed noise and timesteps (`diffpath.model.train.validation_loss`), on
 `--images` faces drawn from the recipe's first training source (celeba/: prepared like the
 validation faces, so only having seen them can make a difference) and from its validation
 sources (unseen identities). A model that memorised its faces denoises them clearly
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from diffpath.model import load_model
-from diffpath.train import TrainConfig, load_image_tensor, validation_loss
+from diffpath.model.diffusion import load_model
+from diffpath.model.train import TrainConfig, load_image_tensor, validation_loss
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ import numpy as np
 from shared_sets import DATA_DIR, shared_sets
 
 from diffpath.config import FeatureConfig
-from diffpath.features import extract_features
-from diffpath.metrics import ood_metrics
-from diffpath.model import load_model
-from diffpath.reference import fit_reference
-from diffpath.sources import list_source, load_images, subsample
+from diffpath.features.extract import extract_features
+from diffpath.io.sources import list_source, load_images, subsample
+from diffpath.model.diffusion import load_model
+from diffpath.scoring.metrics import ood_metrics
+from diffpath.scoring.reference import fit_reference
 
 
 def main() -> None:

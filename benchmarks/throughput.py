@@ -38,11 +38,11 @@ import torch
 from PIL import Image
 
 from diffpath.config import FeatureConfig
-from diffpath.features import extract_features
-from diffpath.images import decode_batches
-from diffpath.model import DiffusionModel, load_model
-from diffpath.shards import featurize_shard
-from diffpath.sources import list_source, load_images, read_refs, store_listing
+from diffpath.features.extract import extract_features
+from diffpath.features.shards import featurize_shard
+from diffpath.io.images import decode_batches
+from diffpath.io.sources import list_source, load_images, read_refs, store_listing
+from diffpath.model.diffusion import DiffusionModel, load_model
 
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 

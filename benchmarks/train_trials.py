@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from diffpath.train import TrainConfig, build_unet, train
+from diffpath.model.train import TrainConfig, build_unet, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba"
 

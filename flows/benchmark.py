@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from prefect import flow
 
-from diffpath.benchmark import Sizes, feature_jobs, load_spec, method_costs, previous_results
+from diffpath.benchmark.regressions import previous_results
+from diffpath.benchmark.run import feature_jobs, method_costs
+from diffpath.benchmark.spec import Sizes, load_spec
 from diffpath.errors import AlertError
-from diffpath.lock import output_lock
-from diffpath.storage import read_json
+from diffpath.io.lock import output_lock
+from diffpath.io.storage import read_json
 from flows.pipeline import DEFAULT_RUN, RUNNER, Dated, RunOptions, submit_shards
 from tasks.benchmark import benchmark_report_task, benchmark_task, split_task
 

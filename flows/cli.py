@@ -162,7 +162,7 @@ def _sizes(text: str | None):
     """`--sizes FIT,VALIDATION,TEST` as benchmark `Sizes` (None when not given)."""
     if text is None:
         return None
-    from diffpath.benchmark import Sizes
+    from diffpath.benchmark.spec import Sizes
 
     try:
         fit, validation, test = (int(n) for n in text.split(","))
@@ -294,7 +294,7 @@ def fit_reference(
             config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
         )
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
-        from diffpath.sources import Grouping
+        from diffpath.io.sources import Grouping
         from flows.pipeline import fit_reference_flow, task_runner
 
         grouping = None
@@ -354,7 +354,7 @@ def screen(
 
     def action() -> dict[str, str]:
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
-        from diffpath.alerts import ScreenPolicy
+        from diffpath.scoring.alerts import ScreenPolicy
         from flows.pipeline import screen_flow, task_runner
 
         policy = ScreenPolicy(
@@ -371,7 +371,7 @@ def screen(
 
 
 def _print_summary(outputs: dict[str, str]) -> None:
-    from diffpath.storage import read_bytes
+    from diffpath.io.storage import read_bytes
 
     summary = json.loads(read_bytes(outputs["summary"]))
     expected = summary.get("expected_flagged_range")
@@ -479,7 +479,7 @@ def evaluate(
 
     def action() -> dict[str, str]:
         run = _run_options(features, shard_size, max_images, batch_size, device, compile)
-        from diffpath.sources import name_sources
+        from diffpath.io.sources import name_sources
         from flows.pipeline import evaluate_flow, task_runner
 
         sources = {name: [uri] for name, uri in name_sources(ood).items()}
@@ -492,7 +492,7 @@ def evaluate(
 
 
 def _print_metrics(metrics_uri: str) -> None:
-    from diffpath.storage import read_bytes
+    from diffpath.io.storage import read_bytes
 
     for name, m in json.loads(read_bytes(metrics_uri))["ood"].items():
         console.print(
@@ -541,7 +541,7 @@ def train(
     checkpoint); per-source crops, precision and the schedule come from --config."""
 
     def action() -> str:
-        from diffpath.train import TrainConfig
+        from diffpath.model.train import TrainConfig
         from flows.train import train_flow
 
         values = read_config_file(config_file) if config_file else {}
@@ -623,7 +623,7 @@ def benchmark(
 
 
 def _print_benchmark(outputs: dict[str, str]) -> None:
-    from diffpath.storage import read_bytes
+    from diffpath.io.storage import read_bytes
 
     summary = json.loads(read_bytes(outputs["summary"]))
     for m in summary["methods"]:
@@ -645,7 +645,7 @@ def demo(
     """Fit on bundled faces, screen a bundled mixed dump, print AUROC and the report path."""
 
     def action() -> dict[str, str]:
-        from diffpath.sources import Grouping
+        from diffpath.io.sources import Grouping
         from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
 
         run = RunOptions(device=device, progress=True)
@@ -664,8 +664,8 @@ def demo(
     outputs = _run(action)
     import polars as pl
 
-    from diffpath.metrics import auroc
-    from diffpath.storage import read_parquet
+    from diffpath.io.storage import read_parquet
+    from diffpath.scoring.metrics import auroc
 
     scores = pl.from_arrow(read_parquet(outputs["scores"]))
     is_face = scores["path"].str.starts_with("faces/").to_numpy()

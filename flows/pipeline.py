@@ -18,15 +18,15 @@ from prefect.futures import PrefectFutureList
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from diffpath.alerts import ScreenPolicy
 from diffpath.config import FeatureConfig
 from diffpath.errors import AlertError, ConfigError
-from diffpath.lock import output_lock
-from diffpath.model import gpu_count
-from diffpath.reference import check_fit_options
-from diffpath.shards import ShardCounts
-from diffpath.sources import Grouping, Listing
-from diffpath.storage import dated, join
+from diffpath.features.shards import ShardCounts
+from diffpath.io.lock import output_lock
+from diffpath.io.sources import Grouping, Listing
+from diffpath.io.storage import dated, join
+from diffpath.model.diffusion import gpu_count
+from diffpath.scoring.alerts import ScreenPolicy
+from diffpath.scoring.reference import check_fit_options
 from tasks.features import featurize_shard_task
 from tasks.reference import check_split_task, fit_reference_task, reference_config_task
 from tasks.reports import (

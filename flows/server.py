@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 
 from diffpath.errors import DiffPathError
-from diffpath.lock import pid_alive
+from diffpath.io.lock import pid_alive
 
 STARTUP_SECONDS = 120  # at least this long before a start counts as failed
 ATTEMPTS = 2

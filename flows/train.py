@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from diffpath.train import TrainConfig, train
+from diffpath.model.train import TrainConfig, train
 
 
 @task

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from diffpath.train import TrainConfig, train
+from diffpath.model.train import TrainConfig, train
 
 name, run_dir, minutes, samples = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
-from diffpath.train import TrainConfig, load_image_tensor
+from diffpath.model.train import TrainConfig, load_image_tensor
 
 recipe = TrainConfig(**yaml.safe_load(Path("recipes/v2-cpu.yaml").read_text()))
 staged = {f"train-{i}": source for i, source in enumerate(recipe.data)}

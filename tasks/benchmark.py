@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from diffpath import benchmark
-from diffpath.benchmark import BenchmarkSpec, MethodSpec, Sizes
-from diffpath.benchmark_report import benchmark_report
+from diffpath.benchmark.run import write_benchmark
+from diffpath.benchmark.spec import BenchmarkSpec, MethodSpec, Sizes
+from diffpath.benchmark.splits import store_splits
 from diffpath.config import FeatureConfig
-from diffpath.sources import Listing
-from diffpath.storage import read_json
+from diffpath.io.sources import Listing
+from diffpath.io.storage import read_json
+from diffpath.reports.benchmark import benchmark_report
 from tasks.features import cached_model
 from tasks.retry import RETRY, transient_failure
 
@@ -19,7 +20,7 @@ def split_task(
     spec: BenchmarkSpec, dataset: str, sizes: Sizes, out: str, shard_size: int
 ) -> dict[str, Listing]:
     """A dataset's fit / validation / test listings, stored under `out`."""
-    listings = benchmark.store_splits(spec, dataset, sizes, out, shard_size)
+    listings = store_splits(spec, dataset, sizes, out, shard_size)
     counts = ", ".join(f"{role} {listing.n_images}" for role, listing in listings.items())
     get_run_logger().info("%s: %s", dataset, counts)
     return listings
@@ -35,7 +36,7 @@ def benchmark_task(
     previous: str | None,
 ) -> dict[str, str]:
     """The matrix, the audit and the regression check → results, scores and summary URIs."""
-    outputs = benchmark.write_benchmark(spec, methods, shards, costs, out, previous)
+    outputs = write_benchmark(spec, methods, shards, costs, out, previous)
     summary = read_json(outputs["summary"])
     log = get_run_logger()
     for row in summary["methods"]:

@@ -8,9 +8,9 @@ from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
 from diffpath.config import FeatureConfig
-from diffpath.model import DiffusionModel, gpu_count, load_model
-from diffpath.shards import ShardCounts, featurize_shard
-from diffpath.sources import Listing
+from diffpath.features.shards import ShardCounts, featurize_shard
+from diffpath.io.sources import Listing
+from diffpath.model.diffusion import DiffusionModel, gpu_count, load_model
 from tasks.retry import RETRY, transient_failure
 
 _models: dict[tuple[str, str | None, str, bool], DiffusionModel] = {}

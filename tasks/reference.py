@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from diffpath.config import FeatureConfig
-from diffpath.reference import check_split, fit_reference_shards, reference_config
-from diffpath.sources import Grouping
+from diffpath.io.sources import Grouping
+from diffpath.scoring.reference import check_split, fit_reference_shards, reference_config
 from tasks.retry import RETRY, transient_failure
 
 

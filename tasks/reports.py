@@ -7,10 +7,10 @@ from datetime import datetime
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from diffpath import report
 from diffpath.config import FeatureConfig
-from diffpath.history import write_history
-from diffpath.storage import join, point_latest, read_json
+from diffpath.io.storage import join, point_latest, read_json
+from diffpath.reports import pages
+from diffpath.reports.history import write_history
 from tasks.features import cached_model
 from tasks.retry import RETRY, transient_failure
 
@@ -26,7 +26,7 @@ def screen_report_task(
     """The screening report, with error maps of the top flagged images from the model and
     the trend of a dated screen's nights."""
     model = cached_model(config, device, compile=False)
-    return report.screen_report(out, reference_uri, model, history)
+    return pages.screen_report(out, reference_uri, model, history)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
@@ -37,20 +37,20 @@ def history_task(template: str) -> str | None:
 
 @task(**RETRY, retry_condition_fn=transient_failure)
 def audit_report_task(out: str) -> str:
-    return report.audit_report(out)
+    return pages.audit_report(out)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
 def evaluate_report_task(metrics_uri: str, out: str) -> str:
-    return report.evaluate_report(metrics_uri, out)
+    return pages.evaluate_report(metrics_uri, out)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
 def publish_task(out: str) -> list[str]:
     """Show a run's summary and its top flagged images in the Prefect UI; returns its alerts."""
     summary = read_json(join(out, "summary.json"))
-    create_markdown_artifact(report.summary_markdown(summary), key="diffpath-summary")
-    create_table_artifact(report.flagged_rows(out), key="diffpath-top-flagged")
+    create_markdown_artifact(pages.summary_markdown(summary), key="diffpath-summary")
+    create_table_artifact(pages.flagged_rows(out), key="diffpath-top-flagged")
     return summary.get("alerts", [])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffpath.storage import is_transient
+from diffpath.io.storage import is_transient
 
 RETRY = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from diffpath import scoring
-from diffpath.alerts import ScreenPolicy, flag_rule
 from diffpath.config import FeatureConfig
-from diffpath.reference import load_reference
-from diffpath.storage import read_json
+from diffpath.io.storage import read_json
+from diffpath.scoring import score
+from diffpath.scoring.alerts import ScreenPolicy, flag_rule
+from diffpath.scoring.reference import load_reference
 from tasks.retry import RETRY, transient_failure
 
 
@@ -37,7 +37,7 @@ def screen_task(
     policy: ScreenPolicy | None = None,
 ) -> dict[str, str]:
     """scores, errors, duplicates and summary of a screening run under `out` → their URIs."""
-    outputs = scoring.screen(shard_uris, reference_uri, out, started, sources, policy, **counts)
+    outputs = score.screen(shard_uris, reference_uri, out, started, sources, policy, **counts)
     summary = read_json(outputs["summary"])
     get_run_logger().info(
         "screened %d images: %d flagged, %d unreadable, %d duplicates",
@@ -61,7 +61,7 @@ def audit_task(
     reference_uri: str | None = None,
 ) -> dict[str, str]:
     """Scores of one set and its estimated contamination → its outputs under `out`."""
-    return scoring.audit(shard_uris, config, out, density, folds, sources, reference_uri, **counts)
+    return score.audit(shard_uris, config, out, density, folds, sources, reference_uri, **counts)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
@@ -69,4 +69,4 @@ def evaluate_task(
     in_dist: list[str], ood: dict[str, list[str]], reference_uri: str, out: str
 ) -> str:
     """AUROC, FPR@95, AUPR of each OOD set against the in-distribution set → metrics.json."""
-    return scoring.evaluate(in_dist, ood, reference_uri, out)
+    return score.evaluate(in_dist, ood, reference_uri, out)

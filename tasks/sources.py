@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from diffpath.sources import Listing, store_listing
+from diffpath.io.sources import Listing, store_listing
 from tasks.retry import RETRY, transient_failure
 
 

@@ -17,8 +17,8 @@ import torch
 
 from diffpath.config import FeatureConfig
 from diffpath.features.v2 import predict_stacked
-from diffpath.model import DiffusionModel
-from diffpath.schedule import select_timesteps
+from diffpath.model.diffusion import DiffusionModel
+from diffpath.model.schedule import select_timesteps
 
 __all__ = ["FEATURE_NAMES_1D", "FEATURE_NAMES_6D", "ddim_inversion_eps", "diffpath_features"]
 

@@ -21,8 +21,8 @@ import kornia
 import torch
 
 from diffpath.config import FeatureConfig
-from diffpath.model import DiffusionModel
-from diffpath.schedule import image_noise, select_timesteps
+from diffpath.model.diffusion import DiffusionModel
+from diffpath.model.schedule import image_noise, select_timesteps
 
 __all__ = ["FEATURE_NAMES", "error_maps", "predict_stacked", "v2_features", "weighted_errors"]
 

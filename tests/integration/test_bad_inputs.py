@@ -91,8 +91,8 @@ MAX_BYTES = 400_000
     *[(f"file `{name}`", "one error row naming it") for name in FAILED],
 )
 def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config, monkeypatch) -> None:
-    from diffpath.alerts import ScreenPolicy
-    from diffpath.identity import content_hash
+    from diffpath.io.identity import content_hash
+    from diffpath.scoring.alerts import ScreenPolicy
     from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
     from tests.conftest import SAMPLES
 
@@ -154,7 +154,7 @@ def test_odd_parquet_sources(tmp_path, tiny_config) -> None:
     def run(source: str):
         return featurize([source], tiny_config, str(tmp_path / "out"), RunOptions())
 
-    from diffpath.shards import read_shards
+    from diffpath.features.shards import read_shards
 
     rows = pl.from_arrow(read_shards(run(str(tmp_path / "odd.parquet")).uris, tiny_config)[0])
     assert rows["path"].to_list() == ["a", "a", "odd.parquet#2", "odd.parquet#3"]

@@ -121,7 +121,7 @@ def test_screen_takes_no_feature_options(tmp_path) -> None:
 
 
 def test_train_channels_default_is_the_train_config_default() -> None:
-    from diffpath.train import TrainConfig
+    from diffpath.model.train import TrainConfig
 
     default = ",".join(map(str, TrainConfig(data=["x"]).block_out_channels))
     assert default in runner.invoke(app, ["train", "--help"]).output.replace(" ", "")
@@ -176,7 +176,7 @@ def test_core_log_records_reach_prefect() -> None:
 
     handlers = logging.getLogger("diffpath").handlers
     assert any(isinstance(handler, APILogHandler) for handler in handlers)
-    assert logging.getLogger("diffpath.model").isEnabledFor(logging.INFO)
+    assert logging.getLogger("diffpath.model.diffusion").isEnabledFor(logging.INFO)
 
 
 def test_dask_runner_without_a_prefect_server_exits_2(tmp_path, monkeypatch) -> None:
@@ -324,8 +324,8 @@ def test_a_rate_finer_than_the_calibration_resolves_is_refused(dated_reference, 
 def test_alert_p_alerts_on_more_flags_than_chance_explains(dated_reference, tmp_path) -> None:
     """13 of 20 flagged where half are expected: p ≈ 0.17 under the Beta-Binomial law of
     20 calibration scores, so --alert-p 0.01 stays quiet and --alert-p 0.5 alerts."""
-    from diffpath.conformal import threshold_rule
-    from diffpath.reference import load_reference
+    from diffpath.scoring.conformal import threshold_rule
+    from diffpath.scoring.reference import load_reference
 
     args = ["screen", str(SAMPLES / "incoming.parquet"), "--reference", dated_reference[1]]
     args += ["--max-images", "20", "--fpr", "0.5"]

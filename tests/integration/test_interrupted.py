@@ -115,7 +115,7 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, re
     import json
     import socket
 
-    from diffpath.lock import LOCK, LockedError
+    from diffpath.io.lock import LOCK, LockedError
     from flows.pipeline import RunOptions, screen_flow
 
     out = tmp_path / "out"

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from diffpath.errors import ConfigMismatchError
-from diffpath.metrics import auroc
-from diffpath.sources import Grouping, list_source, read_refs
+from diffpath.io.sources import Grouping, list_source, read_refs
+from diffpath.scoring.metrics import auroc
 from tests.conftest import N_INCOMING, SAMPLES, save_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -81,8 +81,8 @@ def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
 
 
 def test_the_report_leads_with_a_headline_and_shows_every_flagged_image(tmp_path, fitted) -> None:
-    from diffpath.alerts import ScreenPolicy
-    from diffpath.reference import load_reference
+    from diffpath.scoring.alerts import ScreenPolicy
+    from diffpath.scoring.reference import load_reference
     from flows.pipeline import RunOptions, screen_flow
 
     everything = ScreenPolicy(threshold=-1e9)
@@ -103,7 +103,7 @@ def test_the_report_leads_with_a_headline_and_shows_every_flagged_image(tmp_path
     ("a flagged file named `price $5 or $6.jpg`", "the report renders it (no mathtext)"),
 )
 def test_a_file_name_with_dollar_signs_renders_in_the_report(tmp_path, fitted) -> None:
-    from diffpath.alerts import ScreenPolicy
+    from diffpath.scoring.alerts import ScreenPolicy
     from flows.pipeline import RunOptions, screen_flow
 
     folder = write_folder(tmp_path / "in", [("price $5 or $6.jpg", sample_bytes("faces/", 1)[0])])
@@ -123,7 +123,7 @@ def test_a_file_name_with_dollar_signs_renders_in_the_report(tmp_path, fitted) -
 def test_a_run_that_fails_writing_leaves_no_summary_of_an_earlier_run(
     tmp_path, fitted, monkeypatch
 ) -> None:
-    import diffpath.scoring
+    import diffpath.scoring.score
     from diffpath.errors import StorageError
 
     screen([INCOMING], fitted[1], tmp_path, max_images=10)
@@ -132,7 +132,7 @@ def test_a_run_that_fails_writing_leaves_no_summary_of_an_earlier_run(
     def full_disk(data, uri):
         raise StorageError(f"cannot write {uri}: no space left")
 
-    monkeypatch.setattr(diffpath.scoring, "write_json", full_disk)
+    monkeypatch.setattr(diffpath.scoring.score, "write_json", full_disk)
     with pytest.raises(StorageError, match="no space left"):
         screen([INCOMING], fitted[1], tmp_path, max_images=12)
     assert len(pl.read_parquet(tmp_path / "scores.parquet")) == 12  # this run's tables,
@@ -286,7 +286,7 @@ def test_unreadable_images_are_recorded_not_fatal(tmp_path, fitted) -> None:
 def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config) -> None:
     from prefect import flow
 
-    from diffpath.shards import read_shards
+    from diffpath.features.shards import read_shards
     from flows.pipeline import RunOptions, featurize
 
     refs = list_source(INCOMING)[:12]
@@ -354,7 +354,7 @@ def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
 
 
 def test_p_values_and_flags_chosen_at_screening_time(tmp_path, fitted) -> None:
-    from diffpath.alerts import ScreenPolicy
+    from diffpath.scoring.alerts import ScreenPolicy
     from flows.pipeline import RunOptions, screen_flow
 
     _, reference = fitted
@@ -377,8 +377,8 @@ def test_an_alert_fails_the_run_after_its_outputs_are_written(tmp_path, fitted) 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from diffpath.alerts import ScreenPolicy
     from diffpath.errors import AlertError
+    from diffpath.scoring.alerts import ScreenPolicy
     from flows.pipeline import RunOptions, screen_flow
 
     _, reference = fitted

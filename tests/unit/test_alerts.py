@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffpath.alerts import ScreenPolicy, alert_reasons, flag_rule
 from diffpath.config import FeatureConfig
-from diffpath.conformal import conformal_p_values
 from diffpath.errors import ConfigError
-from diffpath.reference import fit_reference, split_holdout
+from diffpath.scoring.alerts import ScreenPolicy, alert_reasons, flag_rule
+from diffpath.scoring.conformal import conformal_p_values
+from diffpath.scoring.reference import fit_reference, split_holdout
 
 
 def test_threshold_from_the_reference_an_fpr_or_a_value() -> None:

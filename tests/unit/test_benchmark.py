@@ -11,21 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from diffpath.benchmark import (
-    BenchmarkSpec,
-    MethodSpec,
-    Sizes,
-    audit_accuracy,
-    bootstrap_aurocs,
-    compare,
-    evaluate_matrix,
-    load_spec,
-    resample,
-    split_refs,
-)
-from diffpath.contamination import mixture_estimate, storey_estimate
+from diffpath.benchmark.audit import audit_accuracy
+from diffpath.benchmark.matrix import bootstrap_aurocs, evaluate_matrix, resample
+from diffpath.benchmark.regressions import compare
+from diffpath.benchmark.spec import BenchmarkSpec, MethodSpec, Sizes, load_spec
+from diffpath.benchmark.splits import split_refs
 from diffpath.errors import ConfigError
-from diffpath.metrics import auroc
+from diffpath.scoring.contamination import mixture_estimate, storey_estimate
+from diffpath.scoring.metrics import auroc
 
 
 def _parquet(path, names: list[str], contents: list[str] | None = None) -> str:
@@ -159,7 +152,7 @@ scores = evaluate_matrix(spec, spec.methods, features, costs).scores
 print([tuple(r.values()) for r in scores.select(["method", "in_dist", "split", "dataset"])
     .to_pylist()][::5])
 """
-    script = "from diffpath.benchmark import evaluate_matrix" + script
+    script = "from diffpath.benchmark.matrix import evaluate_matrix" + script
     orders = {
         subprocess.run(
             [sys.executable, "-c", script],

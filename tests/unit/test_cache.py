@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from diffpath.cache import FeatureCache
 from diffpath.config import FeatureConfig
-from diffpath.identity import content_hash, feature_key
-from diffpath.shards import compute_shard
-from diffpath.sources import list_source
+from diffpath.features.cache import FeatureCache
+from diffpath.features.shards import compute_shard
+from diffpath.io.identity import content_hash, feature_key
+from diffpath.io.sources import list_source
 
 
 def test_get_put_by_content_hash_and_layout(tmp_path) -> None:
@@ -138,7 +138,7 @@ def test_a_shard_copied_from_another_listing_is_refused(tmp_path) -> None:
     import shutil
 
     from diffpath.errors import StorageError
-    from diffpath.shards import read_shards, shard_uri, write_shard
+    from diffpath.features.shards import read_shards, shard_uri, write_shard
 
     config = FeatureConfig(method="diffpathv2")
     mine, theirs = (shard_uri(str(tmp_path), listing, 0, config) for listing in ("aaaa", "bbbb"))

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from diffpath.conformal import (
+from diffpath.errors import ConfigError
+from diffpath.scoring.conformal import (
     FlagRule,
     calibrate_threshold,
     conformal_p_values,
@@ -17,7 +18,6 @@ from diffpath.conformal import (
     min_calibration,
     threshold_rule,
 )
-from diffpath.errors import ConfigError
 
 
 def test_conformal_p_values_count_calibration_scores_at_least_as_large() -> None:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from diffpath.density import (
+from diffpath.errors import ConfigError, ConfigMismatchError, NotFittedError
+from diffpath.scoring.density import (
     GaussianDensity,
     GMMDensity,
     KDEDensity,
@@ -9,7 +10,6 @@ from diffpath.density import (
     make_density,
     save_density,
 )
-from diffpath.errors import ConfigError, ConfigMismatchError, NotFittedError
 
 DENSITIES = [
     GaussianDensity(),

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from diffpath.config import FeatureConfig
-from diffpath.features import extract_features
 from diffpath.features.diffpath import ddim_inversion_eps
-from diffpath.model import DiffusionModel
-from diffpath.schedule import image_noise, select_timesteps
+from diffpath.features.extract import extract_features
+from diffpath.model.diffusion import DiffusionModel
+from diffpath.model.schedule import image_noise, select_timesteps
 
 SIZE = 16
 
@@ -196,8 +196,8 @@ def test_noise_is_per_image_standard_normal_and_independent_of_the_batch() -> No
 def test_bfloat16_features_agree_with_float32(method, tolerance) -> None:
     """bf16 autocast (the fast path on GPUs) moves each feature by less than `tolerance` of
     its spread across images, on the bundled model and real images."""
-    from diffpath.model import load_model
-    from diffpath.sources import list_source, load_images, subsample
+    from diffpath.io.sources import list_source, load_images, subsample
+    from diffpath.model.diffusion import load_model
     from tests.conftest import SAMPLES
 
     x, ids, _ = load_images(subsample(list_source(str(SAMPLES / "incoming.parquet")), 24, 0))

@@ -8,7 +8,7 @@ import logging
 import polars as pl
 import pytest
 
-from diffpath.history import history_uri, trend, write_history
+from diffpath.reports.history import history_uri, trend, write_history
 
 
 def _night(root, day: str, n_flagged: int, **extra) -> None:
@@ -44,7 +44,7 @@ def test_history_has_one_row_per_night_in_time_order_and_reruns_replace_theirs(
     (tmp_path / "screen" / "2026-11-27").mkdir()  # a night that never finished: no summary
     (tmp_path / "screen" / "2026-11-26").mkdir()
     (tmp_path / "screen" / "2026-11-26" / "summary.json").write_text('{"n_images": 3')  # cut off
-    with caplog.at_level(logging.WARNING, logger="diffpath.history"):
+    with caplog.at_level(logging.WARNING, logger="diffpath.reports.history"):
         uri = write_history(template)
     assert "2026-11-26/summary.json is not a readable screen summary" in caplog.text
     assert uri == str(tmp_path / "screen" / "history.parquet")

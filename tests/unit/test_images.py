@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from diffpath.errors import DecodeError
-from diffpath.images import CELEBA_FACE_BOX, decode_image, decode_images
+from diffpath.io.images import CELEBA_FACE_BOX, decode_image, decode_images
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

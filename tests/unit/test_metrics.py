@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from diffpath.errors import ConfigError
-from diffpath.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr
+from diffpath.scoring.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr
 
 ID = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.3, 0.5, 0.05, 0.6, 0.45])
 OOD = np.array([0.9, 0.7, 0.3, 1.2, 0.85])

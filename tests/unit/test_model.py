@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffpath.errors import ModelError
-from diffpath.model import load_model
+from diffpath.model.diffusion import load_model
 from tests.conftest import save_tiny_model
 
 

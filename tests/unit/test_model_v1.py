@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from diffpath.model import PREVIOUS_DEFAULTS, model_fingerprint
+from diffpath.model.diffusion import PREVIOUS_DEFAULTS, model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
 

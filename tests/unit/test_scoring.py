@@ -12,9 +12,14 @@ import pytest
 
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigMismatchError
-from diffpath.model import model_fingerprint
-from diffpath.reference import fit_reference, load_reference, reference_config, save_reference
-from diffpath.scoring import duplicates_table, errors_table, screen_table, summarize
+from diffpath.model.diffusion import model_fingerprint
+from diffpath.scoring.reference import (
+    fit_reference,
+    load_reference,
+    reference_config,
+    save_reference,
+)
+from diffpath.scoring.score import duplicates_table, errors_table, screen_table, summarize
 
 
 def features_frame() -> pl.DataFrame:
@@ -83,7 +88,7 @@ def test_reference_follows_its_weights_not_their_location(tmp_path, tiny_model_d
 
 
 def test_a_reference_of_the_previous_default_says_so_in_one_line(tmp_path) -> None:
-    from diffpath.model import PREVIOUS_DEFAULTS
+    from diffpath.model.diffusion import PREVIOUS_DEFAULTS
 
     v1 = next(iter(PREVIOUS_DEFAULTS))
     features = np.random.default_rng(0).normal(size=(100, 6))
@@ -97,7 +102,7 @@ def test_a_reference_of_the_previous_default_says_so_in_one_line(tmp_path) -> No
 
 @pytest.fixture
 def saved_reference(tmp_path) -> tuple[str, dict]:
-    from diffpath.reference import fit_reference
+    from diffpath.scoring.reference import fit_reference
 
     features = np.random.default_rng(0).normal(size=(200, 6))
     reference = fit_reference(features, FeatureConfig(method="diffpathv2"), "m1", density="gmm")
@@ -107,7 +112,7 @@ def saved_reference(tmp_path) -> tuple[str, dict]:
 
 def rewrite(uri: str, data: dict, checksum: bool) -> None:
     """Edit a reference; with `checksum`, also recompute its checksum (a careful forger)."""
-    from diffpath.reference import _checksum
+    from diffpath.scoring.reference import _checksum
 
     if checksum:
         data["checksum"] = _checksum(data)

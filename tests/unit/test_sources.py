@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from diffpath.errors import StorageError
-from diffpath.sources import (
+from diffpath.io.sources import (
     ImageRef,
     list_source,
     listing_id,

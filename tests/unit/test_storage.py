@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from diffpath.errors import ConfigError, DecodeError, StorageError
-from diffpath.storage import (
+from diffpath.io.storage import (
     is_transient,
     read_many,
     read_parquet,
@@ -94,7 +94,7 @@ def test_dated_uris_and_the_latest_pointer(tmp_path) -> None:
     import json
     from datetime import datetime, timedelta, timezone
 
-    from diffpath.storage import dated, point_latest
+    from diffpath.io.storage import dated, point_latest
 
     when = datetime(2026, 11, 26, 2, 0, 5, tzinfo=timezone(timedelta(hours=1)))
     assert dated("s3://b/incoming/{date}/", when) == "s3://b/incoming/2026-11-26/"
@@ -112,8 +112,8 @@ def test_dated_uris_and_the_latest_pointer(tmp_path) -> None:
 )
 def test_a_corrupt_lock_or_json_file_is_named_in_one_line(tmp_path) -> None:
     from diffpath.errors import StorageError
-    from diffpath.lock import LOCK, LockedError, output_lock
-    from diffpath.storage import read_json
+    from diffpath.io.lock import LOCK, LockedError, output_lock
+    from diffpath.io.storage import read_json
 
     (tmp_path / "x.json").write_bytes(b"{not json")
     with pytest.raises(StorageError, match=r"x\.json' is not valid JSON"):
@@ -136,7 +136,7 @@ def test_a_failed_write_names_its_object_and_leaves_no_temporary_file(tmp_path) 
     from unittest import mock
 
     from diffpath.errors import StorageError
-    from diffpath.storage import write_many
+    from diffpath.io.storage import write_many
 
     objects = {str(tmp_path / "a" / name): b"x" * 10 for name in ("one", "two")}
     real_replace = os.replace

@@ -10,7 +10,7 @@ from tests.conftest import SAMPLES
 
 
 def test_list_featurize_and_screen_tasks(tmp_path, tiny_config) -> None:
-    from diffpath.reference import fit_reference_shards
+    from diffpath.scoring.reference import fit_reference_shards
     from tasks.features import featurize_shard_task
     from tasks.reference import reference_config_task
     from tasks.scoring import screen_task

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from diffpath.errors import ConfigError
-from diffpath.images import CELEBA_FACE_BOX
-from diffpath.model import DEFAULT_MODEL_DIR, load_model
-from diffpath.train import TrainConfig, TrainSource, autocast_dtype, train
+from diffpath.io.images import CELEBA_FACE_BOX
+from diffpath.model.diffusion import DEFAULT_MODEL_DIR, load_model
+from diffpath.model.train import TrainConfig, TrainSource, autocast_dtype, train
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.slow
@@ -125,7 +125,7 @@ def test_bundled_default_model_gives_finite_features() -> None:
     if not (DEFAULT_MODEL_DIR / "unet").exists():
         pytest.fail("the bundled default model is missing from the package")
     from diffpath.config import FeatureConfig
-    from diffpath.features import extract_features
+    from diffpath.features.extract import extract_features
 
     model = load_model("default", device="cpu")
     x = torch.rand(2, 3, 32, 32) * 2 - 1

@@ -13,8 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from diffpath.render import trend_png
-from diffpath.storage import glob, join, latest_pointer, read_many, write_parquet
+from diffpath.io.storage import glob, join, latest_pointer, read_many, write_parquet
+from diffpath.reports.render import trend_png
 
 __all__ = ["history_uri", "night_row", "trend", "write_history"]
 

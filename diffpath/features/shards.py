@@ -22,15 +22,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from diffpath.cache import FeatureCache
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigMismatchError, StorageError
-from diffpath.features import extract_features, feature_names
-from diffpath.identity import content_hash, feature_key
-from diffpath.images import decode_batches
-from diffpath.model import DiffusionModel
-from diffpath.sources import ImageRef, Listing, read_listing, read_refs
-from diffpath.storage import join, read_parquet, write_parquet
+from diffpath.features.cache import FeatureCache
+from diffpath.features.extract import extract_features, feature_names
+from diffpath.io.identity import content_hash, feature_key
+from diffpath.io.images import decode_batches
+from diffpath.io.sources import ImageRef, Listing, read_listing, read_refs
+from diffpath.io.storage import join, read_parquet, write_parquet
+from diffpath.model.diffusion import DiffusionModel
 
 __all__ = [
     "LOCATOR",

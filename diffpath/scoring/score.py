@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from diffpath.alerts import ScreenPolicy, alert_reasons, flag_rule
 from diffpath.config import FeatureConfig
-from diffpath.conformal import conformal_p_values
-from diffpath.contamination import Estimate, audit_scores
-from diffpath.metrics import ood_metrics, roc
-from diffpath.reference import Reference, load_reference
-from diffpath.shards import LOCATOR, feature_matrix, read_shards
-from diffpath.sources import ImageRef
-from diffpath.storage import join, remove, write_json, write_parquet
+from diffpath.features.shards import LOCATOR, feature_matrix, read_shards
+from diffpath.io.sources import ImageRef
+from diffpath.io.storage import join, remove, write_json, write_parquet
+from diffpath.scoring.alerts import ScreenPolicy, alert_reasons, flag_rule
+from diffpath.scoring.conformal import conformal_p_values
+from diffpath.scoring.contamination import Estimate, audit_scores
+from diffpath.scoring.metrics import ood_metrics, roc
+from diffpath.scoring.reference import Reference, load_reference
 
 __all__ = [
     "audit",
@@ -149,7 +149,7 @@ def audit_table(
     """Scores of a set with unknown contamination → (scores, the contamination estimate):
     against a trusted `reference` (conformal p-values, Storey's estimate) when given, else
     out-of-fold (trimmed cross-fitting, a two-component mixture). The suspects flagged are
-    the estimated number of highest-scoring images (`diffpath.contamination`)."""
+    the estimated number of highest-scoring images (`diffpath.scoring.contamination`)."""
     rows, matrix = feature_matrix(features.to_arrow(), config)
     scores, p_values, estimate = audit_scores(
         matrix, config.method, density, folds, seed, reference

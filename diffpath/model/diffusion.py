@@ -23,7 +23,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default-model"
+DEFAULT_MODEL_DIR = Path(__file__).parents[1] / "assets" / "default-model"
 # Fingerprints of earlier bundled defaults, so that outputs keyed by them say what they are.
 PREVIOUS_DEFAULTS = {
     "b7aa9cb5a103605e": "base model v1, the bundled default before v2: "

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from diffpath.conformal import FlagRule, conformal_p_values, conformal_rank
 from diffpath.errors import ConfigError
-from diffpath.metrics import percentile_interval
-from diffpath.reference import Reference, cross_fit_scores
+from diffpath.scoring.conformal import FlagRule, conformal_p_values, conformal_rank
+from diffpath.scoring.metrics import percentile_interval
+from diffpath.scoring.reference import Reference, cross_fit_scores
 
 __all__ = ["Estimate", "audit_scores", "mixture_estimate", "storey_estimate"]
 

@@ -24,9 +24,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from diffpath.errors import ConfigError, StorageError
-from diffpath.identity import content_hash
-from diffpath.images import IMAGE_EXTENSIONS, CropBox, decode_images
-from diffpath.storage import filesystem, join, protocol_prefix, write_parquet
+from diffpath.io.identity import content_hash
+from diffpath.io.images import IMAGE_EXTENSIONS, CropBox, decode_images
+from diffpath.io.storage import filesystem, join, protocol_prefix, write_parquet
 
 __all__ = [
     "Grouping",

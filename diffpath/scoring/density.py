@@ -21,7 +21,7 @@ from sklearn.model_selection import KFold
 from sklearn.neighbors import KernelDensity
 
 from diffpath.errors import ConfigError, ConfigMismatchError, NotFittedError
-from diffpath.storage import read_bytes, write_bytes
+from diffpath.io.storage import read_bytes, write_bytes
 
 __all__ = [
     "DensityModel",

@@ -29,10 +29,10 @@ from torch import nn
 
 from diffpath.config import DEFAULT_UNET_CHANNELS
 from diffpath.errors import ConfigError
-from diffpath.images import CropBox
-from diffpath.model import load_model
-from diffpath.sources import list_source, load_images
-from diffpath.storage import exists, join, read_bytes, write_bytes
+from diffpath.io.images import CropBox
+from diffpath.io.sources import list_source, load_images
+from diffpath.io.storage import exists, join, read_bytes, write_bytes
+from diffpath.model.diffusion import load_model
 
 __all__ = [
     "TrainConfig",

@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from diffpath.config import FeatureConfig
-from diffpath.conformal import calibrate_threshold, conformal_rank
-from diffpath.density import DensityModel, density_from_dict, density_to_dict, make_density
 from diffpath.errors import ConfigError, ConfigMismatchError
-from diffpath.identity import feature_key
-from diffpath.model import PREVIOUS_DEFAULTS, model_fingerprint
-from diffpath.shards import feature_matrix, read_shards
-from diffpath.sources import Grouping, read_listing, refs_table
-from diffpath.storage import join, read_bytes, write_bytes
+from diffpath.features.shards import feature_matrix, read_shards
+from diffpath.io.identity import feature_key
+from diffpath.io.sources import Grouping, read_listing, refs_table
+from diffpath.io.storage import join, read_bytes, write_bytes
+from diffpath.model.diffusion import PREVIOUS_DEFAULTS, model_fingerprint
+from diffpath.scoring.conformal import calibrate_threshold, conformal_rank
+from diffpath.scoring.density import DensityModel, density_from_dict, density_to_dict, make_density
 
 __all__ = [
     "Reference",

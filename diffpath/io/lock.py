@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from diffpath.errors import StorageError
-from diffpath.storage import exists, filesystem, join, read_json, write_json
+from diffpath.io.storage import exists, filesystem, join, read_json, write_json
 
 __all__ = ["LockedError", "output_lock", "pid_alive"]
 

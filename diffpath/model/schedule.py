@@ -13,7 +13,7 @@ import torch
 
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigError
-from diffpath.identity import noise_seed
+from diffpath.io.identity import noise_seed
 
 __all__ = ["image_noise", "select_timesteps"]
 

@@ -12,10 +12,11 @@ import polars as pl
 
 from diffpath.config import FeatureConfig
 from diffpath.features.v2 import error_maps
-from diffpath.history import trend
-from diffpath.model import DiffusionModel
-from diffpath.reference import load_reference
-from diffpath.render import (
+from diffpath.io.sources import ImageRef, load_images, read_refs
+from diffpath.io.storage import join, read_json, read_parquet, write_bytes
+from diffpath.model.diffusion import DiffusionModel
+from diffpath.reports.history import trend
+from diffpath.reports.render import (
     Markup,
     histogram_png,
     png,
@@ -25,8 +26,7 @@ from diffpath.render import (
     thumbnail,
     thumbnails_html,
 )
-from diffpath.sources import ImageRef, load_images, read_refs
-from diffpath.storage import join, read_json, read_parquet, write_bytes
+from diffpath.scoring.reference import load_reference
 
 __all__ = [
     "audit_report",

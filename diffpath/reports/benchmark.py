@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from diffpath.benchmark import BenchmarkSpec
+from diffpath.benchmark.spec import BenchmarkSpec
 from diffpath.config import FeatureConfig
 from diffpath.features.v2 import weighted_errors
-from diffpath.metrics import roc
-from diffpath.model import DiffusionModel
-from diffpath.render import figure, png, render_html, table_html
-from diffpath.schedule import select_timesteps
-from diffpath.sources import ImageRef, load_images
-from diffpath.storage import join, read_json, read_parquet, write_bytes
+from diffpath.io.sources import ImageRef, load_images
+from diffpath.io.storage import join, read_json, read_parquet, write_bytes
+from diffpath.model.diffusion import DiffusionModel
+from diffpath.model.schedule import select_timesteps
+from diffpath.reports.render import figure, png, render_html, table_html
+from diffpath.scoring.metrics import roc
 
 __all__ = ["benchmark_markdown", "benchmark_report"]
 

@@ -7,7 +7,7 @@ Layout under a root URI (any fsspec store: a local folder, s3://bucket/prefix, â
                                                and a 16-byte checksum
 
 The feature key is ``<config hash>-<model fingerprint>`` and ``h`` the sha256 of the image
-bytes (both from `diffpath.identity`), so a rerun, a renamed file, a file under another
+bytes (both from `diffpath.io.identity`), so a rerun, a renamed file, a file under another
 prefix or tonight's dump sharing most images with last night's finds every feature it has
 seen; a rewritten file has a new hash and is computed afresh.
 
@@ -37,9 +37,9 @@ from importlib.metadata import version
 import numpy as np
 
 from diffpath.config import FeatureConfig
-from diffpath.features import feature_names
-from diffpath.identity import feature_key
-from diffpath.storage import exists, join, read_many, write_json, write_many
+from diffpath.features.extract import feature_names
+from diffpath.io.identity import feature_key
+from diffpath.io.storage import exists, join, read_many, write_json, write_many
 
 __all__ = ["FeatureCache"]
 

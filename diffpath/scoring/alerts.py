@@ -3,7 +3,7 @@
 A run flags images above a threshold: the reference's, or one chosen at screening time
 from the reference's calibration scores (`fpr`) or given outright (`threshold`). Its
 summary compares the number flagged with the number expected of in-distribution images
-(the Beta-Binomial law of `diffpath.conformal`) and lists the reasons to alert: nothing
+(the Beta-Binomial law of `diffpath.scoring.conformal`) and lists the reasons to alert: nothing
 could be scored, too many unreadable images (`max_errors`), more flagged than chance
 explains (`alert_p`), more than a fixed fraction flagged (`fail_above`).
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diffpath.conformal import FlagRule, calibrate_threshold, threshold_rule
-from diffpath.reference import Reference
+from diffpath.scoring.conformal import FlagRule, calibrate_threshold, threshold_rule
+from diffpath.scoring.reference import Reference
 
 __all__ = ["ScreenPolicy", "alert_reasons", "flag_rule"]
 

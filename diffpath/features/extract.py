@@ -1,0 +1,75 @@
+"""Per-image features for OOD scoring: DiffPathV2 and the DiffPath baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from diffpath.config import COMBINED, FeatureConfig, Method
+from diffpath.errors import ConfigError
+from diffpath.features.diffpath import FEATURE_NAMES_1D, FEATURE_NAMES_6D, diffpath_features
+from diffpath.features.v2 import FEATURE_NAMES, v2_features
+from diffpath.model.diffusion import DiffusionModel
+
+__all__ = ["extract_features", "feature_names"]
+
+
+def feature_names(method: Method) -> tuple[str, ...]:
+    """Column names of the features a method produces (a combination: its parts' names)."""
+    if method in COMBINED:
+        return tuple(name for part in COMBINED[method] for name in feature_names(part))
+    return {"diffpathv2": FEATURE_NAMES, "diffpath6d": FEATURE_NAMES_6D}.get(
+        method, FEATURE_NAMES_1D
+    )
+
+
+@torch.inference_mode()
+def extract_features(
+    model: DiffusionModel,
+    images: torch.Tensor,
+    image_ids: Sequence[str],
+    config: FeatureConfig,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Features (N, D) of images (N, C, H, W) in [−1, 1], in `config.batch_size` batches
+    (default: the model's device default, `DiffusionModel.batch_sizes`).
+
+    `image_ids` are the images' content hashes (they seed each image's noise, so a feature
+    depends on the bytes only); `progress(n)` is called
+    with the number of images done after each batch.
+    """
+    if len(parts := config.parts()) > 1:  # progress is reported once, by the last part
+        reports = [progress if p is parts[-1] else None for p in parts]
+        features = [
+            extract_features(model, images, image_ids, p, report)
+            for p, report in zip(parts, reports, strict=True)
+        ]
+        return np.hstack(features)
+    if len(image_ids) != len(images):
+        raise ConfigError(f"{len(images)} images but {len(image_ids)} image ids")
+    if images.shape[-1] != config.image_size or images.shape[-2] != config.image_size:
+        raise ConfigError(
+            f"images are {tuple(images.shape[-2:])}, config expects {config.image_size}px"
+        )
+    if model.dtype != config.torch_dtype:
+        raise ConfigError(
+            f"model runs in {model.dtype} but the config asks for {config.dtype}; "
+            f"load it with load_model(..., dtype=config.torch_dtype)"
+        )
+    out = np.empty((len(images), len(feature_names(config.method))), dtype=np.float32)
+    size = config.batch_size or model.batch_sizes[0]
+    for start in range(0, len(images), size):
+        batch = images[start : start + size]
+        batch_ids = image_ids[start : start + size]
+        if model.device.type == "cuda":  # page-locked, so the copy overlaps the model
+            batch = batch.pin_memory().to(model.device, non_blocking=True)
+        if config.method == "diffpathv2":
+            values = v2_features(model, batch, batch_ids, config)
+        else:
+            values = diffpath_features(model, batch, config)
+        out[start : start + len(batch)] = values.numpy()
+        if progress:
+            progress(len(batch))
+    return out
