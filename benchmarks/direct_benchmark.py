@@ -1,6 +1,6 @@
 """Run a benchmark spec in one process without Prefect (a lent GPU machine has none): the
-core steps of flows/benchmark.py — splits, shards through the content cache, the matrix,
-results.md and report.html — with the same outputs.
+flow's own `run_benchmark`, with plain steps in place of its tasks, so the outputs are the
+flow's.
 
     python benchmarks/direct_benchmark.py benchmarks/shared-data.yaml --full --out OUT
 """
@@ -10,14 +10,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
-from diffpath.benchmark.run import feature_jobs, method_costs, write_benchmark
+from diffpath.benchmark.run import Steps, featurize_here, run_benchmark
 from diffpath.benchmark.spec import load_spec
-from diffpath.benchmark.splits import store_splits
-from diffpath.features.shards import featurize_shard
+from diffpath.config import FeatureConfig
 from diffpath.io.storage import join, read_bytes
-from diffpath.model.diffusion import load_model
+from diffpath.model.workers import cached_model
 from diffpath.reports.benchmark import benchmark_report
 
 
@@ -32,30 +29,14 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     spec = load_spec(args.spec, args.data_root)
-    sizes = spec.full_sizes if args.full and spec.full_sizes else spec.sizes
-    methods = spec.run_methods(args.full)
-    splits = {n: store_splits(spec, n, sizes, args.out, args.shard_size) for n in spec.datasets}
-    jobs, uses = feature_jobs(spec, methods, splits)
-    model = load_model(spec.model, device=args.device, dtype=torch.float32)  # the configs' dtype
-    done = {}
-    for job, (config, listing) in jobs.items():
-        done[job] = [
-            featurize_shard(model, listing, i, config, join(args.out, "features"), args.out)
-            for i in range(listing.n_shards)
-        ]
-        seconds = sum(c.seconds for c in done[job])
-        print(
-            f"{config.method:14s} {config.config_hash()} {listing.n_images:5d} images "
-            f"{seconds:6.1f} s",
-            flush=True,
-        )
-    counts = {key: done[job] for key, job in uses.items()}
-    shards = {key: [c.uri for c in cs] for key, cs in counts.items()}
-    costs = method_costs(spec, methods, counts)
-    outputs = write_benchmark(spec, methods, shards, costs, args.out, device=str(model.device))
-    outputs["report"] = benchmark_report(args.out, model)
+    model = cached_model(FeatureConfig(model=spec.model), args.device)  # the configs' dtype
+    steps = Steps(
+        featurize=featurize_here(model, join(args.out, "features"), args.out),
+        report=lambda out: benchmark_report(out, model),
+    )
+    outputs = run_benchmark(spec, args.out, steps, full=args.full, shard_size=args.shard_size)
     print(read_bytes(join(args.out, "results.md")).decode())
-    print(f"{time.perf_counter() - started:.0f} s in all; {outputs}")
+    print(f"{time.perf_counter() - started:.0f} s in all on {model.device}; {outputs}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ datasets:
   faces: {{source: {samples}/reference.parquet}}
   mixed: {{source: {samples}/incoming.parquet}}
   cifar10: {{source: {data}/cifar10/test.parquet}}
-sizes: {{fit: 40, validation: 20, test: 30}}
+sizes: {{fit: 80, validation: 40, test: 30}}
 bootstrap: 50
 methods:
   v2+6d: {{config: {{method: diffpathv2+6d, timesteps: 3, draws: 1}}}}
@@ -60,7 +60,7 @@ def _cli(*args: str, home: str) -> str:
     )
     if done.returncode not in (0, 3):
         raise SystemExit(f"diffpath {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+    return done.stdout + done.stderr
 
 
 def _table_digests(folder: Path) -> dict[str, str]:
@@ -100,7 +100,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="fingerprint-"))
     result: dict[str, object] = {"features": features_digest()}
     demo = _cli("demo", "--out", str(work / "demo"), "--device", "cpu", home=str(work / "h1"))
-    result["demo_auroc"] = [line for line in demo.splitlines() if "AUROC" in line]
+    result["demo_auroc"] = [line for line in demo.splitlines() if line.startswith("AUROC")]
     result["demo"] = _table_digests(work / "demo" / "screen")
     spec = work / "spec.yaml"
     spec.write_text(SPEC.format(samples=SAMPLES, data=DATA))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow
 
 from diffpath.benchmark.regressions import previous_results
-from diffpath.benchmark.run import feature_jobs, method_costs
+from diffpath.benchmark.run import Steps, run_benchmark
 from diffpath.benchmark.spec import Sizes, load_spec
 from diffpath.errors import AlertError
 from diffpath.io.lock import output_lock
@@ -40,22 +40,21 @@ def benchmark_flow(
     target = Dated.at_run_time(out)
     out, previous = target.out, previous_results(previous, target.template)
     bench = load_spec(spec, data_root, model)
-    sizes = sizes or (bench.full_sizes if full and bench.full_sizes else bench.sizes)
-    methods = bench.run_methods(full if ablations is None else ablations)
-    with output_lock(out):
-        splits = {
-            name: split_task(bench, name, sizes, out, run.shard_size) for name in bench.datasets
-        }
-        jobs, uses = feature_jobs(bench, methods, splits)
+
+    def featurize(jobs):
         futures = {
             job: submit_shards(listing, config, out, run) for job, (config, listing) in jobs.items()
         }
-        done = {job: [future.result() for future in fs] for job, fs in futures.items()}
-        counts = {key: done[job] for key, job in uses.items()}
-        shards = {key: [c.uri for c in shard_counts] for key, shard_counts in counts.items()}
-        costs = method_costs(bench, methods, counts)
-        outputs = benchmark_task(bench, methods, shards, costs, out, previous)
-        outputs["report"] = benchmark_report_task(out, bench.model, run.device)
+        return {job: [future.result() for future in fs] for job, fs in futures.items()}
+
+    steps = Steps(
+        featurize=featurize,
+        report=lambda folder: benchmark_report_task(folder, bench.model, run.device),
+        split=split_task,
+        measure=benchmark_task,
+    )
+    with output_lock(out):
+        outputs = run_benchmark(bench, out, steps, sizes, full, ablations, previous, run.shard_size)
     target.point_latest()
     regressions = read_json(outputs["summary"])["regressions"]
     if regressions:

@@ -11,7 +11,7 @@ from diffpath.config import FeatureConfig
 from diffpath.io.sources import Listing
 from diffpath.io.storage import read_json
 from diffpath.reports.benchmark import benchmark_report
-from tasks.features import cached_model
+from tasks.features import worker_model
 from tasks.retry import RETRY, transient_failure
 
 
@@ -49,4 +49,4 @@ def benchmark_task(
 def benchmark_report_task(out: str, model: str, device: str | None = None) -> str:
     """results.md and report.html, error maps drawn by the benchmark's model (`model`: its
     source, as in the spec)."""
-    return benchmark_report(out, cached_model(FeatureConfig(model=model), device, compile=False))
+    return benchmark_report(out, worker_model(FeatureConfig(model=model), device, compile=False))

@@ -2,49 +2,26 @@
 
 from __future__ import annotations
 
-import threading
-
 from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
 from diffpath.config import FeatureConfig
 from diffpath.features.shards import ShardCounts, featurize_shard
 from diffpath.io.sources import Listing
-from diffpath.model.diffusion import DiffusionModel, gpu_count, load_model
+from diffpath.model.diffusion import DiffusionModel
+from diffpath.model.workers import cached_model
 from tasks.retry import RETRY, transient_failure
 
-_models: dict[tuple[str, str | None, str, bool], DiffusionModel] = {}
-_lock = threading.Lock()
 
-
-def worker_device(device: str | None, worker: object, gpus: int) -> str | None:
-    """The device of this worker: worker i of a Dask LocalCluster (named 0, 1, …) on a
-    machine with several GPUs takes cuda:(i mod #GPUs) unless a device index was given;
-    workers that see one GPU (dask-cuda, CUDA_VISIBLE_DEVICES) keep the default."""
-    if device not in (None, "cuda") or gpus < 2 or not isinstance(worker, int):
-        return device
-    return f"cuda:{worker % gpus}"
-
-
-def _dask_worker_name() -> object:
+def worker_model(config: FeatureConfig, device: str | None, compile: bool) -> DiffusionModel:
+    """This process's model of `config`, on its Dask worker's GPU when it is one."""
     try:
         from distributed import get_worker
 
-        return get_worker().name
+        worker = get_worker().name
     except (ImportError, ValueError):  # not running on a Dask worker
-        return None
-
-
-def cached_model(config: FeatureConfig, device: str | None, compile: bool) -> DiffusionModel:
-    """Load each (model, device, dtype, compile) once per worker process, on its own GPU."""
-    device = worker_device(device, _dask_worker_name(), gpu_count())
-    key = (config.model, device, config.dtype, compile)
-    with _lock:
-        if key not in _models:
-            _models[key] = load_model(
-                config.model, device=device, dtype=config.torch_dtype, compile=compile
-            )
-        return _models[key]
+        worker = None
+    return cached_model(config, device, compile, worker)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
@@ -60,7 +37,7 @@ def featurize_shard_task(
 ) -> ShardCounts:
     """Shard `index`: features of content not seen before are computed, the rest come from
     the content-addressed cache under `cache_root`."""
-    model = cached_model(config, device, compile)
+    model = worker_model(config, device, compile)
     n = min(listing.shard_size, listing.n_images - index * listing.shard_size)
     with tqdm(total=n, desc=f"shard {index}", unit="img", disable=not progress) as bar:
         counts = featurize_shard(model, listing, index, config, cache_root, out, bar.update)

@@ -11,7 +11,7 @@ from diffpath.config import FeatureConfig
 from diffpath.io.storage import join, point_latest, read_json
 from diffpath.reports import pages
 from diffpath.reports.history import write_history
-from tasks.features import cached_model
+from tasks.features import worker_model
 from tasks.retry import RETRY, transient_failure
 
 
@@ -25,7 +25,7 @@ def screen_report_task(
 ) -> str:
     """The screening report, with error maps of the top flagged images from the model and
     the trend of a dated screen's nights."""
-    model = cached_model(config, device, compile=False)
+    model = worker_model(config, device, compile=False)
     return pages.screen_report(out, reference_uri, model, history)
 
 

@@ -4,7 +4,8 @@ regressions written as results.parquet, scores.parquet and summary.json."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,19 +14,14 @@ import pyarrow as pa
 from diffpath.benchmark.audit import audit_accuracy
 from diffpath.benchmark.matrix import evaluate_matrix
 from diffpath.benchmark.regressions import compare
-from diffpath.benchmark.spec import BenchmarkSpec, MethodSpec
+from diffpath.benchmark.spec import BenchmarkSpec, MethodSpec, Sizes
+from diffpath.benchmark.splits import store_splits
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigError
-from diffpath.features.shards import ShardCounts, feature_matrix, read_shards
-from diffpath.io.sources import (
-    Listing,
-)
-from diffpath.io.storage import (
-    join,
-    read_parquet,
-    write_json,
-    write_parquet,
-)
+from diffpath.features.shards import ShardCounts, feature_matrix, featurize_shard, read_shards
+from diffpath.io.sources import Listing
+from diffpath.io.storage import join, read_parquet, write_json, write_parquet
+from diffpath.model.diffusion import DiffusionModel
 
 Job = tuple[str, str]  # (listing id, config hash): one feature run over one listing
 
@@ -134,3 +130,60 @@ def write_benchmark(
         "scores": write_parquet(matrix.scores, join(out, "scores.parquet")),
         "summary": write_json(summary, join(out, "summary.json")),
     }
+
+
+Featurize = Callable[
+    [Mapping[Job, tuple[FeatureConfig, Listing]]], Mapping[Job, Sequence[ShardCounts]]
+]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How a run's steps execute: plain calls (`local_steps`), or the Prefect tasks of
+    flows/benchmark.py; `run_benchmark` is the one order they run in."""
+
+    featurize: Featurize
+    report: Callable[[str], str]
+    split: Callable[[BenchmarkSpec, str, Sizes, str, int], dict[str, Listing]] = store_splits
+    measure: Callable[..., dict[str, str]] = write_benchmark
+
+
+def featurize_here(model: DiffusionModel, cache_root: str, out: str) -> Featurize:
+    """Feature jobs in this process, shard after shard on `model` (no Prefect)."""
+
+    def featurize(jobs: Mapping[Job, tuple[FeatureConfig, Listing]]) -> dict[Job, list]:
+        return {
+            job: [
+                featurize_shard(model, listing, i, config, cache_root, out)
+                for i in range(listing.n_shards)
+            ]
+            for job, (config, listing) in jobs.items()
+        }
+
+    return featurize
+
+
+def run_benchmark(
+    spec: BenchmarkSpec,
+    out: str,
+    steps: Steps,
+    sizes: Sizes | None = None,
+    full: bool = False,
+    ablations: bool | None = None,
+    previous: str | None = None,
+    shard_size: int = 2048,
+) -> dict[str, str]:
+    """A spec measured under `out` → results, scores, summary and report URIs.
+
+    `full` takes the spec's full sizes and (unless `ablations` is False) its ablations;
+    `sizes` replaces the spec's; `previous` (an earlier results.parquet) adds deltas."""
+    sizes = sizes or (spec.full_sizes if full and spec.full_sizes else spec.sizes)
+    methods = spec.run_methods(full if ablations is None else ablations)
+    splits = {name: steps.split(spec, name, sizes, out, shard_size) for name in spec.datasets}
+    jobs, uses = feature_jobs(spec, methods, splits)
+    done = steps.featurize(jobs)
+    counts = {key: done[job] for key, job in uses.items()}
+    shards = {key: [c.uri for c in shard_counts] for key, shard_counts in counts.items()}
+    costs = method_costs(spec, methods, counts)
+    outputs = steps.measure(spec, methods, shards, costs, out, previous)
+    return {**outputs, "report": steps.report(out)}

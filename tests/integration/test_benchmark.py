@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from flows.cli import ALERT_EXIT, app
@@ -149,3 +151,25 @@ def test_a_spec_error_exits_2_with_the_reason(tmp_path) -> None:
     )
     result = _run(str(tmp_path / "bad.yaml"), tmp_path / "o")
     assert result.exit_code == 2 and "pair" in result.output.strip().splitlines()[-1]
+
+
+def test_the_prefect_free_path_is_the_flows_own(spec, tmp_path) -> None:
+    """`run_benchmark` with plain steps (a machine without Prefect) writes the flow's tables."""
+    from diffpath.benchmark.run import Steps, featurize_here, run_benchmark
+    from diffpath.benchmark.spec import load_spec
+    from diffpath.config import FeatureConfig
+    from diffpath.model.workers import cached_model
+    from diffpath.reports.benchmark import benchmark_report
+
+    assert _run(spec, tmp_path / "flow").exit_code == 0
+    bench = load_spec(spec)
+    model = cached_model(FeatureConfig(model=bench.model), "cpu")
+    here = str(tmp_path / "here")
+    steps = Steps(featurize_here(model, f"{here}/features", here), lambda out: out)
+    outputs = run_benchmark(bench, here, steps)
+    assert outputs["report"] == here  # the step it was given, not a fixed one
+    benchmark_report(here, model)
+    for table in ("results.parquet", "scores.parquet"):  # NaN where a pair has no OOD images
+        tables = [pl.read_parquet(tmp_path / run / table) for run in ("here", "flow")]
+        assert_frame_equal(*tables)
+    assert (tmp_path / "here" / "report.html").read_text().count("<img") > 0

@@ -68,6 +68,6 @@ def test_dask_runner_needs_a_reachable_prefect_server(monkeypatch) -> None:
     ],
 )
 def test_each_local_worker_takes_its_own_gpu(device, worker, gpus, expected) -> None:
-    from tasks.features import worker_device
+    from diffpath.model.workers import worker_device
 
     assert worker_device(device, worker, gpus) == expected

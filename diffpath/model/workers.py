@@ -1,0 +1,39 @@
+"""One model per worker process: each (weights, device, dtype, compile) is loaded once, and
+worker i of a machine with several GPUs runs on GPU i. Flows, tasks and benchmarks load
+their models here."""
+
+from __future__ import annotations
+
+import threading
+
+from diffpath.config import FeatureConfig
+from diffpath.model.diffusion import DiffusionModel, gpu_count, load_model
+
+__all__ = ["cached_model", "worker_device"]
+
+_models: dict[tuple[str, str | None, str, bool], DiffusionModel] = {}
+_lock = threading.Lock()
+
+
+def worker_device(device: str | None, worker: object, gpus: int) -> str | None:
+    """The device of this worker: worker i of a Dask LocalCluster (named 0, 1, …) on a
+    machine with several GPUs takes cuda:(i mod #GPUs) unless a device index was given;
+    workers that see one GPU (dask-cuda, CUDA_VISIBLE_DEVICES) keep the default."""
+    if device not in (None, "cuda") or gpus < 2 or not isinstance(worker, int):
+        return device
+    return f"cuda:{worker % gpus}"
+
+
+def cached_model(
+    config: FeatureConfig, device: str | None, compile: bool = False, worker: object = None
+) -> DiffusionModel:
+    """The model of `config` on this worker's device (`worker`: its name, e.g. a Dask
+    worker's), loaded once per process."""
+    device = worker_device(device, worker, gpu_count())
+    key = (config.model, device, config.dtype, compile)
+    with _lock:
+        if key not in _models:
+            _models[key] = load_model(
+                config.model, device=device, dtype=config.torch_dtype, compile=compile
+            )
+        return _models[key]
