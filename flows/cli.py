@@ -13,21 +13,19 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 import diffpath
 from diffpath.config import (
     DEFAULT_UNET_CHANNELS,
-    METHOD_DEFAULTS,
     FeatureConfig,
-    Method,
-    read_config_file,
 )
 from diffpath.errors import AlertError, ConfigError, DiffPathError
+from flows.options import RUN_OPTIONS, console, exit_with_reason, with_options
+from flows.run import RunOptions
 
 # Flows, Prefect and torch are imported inside the commands: `--help` stays fast.
 
@@ -95,66 +93,12 @@ def _quiet_console() -> None:
             handler.addFilter(lambda record: not _said_by_the_cli(record))
 
 
-console = Console(stderr=True, soft_wrap=True)
-
 DEFAULT_CHANNELS = ",".join(map(str, DEFAULT_UNET_CHANNELS))
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 
-ConfigFileOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="JSON or YAML file of FeatureConfig fields; flags override it"),
-]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="model: 'default', a folder or a cached hub id")
-]
 RefModelOpt = Annotated[
     str | None,
     typer.Option("--model", help="where the reference's model weights are, if they moved"),
-]
-DEFAULT_METHOD = FeatureConfig.model_fields["method"].default
-MethodOpt = Annotated[
-    Method | None,
-    typer.Option("--method", help="feature method", show_default=DEFAULT_METHOD),
-]
-TimestepsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--timesteps",
-        help="K timesteps; by method: "
-        + ", ".join(f"{m} {d['timesteps']}" for m, d in METHOD_DEFAULTS.items()),
-        show_default=str(METHOD_DEFAULTS[DEFAULT_METHOD]["timesteps"]),
-    ),
-]
-CropOpt = Annotated[
-    int | None, typer.Option("--center-crop", help="crop side before resize (CelebA: 140)")
-]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="images per model batch")]
-DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
-]
-MaxOpt = Annotated[
-    int | None, typer.Option("--max-images", help="deterministic subsample of N images")
-]
-ShardOpt = Annotated[int, typer.Option("--shard-size", help="images per shard")]
-FeaturesOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--features", help="feature cache URI, shareable across runs (default OUT/features)"
-    ),
-]
-
-CompileOpt = Annotated[
-    bool, typer.Option("--compile", help="torch.compile the UNet: 2-3x on GPUs for long runs")
-]
-RunnerOpt = Annotated[
-    Literal["threads", "dask"],
-    typer.Option(
-        "--runner", help="threads (this process) | dask (a LocalCluster, one worker per GPU)"
-    ),
-]
-AddressOpt = Annotated[
-    str | None,
-    typer.Option("--dask-address", help="run on an existing Dask cluster (tcp://host:8786)"),
 ]
 
 
@@ -173,32 +117,16 @@ def _sizes(text: str | None):
         ) from err
 
 
-def _config(config_file: Path | None, **options: Any) -> FeatureConfig:
-    """A config from a config file (if any) with the given CLI options on top."""
-    values = read_config_file(config_file) if config_file else {}
-    values |= {k: v for k, v in options.items() if v is not None}
-    return FeatureConfig.parse(**values)
+def _feature_config(settings: dict[str, Any]) -> FeatureConfig:
+    """The feature config of a command's settings (--config keys and feature flags)."""
+    return FeatureConfig.parse(**settings)
 
 
-def _run_options(
-    features: str | None,
-    shard_size: int,
-    max_images: int | None,
-    batch_size: int | None,
-    device: str | None,
-    compile: bool,
-):
-    from flows.pipeline import RunOptions
+def _flow(flow: Any, run: RunOptions) -> Any:
+    """The flow on the task runner `run` asks for."""
+    from flows.pipeline import task_runner
 
-    return RunOptions(
-        features_root=features,
-        shard_size=shard_size,
-        max_images=max_images,
-        batch_size=batch_size,
-        device=device,
-        compile=compile,
-        progress=True,
-    )
+    return flow.with_options(task_runner=task_runner(run.runner, run.dask_address))
 
 
 def _run(
@@ -228,21 +156,11 @@ def _run(
     except (ValidationError, DiffPathError, OSError) as err:
         if DEBUG["on"]:
             console.print_exception()
-        _exit_with_reason(err)
-
-
-def _exit_with_reason(err: Exception) -> NoReturn:
-    """One line saying what went wrong, and the exit code: 2 for arguments and configs."""
-    if isinstance(err, ValidationError):
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        line, code = f"invalid {err.title} option: {reasons}", 2
-    else:
-        line, code = str(err).splitlines()[0], 2 if isinstance(err, ConfigError) else 1
-    console.print(f"[red]error:[/red] {line}")
-    raise typer.Exit(code) from None
+        exit_with_reason(err)
 
 
 @app.command("fit-reference")
+@with_options(features=True)
 def fit_reference(
     source: Annotated[
         list[str], typer.Argument(help="trusted in-distribution images (folder or Parquet URIs)")
@@ -273,40 +191,28 @@ def fit_reference(
             "group, else the whole match), held back together",
         ),
     ] = None,
-    config: ConfigFileOpt = None,
-    model: ModelOpt = None,
-    method: MethodOpt = None,
-    timesteps: TimestepsOpt = None,
-    center_crop: CropOpt = None,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    max_images: MaxOpt = None,
-    shard_size: ShardOpt = 2048,
-    features: FeaturesOpt = None,
-    compile: CompileOpt = False,
-    runner: RunnerOpt = "threads",
-    dask_address: AddressOpt = None,
+    *,
+    run: RunOptions,
+    settings: dict[str, Any],
 ) -> None:
     """Fit a density model + flag threshold on trusted in-distribution images."""
 
     def action() -> str:
-        feature_config = _config(
-            config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
-        )
-        run = _run_options(features, shard_size, max_images, batch_size, device, compile)
         from diffpath.io.sources import Grouping
-        from flows.pipeline import fit_reference_flow, task_runner
+        from flows.pipeline import fit_reference_flow
 
         grouping = None
         if group_column or group_by:
             grouping = Grouping(column=group_column, by=group_by)
-        flow = fit_reference_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(source, out, feature_config, density, target_fpr, holdout, run, grouping)
+        config = _feature_config(settings)
+        flow = _flow(fit_reference_flow, run)
+        return flow(source, out, config, density, target_fpr, holdout, run, grouping)
 
     console.print(f"reference: {_run(action)}")
 
 
 @app.command()
+@with_options()
 def screen(
     source: Annotated[list[str], typer.Argument(help="incoming images (folder or Parquet URIs)")],
     reference: Annotated[
@@ -339,23 +245,17 @@ def screen(
         ),
     ] = None,
     model: RefModelOpt = None,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    max_images: MaxOpt = None,
-    shard_size: ShardOpt = 2048,
-    features: FeaturesOpt = None,
-    compile: CompileOpt = False,
-    runner: RunnerOpt = "threads",
-    dask_address: AddressOpt = None,
+    *,
+    run: RunOptions,
+    settings: dict[str, Any],
 ) -> None:
     """Score incoming images against a reference (with the reference's feature config):
     scores, p-values, flags, duplicates, summary and HTML report. Exits 3 after writing
     them when the run alerts (--alert-p, --fail-above, --max-errors, or nothing scored)."""
 
     def action() -> dict[str, str]:
-        run = _run_options(features, shard_size, max_images, batch_size, device, compile)
         from diffpath.scoring.alerts import ScreenPolicy
-        from flows.pipeline import screen_flow, task_runner
+        from flows.pipeline import screen_flow
 
         policy = ScreenPolicy(
             fpr=fpr,
@@ -364,8 +264,7 @@ def screen(
             fail_above=fail_above,
             max_errors=max_errors,
         )
-        flow = screen_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(source, reference, out, model, run, policy)
+        return _flow(screen_flow, run)(source, reference, out, model, run, policy)
 
     _print_summary(_run(action, on_alert=_print_summary))
 
@@ -399,24 +298,12 @@ def _print_summary(outputs: dict[str, str]) -> None:
 
 
 @app.command()
+@with_options(features=True)
 def audit(
     source: Annotated[list[str], typer.Argument(help="a training set with unknown contamination")],
     out: Annotated[str, typer.Option("--out", help="output URI")],
     density: Annotated[str, typer.Option(help="auto | gmm | gaussian | kde")] = "auto",
     folds: Annotated[int, typer.Option(help="cross-fitting folds")] = 5,
-    config: ConfigFileOpt = None,
-    model: ModelOpt = None,
-    method: MethodOpt = None,
-    timesteps: TimestepsOpt = None,
-    center_crop: CropOpt = None,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    max_images: MaxOpt = None,
-    shard_size: ShardOpt = 2048,
-    features: FeaturesOpt = None,
-    compile: CompileOpt = False,
-    runner: RunnerOpt = "threads",
-    dask_address: AddressOpt = None,
     reference: Annotated[
         str | None,
         typer.Option(
@@ -425,32 +312,31 @@ def audit(
             "fraction from conformal p-values (recommended; it sets the feature config)",
         ),
     ] = None,
+    *,
+    run: RunOptions,
+    settings: dict[str, Any],
 ) -> None:
     """Rank every image of a set and estimate its contaminated fraction with an interval:
     against a trusted --reference, else by densities not fitted on each image."""
-    if reference and any(v is not None for v in (config, method, timesteps, center_crop)):
-        _exit_with_reason(
-            ConfigError(
-                "--reference sets the feature config: drop --config, --method, "
-                "--timesteps and --center-crop"
-            )
+    relocated = settings.pop("model", None)
+    if reference and settings:
+        exit_with_reason(
+            ConfigError(f"--reference sets the feature config: drop {', '.join(sorted(settings))}")
         )
 
     def action() -> dict[str, str]:
-        feature_config = _config(
-            config, model=model, method=method, timesteps=timesteps, center_crop=center_crop
-        )
-        run = _run_options(features, shard_size, max_images, batch_size, device, compile)
-        from flows.pipeline import audit_flow, task_runner
+        from flows.pipeline import audit_flow
 
-        flow = audit_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(source, out, feature_config, density, folds, run, reference, model)
+        config = _feature_config(settings | ({"model": relocated} if relocated else {}))
+        flow = _flow(audit_flow, run)
+        return flow(source, out, config, density, folds, run, reference, relocated)
 
     outputs = _run(action)
     _print_summary(outputs)
 
 
 @app.command()
+@with_options()
 def evaluate(
     in_dist: Annotated[list[str], typer.Option("--in-dist", help="in-distribution test images")],
     ood: Annotated[
@@ -466,25 +352,18 @@ def evaluate(
     ],
     out: Annotated[str, typer.Option("--out", help="output URI")],
     model: RefModelOpt = None,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    max_images: MaxOpt = None,
-    shard_size: ShardOpt = 2048,
-    features: FeaturesOpt = None,
-    compile: CompileOpt = False,
-    runner: RunnerOpt = "threads",
-    dask_address: AddressOpt = None,
+    *,
+    run: RunOptions,
+    settings: dict[str, Any],
 ) -> None:
     """AUROC, FPR@95 and AUPR of OOD sets against an in-distribution set, with ROC curves."""
 
     def action() -> dict[str, str]:
-        run = _run_options(features, shard_size, max_images, batch_size, device, compile)
         from diffpath.io.sources import name_sources
-        from flows.pipeline import evaluate_flow, task_runner
+        from flows.pipeline import evaluate_flow
 
         sources = {name: [uri] for name, uri in name_sources(ood).items()}
-        flow = evaluate_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(in_dist, sources, reference, out, model, run)
+        return _flow(evaluate_flow, run)(in_dist, sources, reference, out, model, run)
 
     outputs = _run(action)
     _print_metrics(outputs["metrics"])
@@ -502,14 +381,9 @@ def _print_metrics(metrics_uri: str) -> None:
 
 
 @app.command()
+@with_options(run=("device",), settings="TrainConfig fields")
 def train(
     out: Annotated[str, typer.Option("--out", help="output URI for checkpoints and the model")],
-    config_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--config", help="YAML/JSON of TrainConfig fields (recipes/v2-cpu.yaml); flags override"
-        ),
-    ] = None,
     data: Annotated[list[str] | None, typer.Option("--data", help="training image sources")] = None,
     val_data: Annotated[
         list[str] | None, typer.Option("--val-data", help="validation sources")
@@ -534,8 +408,10 @@ def train(
     ] = None,
     init: Annotated[str | None, typer.Option(help="warm-start from this model ('default')")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in OUT")] = False,
-    device: DeviceOpt = None,
     seed: Annotated[int | None, typer.Option(help="random seed", show_default="0")] = None,
+    *,
+    run: RunOptions,
+    settings: dict[str, Any],
 ) -> None:
     """Train the base diffusion model (EMA weights saved in diffusers layout every
     checkpoint); per-source crops, precision and the schedule come from --config."""
@@ -544,7 +420,7 @@ def train(
         from diffpath.model.train import TrainConfig
         from flows.train import train_flow
 
-        values = read_config_file(config_file) if config_file else {}
+        values = dict(settings)  # TrainConfig fields of --config (recipes/v2-cpu.yaml)
         flags = {
             "data": data or None,
             "val_data": val_data or None,
@@ -565,12 +441,13 @@ def train(
         except ValidationError as err:
             reasons = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
             raise ConfigError("invalid train config: " + "; ".join(reasons)) from err
-        return train_flow(config, out, resume, device, minutes, progress=True)
+        return train_flow(config, out, resume, run.device, minutes, progress=True)
 
     console.print(f"model: {_run(action)}")
 
 
 @app.command()
+@with_options(run=tuple(o for o in RUN_OPTIONS if o != "max_images"))
 def benchmark(
     spec: Annotated[str, typer.Argument(help="benchmark spec YAML (benchmarks/shared-data.yaml)")],
     out: Annotated[str, typer.Option("--out", help="output URI; {date} for scheduled runs")],
@@ -600,24 +477,19 @@ def benchmark(
             "--sizes", help="images per set as FIT,VALIDATION,TEST, in place of the spec's"
         ),
     ] = None,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    shard_size: ShardOpt = 2048,
-    features: FeaturesOpt = None,
-    compile: CompileOpt = False,
-    runner: RunnerOpt = "threads",
-    dask_address: AddressOpt = None,
+    *,
+    run: RunOptions,
+    settings: dict[str, Any],
 ) -> None:
     """Methods side by side on every (in-distribution, OOD) pair of a spec: AUROC with
     bootstrap intervals, the default chosen on validation, regressions against --previous."""
 
     def action() -> dict[str, str]:
-        run = _run_options(features, shard_size, None, batch_size, device, compile)
         from flows.benchmark import benchmark_flow
-        from flows.pipeline import task_runner
 
-        flow = benchmark_flow.with_options(task_runner=task_runner(runner, dask_address))
-        return flow(spec, out, full, ablations, previous, data_root, run, model, _sizes(sizes))
+        return _flow(benchmark_flow, run)(
+            spec, out, full, ablations, previous, data_root, run, model, _sizes(sizes)
+        )
 
     _print_benchmark(_run(action, on_alert=_print_benchmark))
 
@@ -638,17 +510,19 @@ def _print_benchmark(outputs: dict[str, str]) -> None:
 
 
 @app.command()
+@with_options(run=("device",))
 def demo(
     out: Annotated[str, typer.Option("--out", help="where the demo writes")] = "diffpath-demo",
-    device: DeviceOpt = None,
+    *,
+    run: RunOptions,
+    settings: dict[str, Any],
 ) -> None:
     """Fit on bundled faces, screen a bundled mixed dump, print AUROC and the report path."""
 
     def action() -> dict[str, str]:
         from diffpath.io.sources import Grouping
-        from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
+        from flows.pipeline import fit_reference_flow, screen_flow
 
-        run = RunOptions(device=device, progress=True)
         # half the 120 faces, whole identities, calibrate: p-values down to 1/61
         by_identity = Grouping(column="label")
         reference = fit_reference_flow(

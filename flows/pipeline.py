@@ -16,7 +16,6 @@ import prefect.runtime as prefect_runtime
 from prefect import flow, unmapped
 from prefect.futures import PrefectFutureList
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field
 
 from diffpath.config import FeatureConfig
 from diffpath.errors import AlertError, ConfigError
@@ -27,6 +26,7 @@ from diffpath.io.storage import dated, join
 from diffpath.model.diffusion import gpu_count
 from diffpath.scoring.alerts import ScreenPolicy
 from diffpath.scoring.reference import check_fit_options
+from flows.run import RunOptions
 from tasks.features import featurize_shard_task
 from tasks.reference import check_split_task, fit_reference_task, reference_config_task
 from tasks.reports import (
@@ -102,22 +102,6 @@ def task_runner(
         "dashboard_address": None,
     }
     return DaskTaskRunner(cluster_kwargs=cluster)
-
-
-class RunOptions(BaseModel):
-    """How a run is executed; none of it changes a feature value."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    features_root: str | None = Field(
-        None, description="feature cache URI, shareable across runs (default OUT/features)"
-    )
-    shard_size: int = Field(2048, ge=1, description="images per shard task")
-    max_images: int | None = Field(None, ge=1, description="seeded subsample of the source")
-    batch_size: int | None = Field(None, ge=1, description="images per model batch")
-    device: str | None = Field(None, description="cpu, cuda, cuda:1; default CUDA if present")
-    compile: bool = Field(False, description="torch.compile the UNet (pays on GPUs, long runs)")
-    progress: bool = Field(False, description="progress bars (CLI); off in workers")
 
 
 DEFAULT_CONFIG = FeatureConfig()

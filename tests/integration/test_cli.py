@@ -10,7 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from diffpath.config import METHOD_DEFAULTS
 from flows.cli import app
+from flows.options import RUN_OPTIONS
+from flows.run import RunOptions
 from tests.conftest import SAMPLES, save_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -133,8 +136,37 @@ def test_feature_options_state_the_config_defaults() -> None:
     shown = runner.invoke(app, ["fit-reference", "--help"], env={"COLUMNS": "240"}).output
     help_text = " ".join(shown.replace("│", " ").split())
     default = FeatureConfig()
-    assert f"feature method [default: ({default.method})]" in help_text
+    methods = " | ".join(METHOD_DEFAULTS)
+    assert f"feature method: {methods} [default: ({default.method})]" in help_text
     assert f"{default.method} {default.timesteps} [default: ({default.timesteps})]" in help_text
+    shard_size = RunOptions.model_fields["shard_size"].default
+    assert f"images per shard task [default: ({shard_size})]" in help_text
+
+
+@pytest.mark.parametrize("command", ["fit-reference", "screen", "audit", "evaluate", "benchmark"])
+def test_run_options_come_from_one_definition(command) -> None:
+    """Every pipeline command offers RunOptions' fields (benchmark: not --max-images)."""
+    shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "240"}).output
+    flags = {
+        "--features" if n == "features_root" else "--" + n.replace("_", "-") for n in RUN_OPTIONS
+    }
+    if command == "benchmark":
+        flags.remove("--max-images")
+    assert all(flag in shown for flag in [*flags, "--config"]), shown
+    assert ("--max-images" in shown) == (command != "benchmark")
+
+
+def test_a_config_file_sets_run_options_and_refuses_unknown_keys(tmp_path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("shard_size: 0\n")  # a run option from the file is validated as one
+    args = ["screen", str(SAMPLES), "--reference", "r.json", "--out", str(tmp_path), "--config"]
+    result = runner.invoke(app, [*args, str(config)])
+    assert result.exit_code == 2 and "invalid RunOptions option: shard_size" in result.output
+    result = runner.invoke(app, [*args, str(config), "--shard-size", "8", "--max-images", "0"])
+    assert "max_images" in result.output and "shard_size" not in result.output  # flags win
+    config.write_text("method: diffpath6d\n")  # screen takes its feature config from the reference
+    result = runner.invoke(app, [*args, str(config)])
+    assert result.exit_code == 2 and "method: not options of this command" in result.output
 
 
 def test_train_from_a_config_file_with_per_source_crops(tmp_path) -> None:
