@@ -55,11 +55,17 @@ TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.EREMOTEIO, errno.
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path) for a URI by its protocol alone, so that every character of a
     path is a path character: fsspec's URL chaining would read `a.jpg::b.jpg` as `a.jpg`.
-    Options come from fsspec config and the environment."""
+    Options come from fsspec config and the environment; S3 requests retry in botocore's
+    `AWS_RETRY_MODE` (default adaptive: backs off when throttled), tasks retry in Prefect."""
     protocol, _ = split_protocol(uri)
     try:
         cls = get_filesystem_class(protocol or "file")
-        return cls(**apply_config(cls, {})), cls._strip_protocol(uri)
+        options = apply_config(cls, {})
+        if "s3" in (cls.protocol if isinstance(cls.protocol, tuple) else (cls.protocol,)):
+            retries = {"mode": os.environ.get("AWS_RETRY_MODE", "adaptive")}
+            config = {"retries": retries, **options.get("config_kwargs", {})}
+            options = {**options, "config_kwargs": config}  # fsspec config wins
+        return cls(**options), cls._strip_protocol(uri)
     except (ImportError, ValueError) as err:
         raise StorageError(f"cannot open storage {uri!r}: {err}") from err
 

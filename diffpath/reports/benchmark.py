@@ -16,7 +16,8 @@ from diffpath.io.sources import ImageRef, load_images
 from diffpath.io.storage import join, read_json, read_parquet, write_bytes
 from diffpath.model.diffusion import DiffusionModel
 from diffpath.model.schedule import select_timesteps
-from diffpath.reports.render import figure, png, render_html, table_html
+from diffpath.reports.html import fragment, page, table
+from diffpath.reports.render import figure, png
 from diffpath.scoring.metrics import roc
 
 __all__ = ["benchmark_markdown", "benchmark_report"]
@@ -211,20 +212,22 @@ def benchmark_report(out: str, model: DiffusionModel) -> str:
         ax.legend(fontsize=6)
 
     config = FeatureConfig(method="diffpathv2", model=spec.model)  # the paper's V2 maps
-    alerts = "".join(f"<div class='alert'>REGRESSION: {r}</div>" for r in summary["regressions"])
+    header = fragment(
+        "benchmark_header",
+        regressions=summary["regressions"],
+        model_id=summary["model_id"],
+        chosen=chosen,
+        baseline=base,
+    )
     sections = [
-        (
-            "Summary",
-            alerts + f"<p>Model {summary['model_id']}; chosen default on validation: "
-            f"<b>{chosen}</b>; baseline {base}.</p>",
-        ),
+        ("Summary", header),
         (
             "Methods (test split, means over the pairs)",
-            table_html(method_rows(summary), sortable=True),
+            table(method_rows(summary), sortable=True),
         ),
         (
             "Test AUROC per pair (intervals in results.md)",
-            table_html(
+            table(
                 pair_rows(results, [m["method"] for m in summary["methods"]], intervals=False),
                 sortable=True,
             ),
@@ -234,14 +237,14 @@ def benchmark_report(out: str, model: DiffusionModel) -> str:
         sections.append(
             (
                 "Audit: contaminants mixed into a clean set",
-                table_html([_fmt(r) for r in summary["audit"]]),
+                table([_fmt(r) for r in summary["audit"]]),
             )
         )
     if summary["deltas"]:
         sections.append(
             (
                 f"Against {summary['previous']}",
-                table_html([_fmt(r) for r in summary["deltas"]], sortable=True),
+                table([_fmt(r) for r in summary["deltas"]], sortable=True),
             )
         )
     images = {
@@ -252,5 +255,5 @@ def benchmark_report(out: str, model: DiffusionModel) -> str:
             model, spec, scores, config
         ),
     }
-    page = render_html(f"diffpath benchmark: {summary['name']}", sections, images)
-    return write_bytes(join(out, "report.html"), page.encode())
+    html = page(f"diffpath benchmark: {summary['name']}", sections, images)
+    return write_bytes(join(out, "report.html"), html.encode())

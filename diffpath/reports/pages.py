@@ -3,7 +3,6 @@ curves, flagged-image thumbnails and error maps, one self-contained file each.""
 
 from __future__ import annotations
 
-import html
 import re
 import textwrap
 
@@ -16,16 +15,8 @@ from diffpath.io.sources import ImageRef, load_images, read_refs
 from diffpath.io.storage import join, read_json, read_parquet, write_bytes
 from diffpath.model.diffusion import DiffusionModel
 from diffpath.reports.history import trend
-from diffpath.reports.render import (
-    Markup,
-    histogram_png,
-    png,
-    render_html,
-    roc_png,
-    table_html,
-    thumbnail,
-    thumbnails_html,
-)
+from diffpath.reports.html import Markup, fragment, page, table, thumbnail, thumbnails
+from diffpath.reports.render import histogram_png, png, roc_png
 from diffpath.scoring.reference import load_reference
 
 __all__ = [
@@ -47,7 +38,7 @@ def _summary_rows(summary: dict) -> list[dict[str, object]]:
     return [{"field": k, "value": v} for k, v in summary.items() if not isinstance(v, dict | list)]
 
 
-def _summary_html(summary: dict) -> str:
+def _summary_html(summary: dict) -> Markup:
     """The headline, alerts and warnings, flags per folder, then every field folded away."""
     folders = [
         {
@@ -58,15 +49,14 @@ def _summary_html(summary: dict) -> str:
         }
         for f in summary.get("flagged_by_folder", [])
     ]
-    # a number like 3.5e-34 never breaks at its hyphen (U+2011, non-breaking)
-    sentence = re.sub(r"(\d)e-(\d)", "\\1e\u2011\\2", html.escape(headline(summary)))
-    return (
-        f"<p class='headline'>{sentence}</p>"
-        + _notes(summary)
-        + (table_html(folders) if folders else "")
-        + "<details><summary>All summary fields</summary>"
-        + table_html(_summary_rows(summary))
-        + "</details>"
+    return fragment(
+        "screen_summary",
+        # a number like 3.5e-34 never breaks at its hyphen (U+2011, non-breaking)
+        headline=re.sub(r"(\d)e-(\d)", "\\1e\u2011\\2", headline(summary)),
+        alerts=summary.get("alerts", []),
+        warnings=summary.get("warnings", []),
+        folders=table(folders) if folders else "",
+        fields=table(_summary_rows(summary)),
     )
 
 
@@ -74,15 +64,13 @@ def _refs(rows: pl.DataFrame) -> list[ImageRef]:
     return [ImageRef(r["uri"], r["row"], r["path"]) for r in rows.iter_rows(named=True)]
 
 
-def _thumbnails(scores: pl.DataFrame, top: int) -> str:
+def _thumbnails(scores: pl.DataFrame, top: int) -> Markup:
     """Thumbnails of the first `top` rows of a scores table, read from where they were listed."""
     head = scores.head(top)
-    return thumbnails_html(
-        list(zip(head["path"], head["score"], read_refs(_refs(head)), strict=True))
-    )
+    return thumbnails(list(zip(head["path"], head["score"], read_refs(_refs(head)), strict=True)))
 
 
-def _flagged_table(flagged: pl.DataFrame, n_calibration: int, top: int, max_rows: int) -> str:
+def _flagged_table(flagged: pl.DataFrame, n_calibration: int, top: int, max_rows: int) -> Markup:
     """Every flagged image (up to `max_rows`) in a sortable table, thumbnails for the first
     `top`, and the p-values' floor 1/(n + 1) stated where flagged images reach it."""
     shown = flagged.head(max_rows)
@@ -93,7 +81,7 @@ def _flagged_table(flagged: pl.DataFrame, n_calibration: int, top: int, max_rows
     p_column = f"p-value (≥ {floor:.2g})" if at_floor else "p-value"
     rows = [
         {
-            "image": Markup(thumbnail(pictures[i], 48, ref.locator) if i < top else ""),
+            "image": thumbnail(pictures[i], 48, ref.locator) if i < top else Markup(),
             "rank": r["rank"],
             "path": ref.path,
             "score": r["score"],
@@ -114,8 +102,7 @@ def _flagged_table(flagged: pl.DataFrame, n_calibration: int, top: int, max_rows
         notes.append(f"Thumbnails for the first {top}; the rest are in scores.parquet.")
     if len(flagged) > len(shown):
         notes.append(f"{len(flagged) - len(shown)} more flagged images in scores.parquet.")
-    notes_html = "".join(f"<p class='small'>{html.escape(n)}</p>" for n in notes)
-    return table_html(rows, sortable=True) + notes_html
+    return table(rows, sortable=True) + fragment("notes", notes=notes)
 
 
 def why_png(scores: pl.DataFrame, model: DiffusionModel, config: FeatureConfig) -> bytes | None:
@@ -164,16 +151,6 @@ def headline(summary: dict) -> str:
     return line
 
 
-def _notes(summary: dict) -> str:
-    alerts = "".join(
-        f"<div class='alert'>ALERT: {html.escape(a)}</div>" for a in summary.get("alerts", [])
-    )
-    notes = "".join(
-        f"<div class='note'>{html.escape(w)}</div>" for w in summary.get("warnings", [])
-    )
-    return alerts + notes
-
-
 def screen_report(
     out: str,
     reference_uri: str,
@@ -196,7 +173,7 @@ def screen_report(
     else:
         listing = (
             "Flagged images (0)",
-            "<p>No image was flagged. The 12 highest-scoring, for reference:</p>"
+            Markup("<p>No image was flagged. The 12 highest-scoring, for reference:</p>")
             + _thumbnails(scores, 12),
         )
     sections = [("Summary", _summary_html(summary)), listing]
@@ -217,8 +194,8 @@ def screen_report(
     if history is not None:
         nights = pl.from_arrow(read_parquet(history))
         images[f"Nights screened ({min(60, len(nights))} most recent)"] = trend(nights)
-    page = render_html("diffpath screening report", sections, images)
-    return write_bytes(join(out, "report.html"), page.encode())
+    html = page("diffpath screening report", sections, images)
+    return write_bytes(join(out, "report.html"), html.encode())
 
 
 def audit_report(out: str, top: int = 48) -> str:
@@ -226,15 +203,15 @@ def audit_report(out: str, top: int = 48) -> str:
     scores, summary = _scores_and_summary(out)
     flagged = scores.filter(pl.col("flagged"))["score"].to_numpy()
     kept = scores.filter(~pl.col("flagged"))["score"].to_numpy()
-    page = render_html(
+    html = page(
         "diffpath audit report",
         [
-            ("Summary", table_html(_summary_rows(summary))),
+            ("Summary", table(_summary_rows(summary))),
             (f"Top {top} suspects", _thumbnails(scores, top)),
         ],
         {"Out-of-fold anomaly scores": histogram_png({"kept": kept, "suspects": flagged})},
     )
-    return write_bytes(join(out, "report.html"), page.encode())
+    return write_bytes(join(out, "report.html"), html.encode())
 
 
 def evaluate_report(metrics_uri: str, out: str) -> str:
@@ -254,12 +231,12 @@ def evaluate_report(metrics_uri: str, out: str) -> str:
     }
     groups = {"in-distribution": np.array(metrics["in_dist"]["scores"])}
     groups |= {n: np.array(m["scores"]) for n, m in ood.items()}
-    page = render_html(
+    html = page(
         "diffpath evaluation report",
-        [("Metrics", table_html(rows))],
+        [("Metrics", table(rows))],
         {"ROC curves": roc_png(curves), "Anomaly scores": histogram_png(groups)},
     )
-    return write_bytes(join(out, "report.html"), page.encode())
+    return write_bytes(join(out, "report.html"), html.encode())
 
 
 def summary_markdown(summary: dict) -> str:

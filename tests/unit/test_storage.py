@@ -152,3 +152,15 @@ def test_a_failed_write_names_its_object_and_leaves_no_temporary_file(tmp_path) 
     ):
         write_many(objects)
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["one"]
+
+
+def test_s3_requests_retry_in_botocores_adaptive_mode_unless_told_otherwise(monkeypatch) -> None:
+    from diffpath.io.storage import filesystem
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_RETRY_MODE", raising=False)
+    assert filesystem("s3://bucket/a")[0].config_kwargs["retries"] == {"mode": "adaptive"}
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    assert filesystem("s3://bucket/a")[0].config_kwargs["retries"] == {"mode": "standard"}
+    assert not hasattr(filesystem("/tmp/a")[0], "config_kwargs")
