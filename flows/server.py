@@ -3,18 +3,19 @@
 Prefect starts its in-process (ephemeral) server on first use, migrating the SQLite
 database under PREFECT_HOME; two runs starting at once on a fresh home race on that
 migration, and a busy machine misses Prefect's 20 s start-up limit. So a CLI run starts
-the server itself: one process per home at a time (a file lock), a longer limit, one retry.
+the server itself: one process per home at a time (`filelock`), a longer limit, one retry.
 A run killed with SIGKILL cannot stop its server; the next run in that home stops it.
 """
 
 from __future__ import annotations
 
 import atexit
-import fcntl
 import json
 import os
 import signal
 from pathlib import Path
+
+from filelock import FileLock
 
 from diffpath.errors import DiffPathError
 from diffpath.io.lock import pid_alive
@@ -42,8 +43,7 @@ def ensure_api() -> None:
     home = Path(PREFECT_HOME.value()).expanduser()
     home.mkdir(parents=True, exist_ok=True)
     timeout = max(STARTUP_SECONDS, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-    with (home / ".diffpath-server-start.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with FileLock(home / ".diffpath-server-start.lock"):  # released if this process dies
         for attempt in range(1, ATTEMPTS + 1):
             server = SubprocessASGIServer()  # Prefect's clients reuse this one
             try:

@@ -89,6 +89,27 @@ def tiny_config(tiny_model_dir: Path):
 HOSTILE: list[tuple[str, str, str, str]] = []  # (input, expected outcome, test, result)
 
 
+def utc_day(offset_days: int = 0) -> str:
+    """Today's UTC date (plus `offset_days`) as `{date}` writes it."""
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) + timedelta(days=offset_days)).strftime("%Y-%m-%d")
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory, tiny_config, prefect_harness) -> str:
+    """A reference fitted by the flow on 40 bundled faces (half held back to calibrate)."""
+    from flows.pipeline import RunOptions, fit_reference_flow
+
+    return fit_reference_flow(
+        [str(SAMPLES / "reference.parquet")],
+        str(tmp_path_factory.mktemp("tiny-reference")),
+        tiny_config,
+        holdout=0.5,
+        run=RunOptions(max_images=40),
+    )
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--reliability-report",

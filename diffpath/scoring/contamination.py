@@ -19,8 +19,9 @@ from sklearn.mixture import GaussianMixture
 
 from diffpath.errors import ConfigError
 from diffpath.scoring.conformal import FlagRule, conformal_p_values, conformal_rank
+from diffpath.scoring.density import make_density
 from diffpath.scoring.metrics import percentile_interval
-from diffpath.scoring.reference import Reference, cross_fit_scores
+from diffpath.scoring.reference import Reference
 
 __all__ = ["Estimate", "audit_scores", "mixture_estimate", "storey_estimate"]
 
@@ -164,6 +165,34 @@ def mixture_estimate(scores: np.ndarray, n_boot: int = 100, seed: int = 0) -> Es
     if fraction is None:
         return Estimate(None, None, None, np.zeros(len(x), bool), "mixture", reason=reason)
     return Estimate(fraction, *percentile_interval(found), _top(scores, fraction), "mixture")
+
+
+def cross_fit_scores(
+    features: np.ndarray,
+    method: str,
+    density: str = "auto",
+    folds: int = 5,
+    seed: int = 0,
+    keep: float | None = None,
+) -> np.ndarray:
+    """Out-of-fold anomaly scores: each row is scored by a density not fitted on it.
+
+    With `keep` (e.g. 0.8), a second pass fits each fold's density only on the rows whose
+    first-pass score is below that quantile: contaminants no longer widen the density
+    they are scored by, so they stand out further (trimmed cross-fitting)."""
+    folds = min(folds, len(features))
+    if folds < 2:
+        raise ConfigError("cross-fitting needs at least 2 images")
+    assignment = np.random.default_rng(seed).permutation(len(features)) % folds
+    fitted = np.ones(len(features), bool)
+    for _ in range(1 if keep is None else 2):
+        scores = np.empty(len(features))
+        for fold in range(folds):
+            held = assignment == fold
+            model = make_density(density, method).fit(features[~held & fitted])
+            scores[held] = model.anomaly_score(features[held])
+        fitted = scores <= np.quantile(scores, keep or 1.0)
+    return scores
 
 
 def audit_scores(

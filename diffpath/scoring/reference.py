@@ -28,7 +28,6 @@ __all__ = [
     "Reference",
     "check_fit_options",
     "check_split",
-    "cross_fit_scores",
     "fit_reference",
     "fit_reference_shards",
     "load_reference",
@@ -163,34 +162,6 @@ def fit_reference_shards(
         features, config, model_id, density, target_fpr, holdout, config.seed, groups, split
     )
     return save_reference(reference, join(out, "reference.json"))
-
-
-def cross_fit_scores(
-    features: np.ndarray,
-    method: str,
-    density: str = "auto",
-    folds: int = 5,
-    seed: int = 0,
-    keep: float | None = None,
-) -> np.ndarray:
-    """Out-of-fold anomaly scores: each row is scored by a density not fitted on it.
-
-    With `keep` (e.g. 0.8), a second pass fits each fold's density only on the rows whose
-    first-pass score is below that quantile: contaminants no longer widen the density
-    they are scored by, so they stand out further (trimmed cross-fitting)."""
-    folds = min(folds, len(features))
-    if folds < 2:
-        raise ConfigError("cross-fitting needs at least 2 images")
-    assignment = np.random.default_rng(seed).permutation(len(features)) % folds
-    fitted = np.ones(len(features), bool)
-    for _ in range(1 if keep is None else 2):
-        scores = np.empty(len(features))
-        for fold in range(folds):
-            held = assignment == fold
-            model = make_density(density, method).fit(features[~held & fitted])
-            scores[held] = model.anomaly_score(features[held])
-        fitted = scores <= np.quantile(scores, keep or 1.0)
-    return scores
 
 
 def reference_to_dict(reference: Reference) -> dict[str, Any]:

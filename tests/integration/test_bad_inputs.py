@@ -90,11 +90,10 @@ MAX_BYTES = 400_000
     *[(f"file `{name}`", "scored from its own bytes") for name in SCORED],
     *[(f"file `{name}`", "one error row naming it") for name in FAILED],
 )
-def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config, monkeypatch) -> None:
+def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_reference, monkeypatch) -> None:
     from diffpath.io.identity import content_hash
     from diffpath.scoring.alerts import ScreenPolicy
-    from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
-    from tests.conftest import SAMPLES
+    from flows.pipeline import screen_flow
 
     folder = tmp_path / "dump"
     folder.mkdir()
@@ -103,13 +102,7 @@ def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_config, monkeypatch) -> No
     pq.write_table(pa.table({"n_images": [3]}), folder / "metadata.parquet")
     assert len(FAILED["huge.png"]) > MAX_BYTES > max(map(len, SCORED.values()))
     monkeypatch.setenv("DIFFPATH_MAX_IMAGE_BYTES", str(MAX_BYTES))
-    reference = fit_reference_flow(
-        [str(SAMPLES / "reference.parquet")],
-        str(tmp_path / "ref"),
-        tiny_config,
-        holdout=0.5,
-        run=RunOptions(max_images=40),
-    )
+    reference = tiny_reference
     outputs = screen_flow(  # every image flagged: all of them in the report's table
         [str(folder)], reference, str(tmp_path / "out"), policy=ScreenPolicy(threshold=-1e9)
     )

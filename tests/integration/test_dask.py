@@ -54,20 +54,3 @@ def test_dask_runner_needs_a_reachable_prefect_server(monkeypatch) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with pytest.raises(ConfigError, match="PREFECT_API_URL"):
         task_runner("dask")
-
-
-@pytest.mark.parametrize(
-    "device, worker, gpus, expected",
-    [
-        (None, 0, 4, "cuda:0"),
-        ("cuda", 5, 4, "cuda:1"),
-        ("cuda:3", 1, 4, "cuda:3"),  # an explicit index is kept
-        (None, 1, 1, None),  # one visible GPU (dask-cuda): the default
-        (None, "tcp://10.0.0.1:4000", 4, None),  # not a LocalCluster worker
-        ("cpu", 2, 4, "cpu"),
-    ],
-)
-def test_each_local_worker_takes_its_own_gpu(device, worker, gpus, expected) -> None:
-    from diffpath.model.workers import worker_device
-
-    assert worker_device(device, worker, gpus) == expected

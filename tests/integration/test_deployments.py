@@ -62,19 +62,11 @@ def server(tmp_path):
     process.wait(30)
 
 
-def test_prefect_yaml_deploys_and_the_nightly_screen_runs(server, tmp_path, tiny_config) -> None:
+def test_prefect_yaml_deploys_and_the_nightly_screen_runs(server, tmp_path, tiny_reference) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import temporary_settings
 
-    from flows.pipeline import RunOptions, fit_reference_flow
-
-    reference = fit_reference_flow(
-        [str(SAMPLES / "reference.parquet")],
-        str(tmp_path / "ref"),
-        tiny_config,
-        holdout=0.5,
-        run=RunOptions(max_images=40),
-    )
+    reference = tiny_reference
     spec = yaml.safe_load(PREFECT_YAML.read_text())
     nightly = next(d for d in spec["deployments"] if d["name"] == "nightly-screen")
     nightly["parameters"] |= {

@@ -14,7 +14,7 @@ import pytest
 from diffpath.errors import ConfigMismatchError
 from diffpath.io.sources import Grouping, list_source, read_refs
 from diffpath.scoring.metrics import auroc
-from tests.conftest import N_INCOMING, SAMPLES, save_tiny_model
+from tests.conftest import N_INCOMING, SAMPLES, save_tiny_model, utc_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -480,13 +480,13 @@ def test_a_randomly_calibrated_reference_is_flagged_in_the_summary(tmp_path, fit
 
 
 def test_dated_sources_and_outputs_resolve_to_the_run_date(tmp_path, fitted) -> None:
-    from datetime import datetime, timezone
-
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    write_folder(tmp_path / "incoming" / today, [("a.jpg", sample_bytes("faces/", 1)[0])])
+    days = [utc_day(), utc_day(1)]  # the run may start after midnight
+    for day in days:
+        write_folder(tmp_path / "incoming" / day, [("a.jpg", sample_bytes("faces/", 1)[0])])
     outputs = screen(
         [str(tmp_path / "incoming" / "{date}")], fitted[1], tmp_path / "screen" / "{date}"
     )
+    today = next(d for d in days if outputs["scores"].startswith(str(tmp_path / "screen" / d)))
     assert outputs["scores"] == str(tmp_path / "screen" / today / "scores.parquet")
     latest = json.loads((tmp_path / "screen" / "latest.json").read_text())
     assert latest["out"] == str(tmp_path / "screen" / today)

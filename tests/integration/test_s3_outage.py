@@ -46,12 +46,12 @@ def _run_counts(since: float) -> list[int]:
         "tasks retried (run_count > 1 in the API); the outputs equal an undisturbed run's",
     ),
 )
-def test_a_run_survives_an_s3_outage(tmp_path, tiny_config, monkeypatch) -> None:
+def test_a_run_survives_an_s3_outage(tmp_path, tiny_reference, monkeypatch) -> None:
     from moto.server import ThreadedMotoServer
     from s3fs import S3FileSystem
 
     from diffpath.errors import DiffPathError
-    from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
+    from flows.pipeline import RunOptions, screen_flow
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -69,13 +69,7 @@ def test_a_run_survives_an_s3_outage(tmp_path, tiny_config, monkeypatch) -> None
     fs = S3FileSystem()
     fs.mkdir("outage")
     fs.put(str(SAMPLES / "incoming.parquet"), "outage/data/incoming.parquet")
-    reference = fit_reference_flow(
-        [str(SAMPLES / "reference.parquet")],
-        str(tmp_path / "ref"),
-        tiny_config,
-        holdout=0.5,
-        run=RunOptions(max_images=40),
-    )
+    reference = tiny_reference
     source = ["s3://outage/data/incoming.parquet"]
     run = RunOptions(shard_size=8, max_images=96, features_root="s3://outage/features")
     outcome: dict[str, object] = {}

@@ -108,25 +108,6 @@ def test_dated_uris_and_the_latest_pointer(tmp_path) -> None:
 
 
 @pytest.mark.hostile(
-    ("fault: a corrupt lock file in `--out`", "refused in one line naming it"),
-)
-def test_a_corrupt_lock_or_json_file_is_named_in_one_line(tmp_path) -> None:
-    from diffpath.errors import StorageError
-    from diffpath.io.lock import LOCK, LockedError, output_lock
-    from diffpath.io.storage import read_json
-
-    (tmp_path / "x.json").write_bytes(b"{not json")
-    with pytest.raises(StorageError, match=r"x\.json' is not valid JSON"):
-        read_json(str(tmp_path / "x.json"))
-    (tmp_path / LOCK).write_bytes(b"\x00\xff torn")
-    with (
-        pytest.raises(LockedError, match=f"{LOCK}' is not valid JSON.*delete it if no run"),
-        output_lock(str(tmp_path)),
-    ):
-        pass
-
-
-@pytest.mark.hostile(
     (
         "fault: disk full while writing a cache object",
         "one line naming that object; no temporary file left",

@@ -1,4 +1,4 @@
-"""Per-image tables: ranks, errors, duplicate groups, summaries; references by fingerprint."""
+"""References: followed by their weights' fingerprint, refused with the reason when edited."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
 from diffpath.config import FeatureConfig
@@ -19,55 +18,6 @@ from diffpath.scoring.reference import (
     reference_config,
     save_reference,
 )
-from diffpath.scoring.score import duplicates_table, errors_table, screen_table, summarize
-
-
-def features_frame() -> pl.DataFrame:
-    """Five listed images: two files with the same bytes, a Parquet row duplicate, one failure."""
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(5, 6))
-    values[4] = np.nan
-    frame = pl.DataFrame(
-        {
-            "uri": ["d1/a.jpg", "d2/a.jpg", "s.parquet", "s.parquet", "d1/bad.jpg"],
-            "row": [None, None, 0, 1, None],
-            "path": ["a.jpg", "a.jpg", "k", "k", "bad.jpg"],
-            "sha256": ["h1", "h1", "h2", "h1", "h3"],
-        },
-        schema_overrides={"row": pl.Int64},
-    )
-    names = ["err_l1", "err_l2", "err_l3", "deriv_l1", "deriv_l2", "deriv_l3"]
-    columns = {n: pl.Series(n, values[:, j]).fill_nan(None) for j, n in enumerate(names)}
-    errors = pl.Series("error", [None, None, None, None, "cannot decode image 'd1/bad.jpg'"])
-    return frame.with_columns(**columns, error=errors)
-
-
-def test_duplicate_groups_and_errors_keep_every_locator() -> None:
-    frame = features_frame()
-    duplicates = duplicates_table(frame)
-    assert duplicates.to_dicts() == [
-        {"sha256": "h1", "count": 3, "uris": ["d1/a.jpg", "d2/a.jpg", "s.parquet#1"]}
-    ]
-    errors = errors_table(frame)
-    assert errors.columns == ["uri", "row", "path", "sha256", "error"]
-    assert errors["uri"].to_list() == ["d1/bad.jpg"]
-
-
-def test_screen_table_ranks_every_readable_row_and_refuses_other_models() -> None:
-    frame = features_frame()
-    rng = np.random.default_rng(1)
-    config = FeatureConfig(method="diffpathv2")
-    reference = fit_reference(rng.normal(size=(100, 6)), config, "m1")
-    scores, errors = screen_table(reference, frame, "m1")
-    assert len(scores) == 4 and len(errors) == 1
-    assert scores["rank"].to_list() == [1, 2, 3, 4] and scores["score"].is_sorted(descending=True)
-    by_uri = {(r["uri"], r["row"]): r["score"] for r in scores.iter_rows(named=True)}
-    assert by_uri[("s.parquet", 0)] != by_uri[("s.parquet", 1)]  # same path, other rows
-    summary = summarize(scores, errors, duplicates_table(frame))
-    assert (summary["n_images"], summary["n_scored"], summary["n_errors"]) == (5, 4, 1)
-    assert (summary["n_duplicate_groups"], summary["n_duplicates"]) == (1, 2)
-    with pytest.raises(ConfigMismatchError):
-        screen_table(reference, frame, "m2")
 
 
 def test_reference_follows_its_weights_not_their_location(tmp_path, tiny_model_dir) -> None:
