@@ -17,7 +17,7 @@ from diffpath.io.storage import join, read_json, read_parquet, write_bytes
 from diffpath.model.diffusion import DiffusionModel
 from diffpath.model.schedule import select_timesteps
 from diffpath.reports.html import fragment, page, table
-from diffpath.reports.render import figure, png
+from diffpath.reports.render import error_maps_png, figure, pixels, png
 from diffpath.scoring.metrics import roc
 
 __all__ = ["benchmark_markdown", "benchmark_report"]
@@ -162,23 +162,11 @@ def error_map_png(
             maps = weighted_errors(model, images, hashes, cfg)[:, 0].abs().mean(2).cpu()
             rows += [(name, image, heat) for image, heat in zip(images, maps, strict=True)]
     t = select_timesteps(config, model.num_train_timesteps).tolist()
-    plt, fig, _ = figure()
-    plt.close(fig)
-    fig, axes = plt.subplots(
-        len(rows), len(t) + 1, figsize=(1.1 * (len(t) + 1), 1.2 * len(rows)), squeeze=False
-    )
-    vmax = float(np.percentile(np.stack([h.numpy() for _, _, h in rows]), 99))
-    for r, (name, image, heat) in enumerate(rows):
-        axes[r, 0].imshow(((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
-        axes[r, 0].set_ylabel(name, fontsize=7)
-        for k, step in enumerate(t):
-            axes[r, k + 1].imshow(heat[k].numpy(), cmap="magma", vmin=0, vmax=vmax)
-            if r == 0:
-                axes[r, k + 1].set_title(f"t = {step}", fontsize=7)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    return png(plt, fig)
+    panels = [
+        (name, pixels(image), [(f"t = {step}", heat[k].numpy()) for k, step in enumerate(t)])
+        for name, image, heat in rows
+    ]
+    return error_maps_png(panels, shared_scale=True)
 
 
 def benchmark_report(out: str, model: DiffusionModel) -> str:

@@ -4,7 +4,6 @@ curves, flagged-image thumbnails and error maps, one self-contained file each.""
 from __future__ import annotations
 
 import re
-import textwrap
 
 import numpy as np
 import polars as pl
@@ -16,7 +15,7 @@ from diffpath.io.storage import join, read_json, read_parquet, write_bytes
 from diffpath.model.diffusion import DiffusionModel
 from diffpath.reports.history import trend
 from diffpath.reports.html import Markup, fragment, page, table, thumbnail, thumbnails
-from diffpath.reports.render import histogram_png, png, roc_png
+from diffpath.reports.render import error_maps_png, histogram_png, pixels, roc_png
 from diffpath.scoring.reference import load_reference
 
 __all__ = [
@@ -113,19 +112,11 @@ def why_png(scores: pl.DataFrame, model: DiffusionModel, config: FeatureConfig) 
     if not len(images):
         return None
     maps, timesteps = error_maps(model, images, hashes, config)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(images), 2, figsize=(4.6, 2.3 * len(images)), squeeze=False)
-    for row, (image, heat, t, ref) in enumerate(zip(images, maps, timesteps, refs, strict=False)):
-        axes[row, 0].imshow(((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
-        caption = "\n".join(textwrap.wrap(ref.path, 30, break_on_hyphens=False)[:3])
-        axes[row, 0].set_title(caption, fontsize=6, parse_math=False)
-        shown = axes[row, 1].imshow(heat.numpy(), cmap="magma")
-        axes[row, 1].set_title(f"weighted error, t = {int(t)}", fontsize=7)
-        fig.colorbar(shown, ax=axes[row, 1], fraction=0.046)
-        for ax in axes[row]:
-            ax.axis("off")
-    return png(plt, fig)
+    rows = [
+        (ref.path, pixels(image), [(f"weighted error, t = {int(t)}", heat.numpy())])
+        for image, heat, t, ref in zip(images, maps, timesteps, refs, strict=False)
+    ]
+    return error_maps_png(rows, shared_scale=False)
 
 
 def headline(summary: dict) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["figure", "histogram_png", "png", "roc_png", "trend_png"]
+__all__ = ["error_maps_png", "figure", "histogram_png", "pixels", "png", "roc_png", "trend_png"]
 
 
 def figure(**subplots: object):
@@ -101,4 +101,43 @@ def roc_png(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]]) -> bytes
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
     ax.set(xlabel="false positive rate (ID flagged)", ylabel="true positive rate (OOD flagged)")
     ax.legend(fontsize=8)
+    return png(plt, fig)
+
+
+def pixels(image) -> np.ndarray:
+    """An image tensor (3, H, W) in [−1, 1] as H×W×3 in [0, 1], for imshow."""
+    return ((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
+
+
+Panels = Sequence[tuple[str, np.ndarray]]  # (title, heat map H×W)
+
+
+def error_maps_png(rows: Sequence[tuple[str, np.ndarray, Panels]], shared_scale: bool) -> bytes:
+    """One row per image (caption, H×W×3 in [0, 1], its error-map panels): the image, then
+    each (1 − SSIM)-weighted score-error map; `shared_scale` puts every map on one colour
+    scale (its 99th percentile), else each gets its own colour bar."""
+    import textwrap
+
+    n_panels = max(len(panels) for _, _, panels in rows)
+    side = 2.3 if n_panels == 1 else 1.15
+    plt, fig, axes = figure(
+        nrows=len(rows),
+        ncols=n_panels + 1,
+        squeeze=False,
+        figsize=(side * (n_panels + 1), side * len(rows)),
+    )
+    heats = [heat for _, _, panels in rows for _, heat in panels]
+    vmax = float(np.percentile(np.stack(heats), 99)) if shared_scale else None
+    for r, (caption, image, panels) in enumerate(rows):
+        axes[r, 0].imshow(image)
+        wrapped = "\n".join(textwrap.wrap(caption, 30, break_on_hyphens=False)[:3])
+        axes[r, 0].set_title(wrapped, fontsize=6, parse_math=False)
+        for k, (title, heat) in enumerate(panels):
+            shown = axes[r, k + 1].imshow(heat, cmap="magma", vmin=0 if vmax else None, vmax=vmax)
+            if r == 0 or not shared_scale:
+                axes[r, k + 1].set_title(title, fontsize=7)
+            if not shared_scale:
+                fig.colorbar(shown, ax=axes[r, k + 1], fraction=0.046)
+        for ax in axes[r]:
+            ax.axis("off")
     return png(plt, fig)
