@@ -25,7 +25,8 @@ if [ "${1:-}" = "--benchmark" ]; then
   .venv/bin/python - <<'PY'
 from pathlib import Path
 import pyarrow as pa, pyarrow.parquet as pq
-from diffpath.benchmark import load_spec, split_refs
+from diffpath.benchmark.spec import load_spec
+from diffpath.benchmark.splits import split_refs
 spec = load_spec("benchmarks/shared-data.yaml")
 for name, dataset in spec.datasets.items():
     roles = split_refs(spec, name, spec.full_sizes)
