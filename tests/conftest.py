@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,37 @@ def tiny_config(tiny_model_dir: Path):
 # The hostile-input corpus: tests marked `hostile((input, outcome), ...)` are the rows of
 # docs/reliability.md, written by `python -m pytest tests -m hostile --reliability-report PATH`.
 HOSTILE: list[tuple[str, str, str, str]] = []  # (input, expected outcome, test, result)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server; credentials and endpoint go through the standard AWS environment."""
+    from moto.server import ThreadedMotoServer
+    from s3fs import S3FileSystem
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    patch = pytest.MonkeyPatch()
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        patch.setenv(name, value)
+    S3FileSystem.clear_instance_cache()
+    fs = S3FileSystem()
+    fs.mkdir("diffpath-test")
+    fs.put(str(SAMPLES / "incoming.parquet"), "diffpath-test/data/incoming.parquet")
+    fs.put(str(SAMPLES / "reference.parquet"), "diffpath-test/data/reference.parquet")
+    yield endpoint
+    S3FileSystem.clear_instance_cache()
+    patch.undo()
+    server.stop()
 
 
 def utc_day(offset_days: int = 0) -> str:

@@ -1,28 +1,35 @@
-"""One writer per output folder: a run holds `OUT/.diffpath-lock.json` while it writes.
+"""One writer per output folder: a run holds a lease in `OUT/.diffpath-lock/` while it writes.
 
-A second run into the same output is refused with a message naming the holder, so two
-runs' files never mix. A lock left by a run that died on this machine (its process is
-gone) is taken over with a warning; one from another machine must be removed by hand.
-The lock is written, then read back, so of two runs that start at once only one proceeds.
+The lock is a numbered lease, `<generation>.json`, created with an exclusive create (O_EXCL
+on a local disk, a conditional PUT — `If-None-Match: *` — on S3), so of two runs that start
+at once exactly one creates it. A holder renews its lease every `LEASE_SECONDS / 3`; a
+lease not renewed for `LEASE_SECONDS` (its holder crashed, on any host) is taken over by
+creating the next generation, and a lease from a process of this machine that is gone is
+taken over at once. The holder is the highest generation: a run that created a lower one
+(it was slow and lost a takeover race) backs off. A second run into a held output is
+refused with a message naming the holder, so two runs' files never mix.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from diffpath.errors import StorageError
-from diffpath.io.storage import exists, filesystem, join, read_json, write_json
+from diffpath.io.storage import create_exclusive, filesystem, join, read_json, write_json
 
-__all__ = ["LockedError", "output_lock", "pid_alive"]
+__all__ = ["LEASE_SECONDS", "LOCK", "LockedError", "output_lock", "pid_alive"]
 
 log = logging.getLogger(__name__)
-LOCK = ".diffpath-lock.json"
+LOCK = ".diffpath-lock"  # a folder of leases, one per generation
+LEASE_SECONDS = float(os.environ.get("DIFFPATH_LOCK_LEASE_SECONDS", 600))
 
 
 class LockedError(StorageError):
@@ -40,47 +47,118 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _alive(holder: dict) -> bool:
-    """Whether the lock's process may still run: unknowable on another machine."""
+def _expired(holder: dict, now: float) -> bool:
+    """Whether a lease may be taken over: not renewed in time, or its process is gone."""
+    if float(holder.get("expires", 0)) < now:
+        return True
     if holder.get("host") != socket.gethostname():
-        return True
+        return False
     try:
-        return pid_alive(int(holder["pid"]))
+        return not pid_alive(int(holder["pid"]))
     except (KeyError, ValueError, TypeError):
-        return True
+        return False
+
+
+def _generations(folder: str) -> list[int]:
+    """The lease generations present under `folder`, in order."""
+    fs, path = filesystem(folder)
+    try:
+        names = fs.ls(path, detail=False, refresh=True) if fs.exists(path) else []
+    except FileNotFoundError:
+        names = []
+    except OSError as err:
+        raise StorageError(f"cannot list the lock folder {folder!r}: {err}") from err
+    stems = (name.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json") for name in names)
+    return sorted(int(stem) for stem in stems if stem.isdigit())
+
+
+def _lease_uri(folder: str, generation: int) -> str:
+    return join(folder, f"{generation:010d}.json")
+
+
+def _holder_message(holder: dict, out: str, uri: str) -> str:
+    left = max(0, float(holder.get("expires", 0)) - time.time())
+    return (
+        f"another run (id {holder.get('run_id')}, pid {holder.get('pid')} on "
+        f"{holder.get('host')}, since {holder.get('started')}) is writing to {out}; wait for "
+        f"it, use another --out, or delete {uri} if that run is gone (its lease expires in "
+        f"{left:.0f} s if it is)"
+    )
+
+
+def _read_lease(uri: str, out: str) -> dict:
+    try:
+        return read_json(uri)
+    except StorageError as err:
+        raise LockedError(f"{err}; delete it if no run is writing to {out}, then rerun") from err
+
+
+def _acquire(out: str, folder: str, lease: dict) -> int:
+    """Create the next lease generation, or raise `LockedError` naming the live holder."""
+    generations = _generations(folder)
+    if generations:
+        uri = _lease_uri(folder, generations[-1])
+        holder = _read_lease(uri, out)
+        if not _expired(holder, time.time()):
+            raise LockedError(_holder_message(holder, out, uri))
+        log.warning("taking over %s from run %s, whose lease ended", uri, holder.get("run_id"))
+    mine = generations[-1] + 1 if generations else 0
+    created = create_exclusive(_lease_uri(folder, mine), json.dumps(lease).encode())
+    now, present = time.time(), _generations(folder)
+    others = [g for g in present if g != mine]
+    # the holder is the highest generation, and every other lease must have ended: a run
+    # that saw an old listing and created a stale number backs off here
+    if (
+        not created
+        or present[-1] != mine
+        or not all(_expired(_read_lease(_lease_uri(folder, g), out), now) for g in others)
+    ):
+        if created:
+            _remove(_lease_uri(folder, mine))
+        raise LockedError(f"another run started writing to {out} at the same moment; retry")
+    return mine
+
+
+def _remove(uri: str) -> None:
+    fs, path = filesystem(uri)
+    with suppress(FileNotFoundError):
+        fs.rm(path)
 
 
 @contextmanager
-def output_lock(out: str) -> Iterator[str]:
-    """Hold `out` for one run (yields its run id); refuses a live holder with `LockedError`."""
-    uri = join(out, LOCK)
-    if exists(uri):
-        try:
-            holder = read_json(uri)
-        except StorageError as err:
-            raise LockedError(
-                f"{err}; delete it if no run is writing to {out}, then rerun"
-            ) from err
-        if _alive(holder):
-            raise LockedError(
-                f"another run (id {holder.get('run_id')}, pid {holder.get('pid')} on "
-                f"{holder.get('host')}, since {holder.get('started')}) is writing to {out}; "
-                f"wait for it, use another --out, or delete {uri} if that run is gone"
-            )
-        log.warning("taking over %s from run %s, whose process is gone", uri, holder.get("run_id"))
+def output_lock(out: str, lease_seconds: float | None = None) -> Iterator[str]:
+    """Hold `out` for one run (yields its run id), renewing the lease while it runs;
+    refuses a live holder with `LockedError`."""
+    seconds = LEASE_SECONDS if lease_seconds is None else lease_seconds
+    folder = join(out, LOCK)
     run_id = uuid.uuid4().hex[:12]
-    mine = {
+    lease = {
         "run_id": run_id,
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "expires": time.time() + seconds,
     }
-    write_json(mine, uri)
-    if read_json(uri).get("run_id") != run_id:  # another run wrote after us: it goes on
-        raise LockedError(f"another run started writing to {out} at the same moment; retry")
+    generation = _acquire(out, folder, lease)
+    uri = _lease_uri(folder, generation)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(seconds / 3):
+            try:
+                write_json({**lease, "expires": time.time() + seconds}, uri)
+            except StorageError as err:  # the next renewal may get through
+                log.warning("could not renew the lock %s: %s", uri, err)
+
+    renewer = threading.Thread(target=renew, name=f"lease {uri}", daemon=True)
+    renewer.start()
     try:
         yield run_id
     finally:
-        fs, path = filesystem(uri)
-        if exists(uri) and read_json(uri).get("run_id") == run_id:
-            fs.rm(path)
+        stop.set()
+        renewer.join()
+        present = _generations(folder)
+        if present[-1:] != [generation]:
+            log.error("the lock %s was taken over while this run held it", uri)
+        for spent in (g for g in present if g <= generation):
+            _remove(_lease_uri(folder, spent))

@@ -27,6 +27,7 @@ from fsspec.registry import get_filesystem_class
 from diffpath.errors import StorageError
 
 __all__ = [
+    "create_exclusive",
     "dated",
     "exists",
     "filesystem",
@@ -151,6 +152,32 @@ def read_parquet(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
             return pq.read_table(handle, columns=columns)
     except OSError as err:
         raise StorageError(f"cannot read {uri!r}: {err}") from err
+
+
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write `data` to `uri` only if nothing is there (False if something is), atomically:
+    a hard link of a finished temporary file on a local disk, a conditional PUT
+    (`If-None-Match: *`) on S3; readers never see half of it."""
+    fs, path = filesystem(uri)
+    try:
+        if not isinstance(fs, LocalFileSystem):
+            with fs.open(path, "xb") as handle:
+                handle.write(data)
+            return True
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        try:
+            os.link(tmp, path)
+        finally:
+            os.remove(tmp)
+    except FileExistsError:
+        return False
+    except OSError as err:
+        raise StorageError(f"cannot create {uri!r}: {err}") from err
+    return True
 
 
 @contextmanager

@@ -112,24 +112,21 @@ def test_damaged_shards_and_cache_objects_are_recomputed_not_trusted(tmp_path, r
     ("fault: a second run into the same `--out`", "refused; a dead run's lock taken over"),
 )
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, reference) -> None:
-    import json
-    import socket
-
     from diffpath.io.lock import LOCK, LockedError
     from flows.pipeline import RunOptions, screen_flow
+    from tests.unit.io.test_lock import write_lease
 
     out = tmp_path / "out"
     run = RunOptions(max_images=8)
     screen_flow([INCOMING], reference, str(out), run=run)
-    assert not (out / LOCK).exists()  # released when the run ended
+    assert not list((out / LOCK).iterdir())  # released when the run ended
     before = (out / "scores.parquet").read_bytes()
-    live = {"run_id": "abc", "pid": os.getpid(), "host": socket.gethostname(), "started": "x"}
-    (out / LOCK).write_text(json.dumps(live))
+    write_lease(out)  # a live run of this process holds it
     with pytest.raises(LockedError, match="another run \\(id abc"):
         screen_flow([INCOMING], reference, str(out), run=run)
     assert (out / "scores.parquet").read_bytes() == before  # nothing of the second run mixed in
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    (out / LOCK).write_text(json.dumps({**live, "pid": gone.pid}))
+    write_lease(out, pid=gone.pid)
     screen_flow([INCOMING], reference, str(out), run=run)
-    assert not (out / LOCK).exists()
+    assert not list((out / LOCK).iterdir())

@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import polars as pl
 import pytest
 
-from tests.conftest import N_INCOMING, SAMPLES
+from tests.conftest import N_INCOMING
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.usefixtures("prefect_harness")]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto S3 server; credentials and endpoint go through the standard AWS environment."""
-    from moto.server import ThreadedMotoServer
-    from s3fs import S3FileSystem
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    patch = pytest.MonkeyPatch()
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        patch.setenv(name, value)
-    S3FileSystem.clear_instance_cache()
-    fs = S3FileSystem()
-    fs.mkdir("diffpath-test")
-    fs.put(str(SAMPLES / "incoming.parquet"), "diffpath-test/data/incoming.parquet")
-    fs.put(str(SAMPLES / "reference.parquet"), "diffpath-test/data/reference.parquet")
-    yield endpoint
-    S3FileSystem.clear_instance_cache()
-    patch.undo()
-    server.stop()
 
 
 def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
