@@ -158,6 +158,9 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
 DEFAULT_MAX_IMAGE_BYTES = 256 * 2**20
 
 
+IN_FLIGHT = 64  # concurrent reads per worker: at 20 ms a request, ~3,000 files/s
+
+
 def max_image_bytes() -> int:
     """The most bytes read for one image (env DIFFPATH_MAX_IMAGE_BYTES, default 256 MiB):
     a larger one is an error row, never a whole file in memory."""
@@ -180,6 +183,26 @@ def _read_file(fs, path: str, uri: str, limit: int) -> bytes | str:
     with fs.open(path, "rb") as handle:
         data = handle.read(limit + 1)
     return f"{uri}: {_too_large(limit)}" if len(data) > limit else data
+
+
+def _read_files(uris: Sequence[str], limit: int) -> dict[str, bytes | str]:
+    """Image files read concurrently (`IN_FLIGHT` requests at a time on object stores), one
+    ranged GET each of at most `limit` + 1 bytes; a file that fails here is left out, for
+    `_read_file` to read again and say why."""
+    if not uris:
+        return {}
+    fs, _ = filesystem(uris[0])
+    paths = [filesystem(uri)[1] for uri in uris]
+    batch = {"batch_size": IN_FLIGHT} if getattr(fs, "async_impl", False) else {}
+    try:
+        found = fs.cat_ranges(paths, [0] * len(paths), [limit + 1] * len(paths), **batch)
+    except OSError:
+        return {}
+    return {
+        uri: f"{uri}: {_too_large(limit)}" if len(data) > limit else data
+        for uri, data in zip(uris, found, strict=True)
+        if isinstance(data, bytes)
+    }
 
 
 def _image_bytes(value: object, limit: int) -> bytes:
@@ -214,7 +237,16 @@ def read_refs(refs: Sequence[ImageRef]) -> list[bytes | str]:
     for i, ref in enumerate(refs):
         by_file[ref.uri].append(i)
     limit = max_image_bytes()
+    files = [
+        uri
+        for uri, members in by_file.items()
+        if refs[members[0]].row is None and not uri.lower().endswith(".parquet")
+    ]
+    prefetched = _read_files(files, limit)
     for uri, members in by_file.items():
+        if uri in prefetched:
+            results |= dict.fromkeys(members, prefetched[uri])
+            continue
         fs, path = filesystem(uri)
         try:
             if refs[members[0]].row is None:
