@@ -82,3 +82,27 @@ def test_a_mistyped_output_bucket_fails_at_once_and_is_not_created(
         )
     S3FileSystem.clear_instance_cache()
     assert "nobucket" not in S3FileSystem().ls("")
+
+
+def test_objects_and_image_files_are_read_with_one_get_each(s3_endpoint) -> None:
+    """A cache lookup and a shard's image files cost one GET per object, no HEAD first."""
+    from collections import Counter
+
+    from diffpath.io.sources import ImageRef, read_refs
+    from diffpath.io.storage import filesystem, read_many, write_many
+
+    uris = [f"s3://diffpath-test/one-get/{i}.jpg" for i in range(10)]
+    write_many({uri: f"image {i}".encode() for i, uri in enumerate(uris)} | {uris[-1]: b""})
+    fs = filesystem(uris[0])[0]
+    fs.connect()
+    calls: Counter[str] = Counter()
+    for operation in ("HeadObject", "GetObject"):
+        fs.s3.meta.events.register(
+            f"before-call.s3.{operation}", lambda op=operation, **_: calls.update([op])
+        )
+    assert read_many(uris[:9])[uris[0]] == b"image 0"
+    assert calls == {"GetObject": 9}
+    calls.clear()
+    data = read_refs([ImageRef(uri, None, uri) for uri in uris])
+    assert data[:9] == [f"image {i}".encode() for i in range(9)] and data[9] == b""
+    assert calls["GetObject"] <= 11 and calls["HeadObject"] <= 1  # only the empty file twice
