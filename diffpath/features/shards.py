@@ -94,16 +94,17 @@ def compute_shard(
     batches = decode_batches(list(todo.values()), size, config.image_size, config.center_crop)
     for images, decoded, decode_errors in batches:  # decoding runs ahead on threads
         ids = [todo_hashes[i] for i in decoded]
-        for part, have, new in zip(parts, known, computed, strict=True):
+        for cache, part, have, new in zip(caches, parts, known, computed, strict=True):
             missing = [j for j, h in enumerate(ids) if h not in have]
             if missing:
                 values = extract_features(model, images[missing], [ids[j] for j in missing], part)
-                new |= dict(zip([ids[j] for j in missing], values, strict=True))
+                fresh = dict(zip([ids[j] for j in missing], values, strict=True))
+                cache.put(fresh)  # stored per batch: a retry recomputes only what was not
+                new |= fresh
         if progress:
             progress(len(ids))
         failed |= {todo_hashes[i]: message for i, message in decode_errors.items()}
-    for cache, have, new in zip(caches, known, computed, strict=True):
-        cache.put(new)
+    for have, new in zip(known, computed, strict=True):
         have |= new
     if progress and failed:
         progress(len(failed))

@@ -7,6 +7,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from diffpath.config import FeatureConfig
 from diffpath.features.cache import FeatureCache
@@ -94,3 +95,30 @@ def test_a_shard_copied_from_another_listing_is_refused(tmp_path) -> None:
     shutil.copyfile(theirs, mine)  # another run's shard swapped in
     with pytest.raises(StorageError, match=r"holds shard bbbb-.* of 16 rows, not this listing's"):
         read_shards([mine], config)
+
+
+def test_a_shard_that_fails_midway_keeps_the_batches_it_finished(tmp_path, tiny_model, tiny_config):
+    """Features go to the cache batch by batch: a retry computes only the rest."""
+    from dataclasses import replace
+
+    from tests.conftest import SAMPLES
+
+    class FailsOnThirdCall(torch.nn.Module):
+        def __init__(self, unet: torch.nn.Module) -> None:
+            super().__init__()
+            self.unet, self.calls = unet, 0
+
+        def forward(self, x, t):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("the worker died")
+            return self.unet(x, t)
+
+    refs = list_source(str(SAMPLES / "incoming.parquet"))[:12]
+    config = tiny_config.model_copy(update={"batch_size": 4, "forward_batch": 10**6})
+    flaky = replace(tiny_model, unet=FailsOnThirdCall(tiny_model.unet))
+    cache = str(tmp_path / "cache")
+    with pytest.raises(RuntimeError, match="the worker died"):
+        compute_shard(flaky, refs, config, cache)
+    _, computed, cached = compute_shard(tiny_model, refs, config, cache)
+    assert (computed, cached) == (12 - 8, 8)  # two batches of 4 were stored before the failure
