@@ -6,7 +6,7 @@ latency (moto in its own process behind a middleware that sleeps and counts requ
     python benchmarks/scale.py night --files 2000 --latency 0.02
 
 `reads`: a shard of image files read through `read_refs` — concurrently (one ranged GET per
-file, `IN_FLIGHT` at a time) and, for comparison, one file after another as before —
+file, `storage.IN_FLIGHT` at a time) and, for comparison, one file after another as before —
 reporting images/s and requests by kind per 1,000 images. On a 2-core machine the S3
 stand-in itself (moto, single process) bounds the rate; the table says so.
 
@@ -116,14 +116,14 @@ def per_1000(counts: Counter[str], images: int) -> dict[str, int]:
 
 
 def reads(files: int, latency: float) -> dict[str, object]:
-    from diffpath.io import sources
+    from diffpath.io import storage
     from diffpath.io.sources import ImageRef, read_refs
 
     with image_files(files, latency) as (endpoint, paths):
         refs = [ImageRef(f"s3://{path}", None, path) for path in paths]
         rows = {}
-        for name, in_flight in (("concurrent", sources.IN_FLIGHT), ("one by one", 1)):
-            sources.IN_FLIGHT = in_flight
+        for name, in_flight in (("concurrent", storage.IN_FLIGHT), ("one by one", 1)):
+            storage.IN_FLIGHT = in_flight
             start = time.perf_counter()
             data = read_refs(refs)
             seconds = time.perf_counter() - start

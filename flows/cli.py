@@ -381,7 +381,7 @@ def _print_metrics(metrics_uri: str) -> None:
 
 
 @app.command()
-@with_options(run=("device",), settings="TrainConfig fields")
+@with_options(run=("device",), settings=True)
 def train(
     out: Annotated[str, typer.Option("--out", help="output URI for checkpoints and the model")],
     data: Annotated[list[str] | None, typer.Option("--data", help="training image sources")] = None,

@@ -72,12 +72,12 @@ CONFIG = inspect.Parameter(
 def with_options(
     run: Sequence[str] = RUN_OPTIONS,
     features: bool = False,
-    settings: str | None = None,
+    settings: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command `--config`, the `run` options and (with `features`) the feature
     options; it is called with `run: RunOptions` and `settings: dict` — the given feature
-    options and the file's other keys, which only a command naming them (`settings`, e.g.
-    "TrainConfig fields") may have."""
+    options and the file's other keys, which only a command with `features` or `settings`
+    (`train`: its `TrainConfig` fields) may have; it validates them."""
     added = [
         CONFIG,
         *(_parameter(RunOptions, name) for name in run),
@@ -99,7 +99,7 @@ def with_options(
                 values = read_config_file(config) if config else {}
                 values |= {k: v for k, v in flags.items() if v is not None}
                 run_values = {k: values.pop(k) for k in list(values) if k in run}
-                if values and not features and settings is None:
+                if values and not (features or settings):
                     raise ConfigError(
                         f"--config {config}: {', '.join(sorted(values))}: not options of this "
                         f"command (its run options: {', '.join(run)})"

@@ -139,7 +139,7 @@ Featurize = Callable[
 
 @dataclass(frozen=True)
 class Steps:
-    """How a run's steps execute: plain calls (`local_steps`), or the Prefect tasks of
+    """How a run's steps execute: plain calls (`featurize_here`), or the Prefect tasks of
     flows/benchmark.py; `run_benchmark` is the one order they run in."""
 
     featurize: Featurize

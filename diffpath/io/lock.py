@@ -63,7 +63,7 @@ def _generations(folder: str) -> list[int]:
     """The lease generations present under `folder`, in order."""
     fs, path = filesystem(folder)
     try:
-        names = fs.ls(path, detail=False, refresh=True) if fs.exists(path) else []
+        names = fs.ls(path, detail=False, refresh=True)
     except FileNotFoundError:
         names = []
     except OSError as err:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from diffpath.errors import ConfigError, StorageError
 from diffpath.io.identity import content_hash
 from diffpath.io.images import IMAGE_EXTENSIONS, CropBox, decode_images
-from diffpath.io.storage import filesystem, join, protocol_prefix, write_parquet
+from diffpath.io.storage import filesystem, join, protocol_prefix, read_each, write_parquet
 
 __all__ = [
     "Grouping",
@@ -158,9 +158,6 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
 DEFAULT_MAX_IMAGE_BYTES = 256 * 2**20
 
 
-IN_FLIGHT = 64  # concurrent reads per worker: at 20 ms a request, ~3,000 files/s
-
-
 def max_image_bytes() -> int:
     """The most bytes read for one image (env DIFFPATH_MAX_IMAGE_BYTES, default 256 MiB):
     a larger one is an error row, never a whole file in memory."""
@@ -186,21 +183,12 @@ def _read_file(fs, path: str, uri: str, limit: int) -> bytes | str:
 
 
 def _read_files(uris: Sequence[str], limit: int) -> dict[str, bytes | str]:
-    """Image files read concurrently (`IN_FLIGHT` requests at a time on object stores), one
-    ranged GET each of at most `limit` + 1 bytes; a file that fails here is left out, for
-    `_read_file` to read again and say why."""
-    if not uris:
-        return {}
-    fs, _ = filesystem(uris[0])
-    paths = [filesystem(uri)[1] for uri in uris]
-    batch = {"batch_size": IN_FLIGHT} if getattr(fs, "async_impl", False) else {}
-    try:
-        found = fs.cat_ranges(paths, [0] * len(paths), [limit + 1] * len(paths), **batch)
-    except OSError:
-        return {}
+    """Image files read concurrently, at most `limit` + 1 bytes each (`read_each`); a file
+    that fails here is left out, for `_read_file` to read again and say why."""
+    found = read_each(uris, limit + 1)
     return {
         uri: f"{uri}: {_too_large(limit)}" if len(data) > limit else data
-        for uri, data in zip(uris, found, strict=True)
+        for uri, data in found.items()
         if isinstance(data, bytes)
     }
 

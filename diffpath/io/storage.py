@@ -38,6 +38,7 @@ __all__ = [
     "point_latest",
     "protocol_prefix",
     "read_bytes",
+    "read_each",
     "read_json",
     "read_many",
     "read_parquet",
@@ -226,27 +227,43 @@ def write_parquet(
     return write_bytes(uri, buffer.getvalue())
 
 
-def read_many(uris: Sequence[str]) -> dict[str, bytes]:
-    """The objects of `uris` that exist, {uri: bytes}, fetched concurrently where the store
-    allows; a missing object is simply absent, any other failure raises `StorageError`."""
+IN_FLIGHT = 64  # concurrent requests per worker: at 20 ms each, ~3,000 objects/s
+
+
+def read_each(uris: Sequence[str], max_bytes: int | None = None) -> dict[str, bytes | OSError]:
+    """Each object's bytes (at most its first `max_bytes`), one ranged GET each (an
+    unranged s3fs read first HEADs the object for its size), `IN_FLIGHT` at a time on
+    object stores; a failure stands in its object's place."""
     if not uris:
         return {}
     fs, _ = filesystem(uris[0])
     paths = {filesystem(uri)[1]: uri for uri in uris}
-    try:  # one ranged GET each: an unranged read first HEADs every object for its size
-        found = dict(zip(paths, fs.cat_ranges(list(paths), 0, None), strict=True))
-        for path, value in found.items():  # an empty object has no range to give
-            if isinstance(value, OSError) and value.errno == errno.EINVAL:
-                found[path] = fs.cat_file(path)
+    batch = {"batch_size": IN_FLIGHT} if getattr(fs, "async_impl", False) else {}
+    try:
+        found = fs.cat_ranges(list(paths), 0, max_bytes, on_error="return", **batch)
     except OSError as err:
         raise StorageError(f"cannot read {len(uris)} objects under {uris[0]!r}: {err}") from err
     out = {}
-    for path, value in found.items():
+    for path, value in zip(paths, found, strict=True):
+        if isinstance(value, OSError) and value.errno == errno.EINVAL:  # empty: no range
+            try:
+                value = fs.cat_file(path)
+            except OSError as err:
+                value = err
+        out[paths[path]] = value
+    return out
+
+
+def read_many(uris: Sequence[str]) -> dict[str, bytes]:
+    """The objects of `uris` that exist, {uri: bytes}, fetched concurrently (`read_each`);
+    a missing object is simply absent, any other failure raises `StorageError`."""
+    out = {}
+    for uri, value in read_each(uris).items():
         if isinstance(value, FileNotFoundError):
             continue
         if isinstance(value, BaseException):
-            raise StorageError(f"cannot read {paths[path]!r}: {value}") from value
-        out[paths[path]] = value
+            raise StorageError(f"cannot read {uri!r}: {value}") from value
+        out[uri] = value
     return out
 
 
