@@ -27,7 +27,7 @@ from diffpath.model.diffusion import gpu_count
 from diffpath.scoring.alerts import ScreenPolicy
 from diffpath.scoring.reference import check_fit_options
 from flows.run import RunOptions
-from tasks.features import featurize_shard_task
+from tasks.features import compact_cache_task, featurize_shard_task
 from tasks.reference import check_split_task, fit_reference_task, reference_config_task
 from tasks.reports import (
     audit_report_task,
@@ -138,14 +138,17 @@ def featurize(source: list[str], config: FeatureConfig, out: str, run: RunOption
 def submit_shards(
     listing: Listing, config: FeatureConfig, out: str, run: RunOptions
 ) -> PrefectFutureList:
-    """Map one feature task over a stored listing's shards (results: `ShardCounts`)."""
+    """Compact the feature cache, then map one feature task over a stored listing's shards
+    (results: `ShardCounts`)."""
     if run.batch_size is not None:
         config = config.model_copy(update={"batch_size": run.batch_size})
+    cache_root = run.features_root or join(out, "features")
+    compact_cache_task.submit(cache_root).result()  # on a worker: the index can be large
     return featurize_shard_task.map(
         unmapped(listing),
         range(listing.n_shards),
         unmapped(config),
-        unmapped(run.features_root or join(out, "features")),
+        unmapped(cache_root),
         unmapped(out),
         unmapped(run.device),
         unmapped(run.compile),

@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
 from diffpath.config import FeatureConfig
+from diffpath.features.cache import compact_caches
 from diffpath.features.shards import ShardCounts, featurize_shard
 from diffpath.io.sources import Listing
 from diffpath.model.diffusion import DiffusionModel
@@ -52,3 +53,17 @@ def featurize_shard_task(
         counts.uri,
     )
     return counts
+
+
+@task(**RETRY, retry_condition_fn=transient_failure)
+def compact_cache_task(cache_root: str) -> None:
+    """Fold the cache segments written since the last compaction into each key's index."""
+    for done in compact_caches(cache_root):
+        if done.generation is not None:
+            get_run_logger().info(
+                "cache %s: index generation %d, %d segments folded in, %d superseded deleted",
+                done.uri,
+                done.generation,
+                done.folded,
+                done.deleted,
+            )

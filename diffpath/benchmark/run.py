@@ -18,6 +18,7 @@ from diffpath.benchmark.spec import BenchmarkSpec, MethodSpec, Sizes
 from diffpath.benchmark.splits import store_splits
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigError
+from diffpath.features.cache import compact_caches
 from diffpath.features.shards import ShardCounts, feature_matrix, featurize_shard, read_shards
 from diffpath.io.sources import Listing
 from diffpath.io.storage import join, read_parquet, write_json, write_parquet
@@ -152,6 +153,7 @@ def featurize_here(model: DiffusionModel, cache_root: str, out: str) -> Featuriz
     """Feature jobs in this process, shard after shard on `model` (no Prefect)."""
 
     def featurize(jobs: Mapping[Job, tuple[FeatureConfig, Listing]]) -> dict[Job, list]:
+        compact_caches(cache_root)
         return {
             job: [
                 featurize_shard(model, listing, i, config, cache_root, out)

@@ -12,6 +12,7 @@ the bytes, never trusted by name; only features are reused, and only by content.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ __all__ = [
     "feature_matrix",
     "featurize_shard",
     "read_shards",
+    "shard_hint",
     "shard_uri",
     "write_shard",
 ]
@@ -63,6 +65,16 @@ def shard_uri(out: str, listing_id: str, index: int, config: FeatureConfig) -> s
     return join(out, "shards", f"{listing_id}-{config.config_hash()}", f"shard-{index:05d}.parquet")
 
 
+FLUSH_SECONDS = 60.0  # a shard stores its new features at least this often: what a retry loses
+
+
+def shard_hint(refs: Sequence[ImageRef]) -> str:
+    """Where a shard's cache segments go: a hash of its locators, the same on a retry (a
+    place to look, never a key: features are found by content)."""
+    locators = "\n".join(f"{r.uri}\t{r.row}" for r in refs)
+    return hashlib.sha256(locators.encode()).hexdigest()[:32]
+
+
 def compute_shard(
     model: DiffusionModel,
     refs: Sequence[ImageRef],
@@ -74,13 +86,17 @@ def compute_shard(
     distinct contents computed, rows found in the cache).
 
     A combination's parts are cached apart, as their own methods' features: a part seen
-    before (e.g. by a `diffpath6d` run) is read, only the missing parts are computed."""
+    before (e.g. by a `diffpath6d` run) is read, only the missing parts are computed. New
+    features go to the cache every `FLUSH_SECONDS` and at the end, one segment per part; a
+    part whose cached features were scattered over many segments stores them all again,
+    together, so the next lookup reads one."""
     contents = read_refs(refs)
     hashes = [content_hash(c) if isinstance(c, bytes) else None for c in contents]
     errors = {i: c for i, c in enumerate(contents) if isinstance(c, str)}
-    parts = config.parts()
+    parts, hint = config.parts(), shard_hint(refs)
     caches = [FeatureCache(cache_root, part, model.model_id) for part in parts]
-    known = [cache.get([h for h in hashes if h is not None]) for cache in caches]
+    lookups = [cache.get([h for h in hashes if h is not None], hint) for cache in caches]
+    known = [lookup.features for lookup in lookups]
     n_cached = sum(h is not None and all(h in k for k in known) for h in hashes)
     todo = {}  # one decode per distinct content with a part missing: {hash: (name, bytes)}
     for ref, h, c in zip(refs, hashes, contents, strict=True):
@@ -90,20 +106,29 @@ def compute_shard(
         progress(len(refs) - len(todo))
     todo_hashes, failed = list(todo), {}
     computed: list[dict[str, np.ndarray]] = [{} for _ in parts]
+    pending: list[dict[str, np.ndarray]] = [{} for _ in parts]
+    flushed = time.monotonic()
     size = config.batch_size or model.batch_sizes[0]
     batches = decode_batches(list(todo.values()), size, config.image_size, config.center_crop)
     for images, decoded, decode_errors in batches:  # decoding runs ahead on threads
         ids = [todo_hashes[i] for i in decoded]
-        for cache, part, have, new in zip(caches, parts, known, computed, strict=True):
+        for part, have, new, waiting in zip(parts, known, computed, pending, strict=True):
             missing = [j for j, h in enumerate(ids) if h not in have]
             if missing:
                 values = extract_features(model, images[missing], [ids[j] for j in missing], part)
                 fresh = dict(zip([ids[j] for j in missing], values, strict=True))
-                cache.put(fresh)  # stored per batch: a retry recomputes only what was not
                 new |= fresh
+                waiting |= fresh
+        if time.monotonic() - flushed >= FLUSH_SECONDS:
+            for cache, waiting in zip(caches, pending, strict=True):
+                cache.put(waiting, hint)
+                waiting.clear()
+            flushed = time.monotonic()
         if progress:
             progress(len(ids))
         failed |= {todo_hashes[i]: message for i, message in decode_errors.items()}
+    for cache, lookup, waiting in zip(caches, lookups, pending, strict=True):
+        cache.put((lookup.features if lookup.scattered else {}) | waiting, hint)
     for have, new in zip(known, computed, strict=True):
         have |= new
     if progress and failed:

@@ -23,7 +23,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from diffpath.errors import StorageError
-from diffpath.io.storage import create_exclusive, filesystem, join, read_json, write_json
+from diffpath.io.storage import (
+    create_exclusive,
+    filesystem,
+    join,
+    numbered,
+    read_json,
+    write_json,
+)
 
 __all__ = ["LEASE_SECONDS", "LOCK", "LockedError", "output_lock", "pid_alive"]
 
@@ -59,19 +66,6 @@ def _expired(holder: dict, now: float) -> bool:
         return False
 
 
-def _generations(folder: str) -> list[int]:
-    """The lease generations present under `folder`, in order."""
-    fs, path = filesystem(folder)
-    try:
-        names = fs.ls(path, detail=False, refresh=True)
-    except FileNotFoundError:
-        names = []
-    except OSError as err:
-        raise StorageError(f"cannot list the lock folder {folder!r}: {err}") from err
-    stems = (name.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json") for name in names)
-    return sorted(int(stem) for stem in stems if stem.isdigit())
-
-
 def _lease_uri(folder: str, generation: int) -> str:
     return join(folder, f"{generation:010d}.json")
 
@@ -95,7 +89,7 @@ def _read_lease(uri: str, out: str) -> dict:
 
 def _acquire(out: str, folder: str, lease: dict) -> int:
     """Create the next lease generation, or raise `LockedError` naming the live holder."""
-    generations = _generations(folder)
+    generations = numbered(folder, ".json")
     if generations:
         uri = _lease_uri(folder, generations[-1])
         holder = _read_lease(uri, out)
@@ -104,7 +98,7 @@ def _acquire(out: str, folder: str, lease: dict) -> int:
         log.warning("taking over %s from run %s, whose lease ended", uri, holder.get("run_id"))
     mine = generations[-1] + 1 if generations else 0
     created = create_exclusive(_lease_uri(folder, mine), json.dumps(lease).encode())
-    now, present = time.time(), _generations(folder)
+    now, present = time.time(), numbered(folder, ".json")
     others = [g for g in present if g != mine]
     # the holder is the highest generation, and every other lease must have ended: a run
     # that saw an old listing and created a stale number backs off here
@@ -157,7 +151,7 @@ def output_lock(out: str, lease_seconds: float | None = None) -> Iterator[str]:
     finally:
         stop.set()
         renewer.join()
-        present = _generations(folder)
+        present = numbered(folder, ".json")
         if present[-1:] != [generation]:
             log.error("the lock %s was taken over while this run held it", uri)
         for spent in (g for g in present if g <= generation):

@@ -87,25 +87,28 @@ def test_sigkill_during_features_then_rerun_equals_an_uninterrupted_run(
 
 
 @pytest.mark.hostile(
-    ("fault: damaged shards and cache objects", "recomputed, never trusted"),
+    ("fault: a damaged shard, cache segment and cache index", "recomputed, never trusted"),
 )
-def test_damaged_shards_and_cache_objects_are_recomputed_not_trusted(tmp_path, reference) -> None:
+def test_a_damaged_shard_segment_or_index_is_recomputed_not_trusted(tmp_path, reference) -> None:
+    from diffpath.features.cache import compact_caches
     from flows.pipeline import RunOptions, screen_flow
 
     run = RunOptions(shard_size=16, features_root=str(tmp_path / "cache"), max_images=48)
     first = screen_flow([INCOMING], reference, str(tmp_path / "out"), run=run)
     shard = next((tmp_path / "out" / "shards").rglob("shard-00000.parquet"))
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    objects = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != "key.json"]
-    for damaged in objects[:5]:
+    compact_caches(str(tmp_path / "cache"))  # what the next run would do first
+    (segment, *_) = sorted((tmp_path / "cache").rglob("segments/*/*.parquet"))
+    (index,) = (tmp_path / "cache").rglob("index/*.parquet")
+    for damaged in (segment, index):
         damaged.write_bytes(damaged.read_bytes()[:7])
     second = screen_flow([INCOMING], reference, str(tmp_path / "out"), run=run)
     summary = pl.read_json(second["summary"])
-    assert summary["features_computed"][0] == 5  # exactly the damaged objects
+    assert summary["features_computed"][0] == 16  # exactly the damaged segment's shard
     a = pl.read_parquet(first["scores"]).sort("uri", "row")
     b = pl.read_parquet(second["scores"]).sort("uri", "row")
     assert a.select("uri", "row", "sha256").equals(b.select("uri", "row", "sha256"))
-    np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4)  # 5 recomputed in a batch of 5
+    np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4)
 
 
 @pytest.mark.hostile(

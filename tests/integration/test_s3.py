@@ -47,11 +47,10 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
     shards = fs.glob(f"{bucket}/runs/screen/shards/*/shard-*.parquet")
     assert len(shards) == -(-N_INCOMING // 64)
     key = f"{tiny_config.config_hash()}-{summary['model_id']}"
-    cached = fs.glob(f"{bucket}/runs/screen/features/{key}/*/*/*")
-    assert (
-        len(cached)
-        == pl.read_parquet(outputs["scores"], storage_options=options)["sha256"].n_unique()
-    )
+    segments = fs.glob(f"{bucket}/runs/screen/features/{key}/segments/*/*.parquet")
+    assert len(segments) == len(shards)  # one write per shard
+    rows = pl.concat(pl.read_parquet(f"s3://{s}", storage_options=options) for s in segments)
+    assert rows["sha256"].sort().to_list() == scores["sha256"].unique().sort().to_list()
     again = screen_flow(
         [f"{bucket}/data/incoming.parquet"],
         reference,
@@ -106,3 +105,31 @@ def test_objects_and_image_files_are_read_with_one_get_each(s3_endpoint) -> None
     data = read_refs([ImageRef(uri, None, uri) for uri in uris])
     assert data[:9] == [f"image {i}".encode() for i in range(9)] and data[9] == b""
     assert calls["GetObject"] <= 11 and calls["HeadObject"] <= 1  # only the empty file twice
+
+
+def test_the_cache_costs_requests_per_segment_not_per_image(s3_endpoint) -> None:
+    """A shard's 600 lookups and its write are a handful of requests, not 600."""
+    from collections import Counter
+
+    import numpy as np
+
+    from diffpath.config import FeatureConfig
+    from diffpath.features.cache import FeatureCache, compact_caches
+    from diffpath.io.identity import content_hash
+    from diffpath.io.storage import filesystem
+
+    root = "s3://diffpath-test/segment-cache"
+    cache = FeatureCache(root, FeatureConfig(method="diffpathv2"), "m")
+    nights = [[content_hash(f"{n} {i}".encode()) for i in range(200)] for n in range(3)]
+    fs = filesystem(root)[0]
+    fs.connect()
+    calls: Counter[str] = Counter()
+    fs.s3.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
+    for n, night in enumerate(nights):
+        cache.put({h: np.full(6, n, np.float32) for h in night}, f"shard-{n}")
+    assert calls["PutObject"] == 3 + 1  # one segment each, and key.json once
+    compact_caches(root)
+    calls.clear()
+    found = cache.get([h for night in nights for h in night], "shard-9")
+    assert len(found.features) == 600 and found.segments == 3
+    assert sum(calls.values()) <= 8, calls  # 2 listings, the index, 3 segments (+ a HEAD)

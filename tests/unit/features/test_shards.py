@@ -11,7 +11,7 @@ import torch
 
 from diffpath.config import FeatureConfig
 from diffpath.features.cache import FeatureCache
-from diffpath.features.shards import compute_shard
+from diffpath.features.shards import compute_shard, shard_hint
 from diffpath.io.identity import content_hash
 from diffpath.io.sources import list_source
 
@@ -65,7 +65,8 @@ def test_a_combination_reads_the_parts_it_has_and_computes_the_rest(
     ddim = tiny_config.model_copy(update={"method": "diffpath6d"})
     first, computed, _ = compute_shard(tiny_model, refs, ddim, root)
     marker = np.arange(6, dtype=np.float32)  # planted: the combination must read, not recompute
-    FeatureCache(root, ddim, tiny_model.model_id).put({first["sha256"][0].as_py(): marker})
+    planted = {first["sha256"][0].as_py(): marker}
+    FeatureCache(root, ddim, tiny_model.model_id).put(planted, shard_hint(refs))
     combined = tiny_config.model_copy(update={"method": "diffpathv2+6d"})
     table, computed, cached = compute_shard(tiny_model, refs, combined, root)
     assert (computed, cached) == (2, 0)  # the V2 part was missing for both
@@ -97,10 +98,14 @@ def test_a_shard_copied_from_another_listing_is_refused(tmp_path) -> None:
         read_shards([mine], config)
 
 
-def test_a_shard_that_fails_midway_keeps_the_batches_it_finished(tmp_path, tiny_model, tiny_config):
-    """Features go to the cache batch by batch: a retry computes only the rest."""
+def test_a_shard_that_fails_midway_keeps_the_batches_it_finished(
+    tmp_path, tiny_model, tiny_config, monkeypatch
+):
+    """Features go to the cache every FLUSH_SECONDS (here: every batch), under the shard's
+    hint: a retry finds them and computes only the rest."""
     from dataclasses import replace
 
+    monkeypatch.setattr("diffpath.features.shards.FLUSH_SECONDS", 0.0)
     from tests.conftest import SAMPLES
 
     class FailsOnThirdCall(torch.nn.Module):
