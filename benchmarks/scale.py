@@ -1,19 +1,24 @@
 """Object storage at scale, measured on a local S3 server with an injected per-request
-latency (moto in its own process behind a middleware that sleeps and counts requests).
+latency (`s3_stand_in.py`: moto in its own process behind a middleware that sleeps and
+counts requests by method and top-level folder).
 
     python benchmarks/scale.py reads --files 2000 --latency 0.02
 
-    python benchmarks/scale.py night --files 2000 --latency 0.02
+    python benchmarks/scale.py night --rows 100000 --files 10000 --latency 0.02
 
 `reads`: a shard of image files read through `read_refs` — concurrently (one ranged GET per
-file, `storage.IN_FLIGHT` at a time) and, for comparison, one file after another as before —
-reporting images/s and requests by kind per 1,000 images. On a 2-core machine the S3
-stand-in itself (moto, single process) bounds the rate; the table says so.
+file, `storage.IN_FLIGHT` at a time) and, for comparison, one file after another — reporting
+images/s and requests by kind per 1,000 images. On a 2-core machine the S3 stand-in itself
+(moto, one process) bounds the rate; the table says so.
 
-`night`: the same files listed and featurized through the shard task's code (`store_listing`,
-`featurize_shard`) with a tiny random UNet standing in for the model, so the storage
-plumbing is what is measured: requests by kind per 1,000 images for a night of new images
-and for its rerun (every feature from the cache).
+`night`: three nights through the screen flow's own feature steps on Prefect (listing,
+cache compaction, one shard task per 2,048 images) with a tiny random UNet standing in for
+the model, so the plumbing is what is measured: a night of new images (Parquet rows and
+files), its rerun (every feature from the cache), and a next night sharing 90% of its
+bytes. Per night: wall time, images/s per worker, Prefect's overhead per shard, resident
+memory through the run (flow and worker are one process on the threads runner), and
+requests by kind per 1,000 images, with the cache's writes per 1,000 new images and reads
+per 100 looked up.
 """
 
 from __future__ import annotations
@@ -21,64 +26,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from prefect import flow
+from s3_stand_in import requests_since, start_server
+
+from diffpath.config import FeatureConfig
+from flows.pipeline import RUNNER, RunOptions, submit_shards
+from tasks.sources import list_images
+
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 
 
-def serve(port: int, latency: float) -> None:
-    """moto's S3 behind a WSGI middleware: every request waits `latency` seconds and is
-    counted by method; GET /_counts returns the counts (and resets them)."""
-    import threading
+@contextmanager
+def stand_in(latency: float, gets_only: bool = False) -> Iterator[str]:
+    """An S3 stand-in set as this process's S3 (moto with an empty bucket `scale`, or the
+    GET-only server): its endpoint."""
+    from s3fs import S3FileSystem
 
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
-
-    moto = DomainDispatcherApplication(create_backend_app)
-    counts: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def app(environ, start_response):
-        if environ["PATH_INFO"] == "/_counts":
-            with lock:
-                body = json.dumps(dict(counts)).encode()
-                counts.clear()
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [body]
-        with lock:
-            counts[environ["REQUEST_METHOD"]] += 1
-        time.sleep(latency)
-        return moto(environ, start_response)
-
-    make_server("127.0.0.1", port, app, threaded=True).serve_forever()
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args = [sys.executable, __file__, "serve", "--port", str(port), "--latency", str(latency)]
-    server = subprocess.Popen(args, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{endpoint}/_counts")
-            return server, endpoint
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("the S3 stand-in did not start")
-
-
-def requests_since(endpoint: str) -> Counter[str]:
-    return Counter(json.load(urllib.request.urlopen(f"{endpoint}/_counts")))
+    server, endpoint = start_server(latency, gets_only)
+    S3FileSystem.clear_instance_cache()
+    try:
+        os.environ |= {
+            "AWS_ACCESS_KEY_ID": "scale",
+            "AWS_SECRET_ACCESS_KEY": "scale",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+        if not gets_only:
+            S3FileSystem(skip_instance_cache=True).mkdir("scale")
+        yield endpoint
+    finally:
+        server.terminate()
 
 
 @contextmanager
@@ -88,16 +71,8 @@ def image_files(files: int, latency: float) -> Iterator[tuple[str, list[str]]]:
     import pyarrow.parquet as pq
     from s3fs import S3FileSystem
 
-    server, endpoint = start_server(latency)
-    try:
-        os.environ |= {
-            "AWS_ACCESS_KEY_ID": "scale",
-            "AWS_SECRET_ACCESS_KEY": "scale",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }
+    with stand_in(latency) as endpoint:
         fs = S3FileSystem(skip_instance_cache=True)
-        fs.mkdir("scale")
         blobs = pq.read_table(SAMPLES / "incoming.parquet")["image"].to_pylist()
         # distinct bytes per file (a trailing counter after the JPEG's end), as in a real dump
         objects = {
@@ -107,96 +82,217 @@ def image_files(files: int, latency: float) -> Iterator[tuple[str, list[str]]]:
         fs.pipe(objects)
         requests_since(endpoint)
         yield endpoint, list(objects)
-    finally:
-        server.terminate()
 
 
 def per_1000(counts: Counter[str], images: int) -> dict[str, int]:
     return {kind: round(1000 * n / images) for kind, n in sorted(counts.items())}
 
 
-def reads(files: int, latency: float) -> dict[str, object]:
+def read_rate(refs: list, endpoint: str, in_flight: int) -> dict[str, object]:
+    """Read `refs` through `read_refs` with `in_flight` requests at a time: images/s, this
+    process's CPU per image, and requests by kind per 1,000 images."""
     from diffpath.io import storage
-    from diffpath.io.sources import ImageRef, read_refs
+    from diffpath.io.sources import read_refs
 
+    storage.IN_FLIGHT = in_flight
+    start, cpu = time.perf_counter(), time.process_time()
+    data = read_refs(refs)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert all(isinstance(d, bytes) for d in data)
+    return {
+        "in_flight": in_flight,
+        "images_per_s": round(len(refs) / seconds),
+        "client_cpu_us_per_image": round(1e6 * cpu / len(refs)),
+        "requests_per_1000_images": per_1000(requests_since(endpoint), len(refs)),
+    }
+
+
+def reads(files: int, latency: float) -> dict[str, object]:
+    """Image files read from moto (real S3 behaviour, its own rate the ceiling) and from the
+    GET-only stand-in (thousands of requests in flight: the client's rate shows)."""
+    from diffpath.io import storage
+    from diffpath.io.sources import ImageRef
+
+    default, rows = storage.IN_FLIGHT, {}
     with image_files(files, latency) as (endpoint, paths):
         refs = [ImageRef(f"s3://{path}", None, path) for path in paths]
-        rows = {}
-        for name, in_flight in (("concurrent", storage.IN_FLIGHT), ("one by one", 1)):
-            storage.IN_FLIGHT = in_flight
-            start = time.perf_counter()
-            data = read_refs(refs)
-            seconds = time.perf_counter() - start
-            assert all(isinstance(d, bytes) for d in data)
-            rows[name] = {
-                "in_flight": in_flight,
-                "images_per_s": round(files / seconds),
-                "requests_per_1000_images": per_1000(requests_since(endpoint), files),
-            }
-        return {"files": files, "latency_s": latency, "cpus": os.cpu_count(), "reads": rows}
+        rows["moto, concurrent"] = read_rate(refs, endpoint, default)
+        rows["moto, one by one"] = read_rate(refs, endpoint, 1)
+    with stand_in(latency, gets_only=True) as endpoint:
+        refs = [ImageRef(f"s3://scale/images/{i:06d}.jpg", None, "") for i in range(files)]
+        for in_flight in (default, 2 * default, 4 * default):
+            rows[f"GET-only stand-in, {in_flight} in flight"] = read_rate(refs, endpoint, in_flight)
+    storage.IN_FLIGHT = default
+    return {"files": files, "latency_s": latency, "cpus": os.cpu_count(), "reads": rows}
 
 
-def tiny_model():
-    """A random 2-level UNet through `DiffusionModel`: the model's cost out of the way."""
+def stand_in_model(folder: Path) -> str:
+    """A random 2-level UNet saved as a model folder: the model's cost out of the way, the
+    same loading, fingerprint and feature code as a real one."""
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from diffpath.model.diffusion import DiffusionModel
-
     torch.manual_seed(0)
-    unet = UNet2DModel(
+    UNet2DModel(
         sample_size=32,
         block_out_channels=(8, 16),
         layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=8,
-    ).eval()
-    schedule = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.double()
-    return DiffusionModel(unet, schedule, model_id="scale-stand-in")
+    ).save_pretrained(folder)
+    DDPMScheduler(num_train_timesteps=1000).save_config(folder)
+    return str(folder)
 
 
-def night(files: int, latency: float) -> dict[str, object]:
-    from diffpath.config import FeatureConfig
-    from diffpath.features.shards import featurize_shard
-    from diffpath.io.sources import store_listing
+def put_night(fs, prefix: str, rows: int, files: int, shared: float, blobs: list[bytes]) -> None:
+    """Under s3://scale/<prefix>/: `rows` images in Parquet parts of 10,000 rows and `files`
+    JPEG files; the first `shared` of each are last night's bytes, the rest new."""
+    import io
 
-    model, config = tiny_model(), FeatureConfig(method="diffpathv2", timesteps=2)
-    with image_files(files, latency) as (endpoint, _):
-        rows = {}
-        for name in ("new images", "rerun (all cached)"):
-            start = time.perf_counter()
-            listing = store_listing(["s3://scale/images/"], "s3://scale/run", 2048, None, 0)
-            counts = [
-                featurize_shard(model, listing, i, config, "s3://scale/cache", "s3://scale/run")
-                for i in range(listing.n_shards)
-            ]
-            seconds = time.perf_counter() - start
-            rows[name] = {
-                "images_per_s": round(files / seconds),
-                "computed": sum(c.n_computed for c in counts),
-                "from_cache": sum(c.n_cached for c in counts),
-                "requests_per_1000_images": per_1000(requests_since(endpoint), files),
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def image(i: int, new: bool) -> bytes:  # distinct bytes: a counter after the JPEG's end
+        return blobs[i % len(blobs)] + i.to_bytes(5, "little") + bytes([new])
+
+    for start in range(0, rows, 10_000):
+        ids = range(start, min(rows, start + 10_000))
+        cells = [image(i, i >= shared * rows) for i in ids]
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"image": cells}), buffer, row_group_size=1024)
+        fs.pipe_file(f"scale/{prefix}/rows/part-{start // 10_000:04d}.parquet", buffer.getvalue())
+    fs.pipe(
+        {
+            f"scale/{prefix}/files/{i:07d}.jpg": image(rows + i, i >= shared * files)
+            for i in range(files)
+        }
+    )
+
+
+class Memory:
+    """This process's resident memory, sampled every 0.5 s while it runs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            with open("/proc/self/status") as status:
+                line = next(line for line in status if line.startswith("VmRSS"))
+            self.samples.append(int(line.split()[1]) / 1024)
+
+    def __enter__(self) -> Memory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, int]:
+        """Peak, and the resident memory at each quarter of the run (flat = no growth)."""
+        at = {
+            f"at {q}%": round(self.samples[len(self.samples) * q // 100 - 1])
+            for q in (25, 50, 75, 100)
+        }
+        return {"peak": round(max(self.samples)), **at}
+
+
+@flow(name="scale-night", task_runner=RUNNER)
+def features_night(source: list[str], out: str, config: FeatureConfig, shard_size: int) -> dict:
+    """One night's features as the screen flow computes them, timed step by step."""
+    start = time.perf_counter()
+    listing = list_images(source, out, shard_size, None, config.seed)
+    listed = time.perf_counter()
+    run = RunOptions(shard_size=shard_size, features_root="s3://scale/cache")
+    shards = [future.result() for future in submit_shards(listing, config, out, run)]
+    end = time.perf_counter()
+    inside = sum(s.seconds for s in shards)
+    return {
+        "images": listing.n_images,
+        "shards": len(shards),
+        "listing_s": round(listed - start, 1),
+        "shards_s": round(end - listed, 1),
+        "images_per_s_per_worker": round(listing.n_images / inside),
+        "prefect_overhead_per_shard_s": round((end - listed - inside) / len(shards), 3),
+        "computed": sum(s.n_computed for s in shards),
+        "from_cache": sum(s.n_cached for s in shards),
+    }
+
+
+def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, object]:
+    """A new night, its rerun and a next night sharing 90% of its bytes, each through the
+    features of the screen flow (listing, compaction, shard tasks) on Prefect's threads."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+    from s3fs import S3FileSystem
+
+    blobs = pq.read_table(SAMPLES / "incoming.parquet")["image"].to_pylist()
+    with tempfile.TemporaryDirectory() as folder, stand_in(latency) as endpoint:
+        fs = S3FileSystem(skip_instance_cache=True)
+        put_night(fs, "night-1", rows, files, 0.0, blobs)
+        put_night(fs, "night-2", rows, files, 0.9, blobs)
+        requests_since(endpoint)
+        config = FeatureConfig(model=stand_in_model(Path(folder)), method="diffpathv2", timesteps=2)
+        results = {}
+        for name, night_prefix in (
+            ("new", "night-1"),
+            ("rerun", "night-1"),
+            ("next night, 90% shared", "night-2"),
+        ):
+            source = [f"s3://scale/{night_prefix}/rows/", f"s3://scale/{night_prefix}/files/"]
+            with Memory() as memory:
+                start = time.perf_counter()
+                row = features_night(source, f"s3://scale/out/{len(results)}", config, shard_size)
+                wall = time.perf_counter() - start
+            counts = requests_since(endpoint)
+            new = max(row["computed"], 1)
+            results[name] = {
+                **row,
+                "wall_s": round(wall, 1),
+                "prefect_overhead_pct": round(
+                    100 * row["prefect_overhead_per_shard_s"] * row["shards"] / wall, 1
+                ),
+                "rss_mb": memory.summary(),
+                "requests_per_1000_images": per_1000(counts, row["images"]),
+                "cache_writes_per_1000_new": round(1000 * counts.get("PUT cache", 0) / new, 2),
+                "cache_reads_per_100_looked_up": round(
+                    100 * (counts.get("GET cache", 0)) / row["images"], 3
+                ),
             }
-        return {"files": files, "latency_s": latency, "night": rows}
+        return {
+            "rows": rows,
+            "files": files,
+            "latency_s": latency,
+            "shard_size": shard_size,
+            "cpus": os.cpu_count(),
+            "nights": results,
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("reads", "image files read"), ("night", "a night through the shards")):
-        run = commands.add_parser(name, help=f"{text}, from S3 at a given latency")
-        run.add_argument("--files", type=int, default=2000)
-        run.add_argument("--latency", type=float, default=0.02)
-        run.add_argument("--json", type=Path)
-    stand_in = commands.add_parser("serve", help="(internal) the latency S3 stand-in")
-    stand_in.add_argument("--port", type=int, required=True)
-    stand_in.add_argument("--latency", type=float, required=True)
+    reading = commands.add_parser("reads", help="image files read from S3 at a latency")
+    reading.add_argument("--files", type=int, default=2000)
+    nightly = commands.add_parser("night", help="three nights through the screen's features")
+    nightly.add_argument("--rows", type=int, default=100_000, help="images in Parquet")
+    nightly.add_argument("--files", type=int, default=10_000, help="images as files")
+    nightly.add_argument("--shard-size", type=int, default=2048)
+    for command in (reading, nightly):
+        command.add_argument("--latency", type=float, default=0.02, help="seconds per request")
+        command.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.command == "serve":
-        serve(args.port, args.latency)
-        return
-    result = {"reads": reads, "night": night}[args.command](args.files, args.latency)
+    if args.command == "reads":
+        result = reads(args.files, args.latency)
+    else:
+        result = night(args.rows, args.files, args.latency, args.shard_size)
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
