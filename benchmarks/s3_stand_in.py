@@ -16,15 +16,17 @@ import urllib.request
 from collections import Counter
 
 
-def area(environ: dict) -> str:
-    """The first folder of the key a request is about (of its `prefix` for a listing)."""
+def kind(environ: dict) -> str:
+    """A request as `<METHOD> <folder>`: the key's first folder (a listing, `LIST`, by its
+    prefix's), so the cache's, the images' and the outputs' requests count apart."""
     from urllib.parse import parse_qs
 
-    parts = environ["PATH_INFO"].strip("/").split("/")
+    method, parts = environ["REQUEST_METHOD"], environ["PATH_INFO"].strip("/").split("/")
     if len(parts) > 1:
-        return parts[1]
-    prefix = parse_qs(environ.get("QUERY_STRING", "")).get("prefix", [""])[0]
-    return prefix.split("/", 1)[0] or "bucket"
+        return f"{method} {parts[1]}"
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    folder = query.get("prefix", [""])[0].split("/", 1)[0] or "bucket"
+    return f"{'LIST' if method == 'GET' and 'list-type' in query else method} {folder}"
 
 
 def serve(port: int, latency: float) -> None:
@@ -47,7 +49,7 @@ def serve(port: int, latency: float) -> None:
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
         with lock:
-            counts[f"{environ['REQUEST_METHOD']} {area(environ)}"] += 1
+            counts[kind(environ)] += 1
         time.sleep(latency)
         return moto(environ, start_response)
 

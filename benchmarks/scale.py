@@ -84,8 +84,8 @@ def image_files(files: int, latency: float) -> Iterator[tuple[str, list[str]]]:
         yield endpoint, list(objects)
 
 
-def per_1000(counts: Counter[str], images: int) -> dict[str, int]:
-    return {kind: round(1000 * n / images) for kind, n in sorted(counts.items())}
+def per_1000(counts: Counter[str], images: int) -> dict[str, float]:
+    return {kind: round(1000 * n / images, 2) for kind, n in sorted(counts.items())}
 
 
 def read_rate(refs: list, endpoint: str, in_flight: int) -> dict[str, object]:
@@ -145,9 +145,9 @@ def stand_in_model(folder: Path) -> str:
     return str(folder)
 
 
-def put_night(fs, prefix: str, rows: int, files: int, shared: float, blobs: list[bytes]) -> None:
+def put_night(fs, prefix: str, rows: int, files: int, changed: float, blobs: list[bytes]) -> None:
     """Under s3://scale/<prefix>/: `rows` images in Parquet parts of 10,000 rows and `files`
-    JPEG files; the first `shared` of each are last night's bytes, the rest new."""
+    JPEG files, the same bytes every night but for the last `changed` of each."""
     import io
 
     import pyarrow as pa
@@ -155,6 +155,8 @@ def put_night(fs, prefix: str, rows: int, files: int, shared: float, blobs: list
 
     def image(i: int, new: bool) -> bytes:  # distinct bytes: a counter after the JPEG's end
         return blobs[i % len(blobs)] + i.to_bytes(5, "little") + bytes([new])
+
+    shared = 1 - changed
 
     for start in range(0, rows, 10_000):
         ids = range(start, min(rows, start + 10_000))
@@ -237,7 +239,7 @@ def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, o
     with tempfile.TemporaryDirectory() as folder, stand_in(latency) as endpoint:
         fs = S3FileSystem(skip_instance_cache=True)
         put_night(fs, "night-1", rows, files, 0.0, blobs)
-        put_night(fs, "night-2", rows, files, 0.9, blobs)
+        put_night(fs, "night-2", rows, files, 0.1, blobs)
         requests_since(endpoint)
         config = FeatureConfig(model=stand_in_model(Path(folder)), method="diffpathv2", timesteps=2)
         results = {}
@@ -252,7 +254,6 @@ def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, o
                 row = features_night(source, f"s3://scale/out/{len(results)}", config, shard_size)
                 wall = time.perf_counter() - start
             counts = requests_since(endpoint)
-            new = max(row["computed"], 1)
             results[name] = {
                 **row,
                 "wall_s": round(wall, 1),
@@ -260,10 +261,18 @@ def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, o
                     100 * row["prefect_overhead_per_shard_s"] * row["shards"] / wall, 1
                 ),
                 "rss_mb": memory.summary(),
+                "requests": dict(sorted(counts.items())),
                 "requests_per_1000_images": per_1000(counts, row["images"]),
-                "cache_writes_per_1000_new": round(1000 * counts.get("PUT cache", 0) / new, 2),
+                "cache_writes_per_1000_new": round(
+                    1000 * counts.get("PUT cache", 0) / row["computed"], 2
+                )
+                if row["computed"]
+                else None,
                 "cache_reads_per_100_looked_up": round(
-                    100 * (counts.get("GET cache", 0)) / row["images"], 3
+                    100
+                    * sum(counts[f"{m} cache"] for m in ("GET", "HEAD", "LIST"))
+                    / row["images"],
+                    3,
                 ),
             }
         return {
@@ -274,6 +283,42 @@ def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, o
             "cpus": os.cpu_count(),
             "nights": results,
         }
+
+
+PRICES = {"PUT": 0.005, "POST": 0.005, "LIST": 0.005, "GET": 0.0004, "HEAD": 0.0004}
+"""S3 Standard list prices per 1,000 requests (us-east-1; DELETE is free)."""
+
+
+def extrapolate(
+    measured: dict, images: int, gpus: list[int], gpu_rate: float, gpu_price: float
+) -> str:
+    """A Markdown table: requests, dollars and hours of a night of `images` JPEG files, from
+    a `night` measurement: image reads per file (1 GET, a LIST per 1,000), cache and output
+    requests per shard as measured, GPU time at `gpu_rate` images/s per GPU."""
+    lines = [
+        f"| night of {images:,} files | image reads | cache reads | cache writes | outputs "
+        "| requests $ | GPU-hours | GPU $ | " + " | ".join(f"wall, {g} GPU" for g in gpus) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(gpus),
+    ]
+    shards = -(-images // measured["shard_size"])
+    for name, night in measured["nights"].items():
+        counts = Counter({"GET images": images, "LIST images": images / 1000})
+        for kind, n in night["requests"].items():
+            method, folder = kind.split(" ", 1)
+            if not folder.startswith("night-"):  # the cache's and the outputs' requests
+                where = "cache" if folder == "cache" else "outputs"
+                counts[f"{method} {where}"] += n / night["shards"] * shards
+        dollars = sum(PRICES[kind.split()[0]] * n / 1000 for kind, n in counts.items())
+        cache_reads = sum(counts[f"{m} cache"] for m in ("GET", "HEAD", "LIST"))
+        outputs = sum(n for kind, n in counts.items() if kind.endswith("outputs"))
+        hours = images * night["computed"] / night["images"] / gpu_rate / 3600
+        lines.append(
+            f"| {name} | {images * 1.001:,.0f} | {cache_reads:,.0f} | {counts['PUT cache']:,.0f} "
+            f"| {outputs:,.0f} | {dollars:.2f} | {hours:.2f} | {hours * gpu_price:.2f} | "
+            + " | ".join(f"{60 * hours / g:.0f} min" for g in gpus)
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -288,7 +333,17 @@ def main() -> None:
     for command in (reading, nightly):
         command.add_argument("--latency", type=float, default=0.02, help="seconds per request")
         command.add_argument("--json", type=Path)
+    projection = commands.add_parser("extrapolate", help="a night's measurement scaled up")
+    projection.add_argument("measured", type=Path, help="the JSON of `night --json`")
+    projection.add_argument("--images", type=int, default=10_000_000)
+    projection.add_argument("--gpus", type=int, nargs="+", default=[1, 8])
+    projection.add_argument("--gpu-rate", type=float, default=1493, help="images/s per GPU")
+    projection.add_argument("--gpu-price", type=float, default=3.0, help="$ per GPU-hour")
     args = parser.parse_args()
+    if args.command == "extrapolate":
+        measured = json.loads(args.measured.read_text())
+        print(extrapolate(measured, args.images, args.gpus, args.gpu_rate, args.gpu_price))
+        return
     if args.command == "reads":
         result = reads(args.files, args.latency)
     else:

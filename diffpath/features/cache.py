@@ -33,7 +33,7 @@ it has seen; a rewritten file has a new hash and is computed afresh.
   stored anew. An unreadable segment or index is a warning too, never an answer.
   (A checksum detects accidents, not tampering.)
 
-Per-image objects of diffpath ≤ 0.x caches (``<key>/<h0h1>/<h2h3>/<hash>``) are not read:
+Per-image objects of diffpath 0.1 caches (``<key>/<h0h1>/<h2h3>/<hash>``) are not read:
 their features are recomputed once; delete those folders to free the space.
 """
 

@@ -11,10 +11,9 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -47,7 +46,6 @@ __all__ = [
     "read_many",
     "read_parquet",
     "remove",
-    "write_atomic",
     "write_bytes",
     "write_json",
     "write_many",
@@ -220,31 +218,9 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     return True
 
 
-@contextmanager
-def write_atomic(uri: str) -> Iterator[IO[bytes]]:
-    """Write to a temporary key, then move it to `uri`: readers never see half a file.
-    Folders are made on a local disk only: on object stores that would create a bucket,
-    so a mistyped output bucket fails instead."""
-    fs, path = filesystem(uri)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}"
-    try:
-        if parent and isinstance(fs, LocalFileSystem):
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(tmp, "wb") as handle:
-            yield handle
-        fs.mv(tmp, path)
-    except OSError as err:
-        raise StorageError(f"cannot write {uri!r}: {err}") from err
-    finally:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-
-
 def write_bytes(uri: str, data: bytes) -> str:
-    """Atomically write `data` to `uri`; returns the URI."""
-    with write_atomic(uri) as handle:
-        handle.write(data)
+    """Atomically write `data` to `uri` (`write_many`); returns the URI."""
+    write_many({uri: data})
     return uri
 
 
@@ -316,8 +292,10 @@ def read_many(uris: Sequence[str]) -> dict[str, bytes]:
 
 
 def write_many(objects: Mapping[str, bytes]) -> None:
-    """Write many small objects, each atomically: renamed into place on a local disk, one
-    PUT each (atomic by itself) on object stores, sent concurrently."""
+    """Write objects, each atomically (readers see the old object, the new one or none):
+    renamed into place on a local disk, one PUT each (atomic by itself) on object stores,
+    sent concurrently. Folders are made on a local disk only: on object stores that would
+    create a bucket, so a mistyped output bucket fails instead."""
     if not objects:
         return
     fs, _ = filesystem(next(iter(objects)))
@@ -339,7 +317,9 @@ def write_many(objects: Mapping[str, bytes]) -> None:
     try:
         fs.pipe({filesystem(uri)[1]: data for uri, data in objects.items()})
     except OSError as err:
-        raise StorageError(f"cannot write under {next(iter(objects))!r}: {err}") from err
+        first = next(iter(objects))
+        where = repr(first) if len(objects) == 1 else f"{len(objects)} objects under {first!r}"
+        raise StorageError(f"cannot write {where}: {err}") from err
 
 
 def is_transient(err: BaseException) -> bool:
