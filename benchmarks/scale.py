@@ -147,29 +147,28 @@ def stand_in_model(folder: Path) -> str:
 
 def put_night(fs, prefix: str, rows: int, files: int, changed: float, blobs: list[bytes]) -> None:
     """Under s3://scale/<prefix>/: `rows` images in Parquet parts of 10,000 rows and `files`
-    JPEG files, the same bytes every night but for the last `changed` of each."""
+    JPEG files, the same bytes every night but for a fraction `changed` spread evenly over
+    them (every shard has some new images: the most cache writes per new image)."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    def image(i: int, new: bool) -> bytes:  # distinct bytes: a counter after the JPEG's end
-        return blobs[i % len(blobs)] + i.to_bytes(5, "little") + bytes([new])
+    def image(i: int, fresh: bool) -> bytes:  # distinct bytes: a counter after the JPEG's end
+        return blobs[i % len(blobs)] + i.to_bytes(5, "little") + bytes([fresh])
 
-    shared = 1 - changed
+    every = round(1 / changed) if changed else 0
+
+    def new(i: int) -> bool:
+        return bool(every) and i % every == every - 1
 
     for start in range(0, rows, 10_000):
         ids = range(start, min(rows, start + 10_000))
-        cells = [image(i, i >= shared * rows) for i in ids]
+        cells = [image(i, new(i)) for i in ids]
         buffer = io.BytesIO()
         pq.write_table(pa.table({"image": cells}), buffer, row_group_size=1024)
         fs.pipe_file(f"scale/{prefix}/rows/part-{start // 10_000:04d}.parquet", buffer.getvalue())
-    fs.pipe(
-        {
-            f"scale/{prefix}/files/{i:07d}.jpg": image(rows + i, i >= shared * files)
-            for i in range(files)
-        }
-    )
+    fs.pipe({f"scale/{prefix}/files/{i:07d}.jpg": image(rows + i, new(i)) for i in range(files)})
 
 
 class Memory:
@@ -285,6 +284,43 @@ def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, o
         }
 
 
+def listing(rows: int, latency: float) -> dict[str, object]:
+    """The listing step alone (`store_listing`) over `rows` Parquet rows, in parts of
+    100,000: its time, and this process's memory above what it held before."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from s3fs import S3FileSystem
+
+    from diffpath.io.sources import store_listing
+
+    with stand_in(latency) as endpoint:
+        fs = S3FileSystem(skip_instance_cache=True)
+        for start in range(0, rows, 100_000):
+            n = min(rows, start + 100_000) - start
+            table = pa.table(
+                {"image": [b"x"] * n, "path": [f"dump/{start + i:09d}.jpg" for i in range(n)]}
+            )
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            fs.pipe_file(f"scale/listing/part-{start // 100_000:04d}.parquet", buffer.getvalue())
+        requests_since(endpoint)
+        with Memory() as memory:
+            time.sleep(1)
+            before = memory.samples[-1]
+            start = time.perf_counter()
+            stored = store_listing(["s3://scale/listing/"], "s3://scale/out", 2048, None, 0)
+            seconds = time.perf_counter() - start
+        return {
+            "rows": stored.n_images,
+            "seconds": round(seconds, 1),
+            "memory_mb_above_baseline": round(max(memory.samples) - before),
+            "bytes_per_image": round((max(memory.samples) - before) * 2**20 / rows),
+            "requests": dict(requests_since(endpoint)),
+        }
+
+
 PRICES = {"PUT": 0.005, "POST": 0.005, "LIST": 0.005, "GET": 0.0004, "HEAD": 0.0004}
 """S3 Standard list prices per 1,000 requests (us-east-1; DELETE is free)."""
 
@@ -333,6 +369,9 @@ def main() -> None:
     for command in (reading, nightly):
         command.add_argument("--latency", type=float, default=0.02, help="seconds per request")
         command.add_argument("--json", type=Path)
+    lister = commands.add_parser("listing", help="the listing step's time and memory")
+    lister.add_argument("--rows", type=int, default=1_000_000)
+    lister.add_argument("--latency", type=float, default=0.02)
     projection = commands.add_parser("extrapolate", help="a night's measurement scaled up")
     projection.add_argument("measured", type=Path, help="the JSON of `night --json`")
     projection.add_argument("--images", type=int, default=10_000_000)
@@ -344,7 +383,9 @@ def main() -> None:
         measured = json.loads(args.measured.read_text())
         print(extrapolate(measured, args.images, args.gpus, args.gpu_rate, args.gpu_price))
         return
-    if args.command == "reads":
+    if args.command == "listing":
+        result = listing(args.rows, args.latency)
+    elif args.command == "reads":
         result = reads(args.files, args.latency)
     else:
         result = night(args.rows, args.files, args.latency, args.shard_size)
