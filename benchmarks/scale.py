@@ -366,12 +366,11 @@ def main() -> None:
     nightly.add_argument("--rows", type=int, default=100_000, help="images in Parquet")
     nightly.add_argument("--files", type=int, default=10_000, help="images as files")
     nightly.add_argument("--shard-size", type=int, default=2048)
-    for command in (reading, nightly):
-        command.add_argument("--latency", type=float, default=0.02, help="seconds per request")
-        command.add_argument("--json", type=Path)
     lister = commands.add_parser("listing", help="the listing step's time and memory")
     lister.add_argument("--rows", type=int, default=1_000_000)
-    lister.add_argument("--latency", type=float, default=0.02)
+    for command in (reading, nightly, lister):
+        command.add_argument("--latency", type=float, default=0.02, help="seconds per request")
+        command.add_argument("--json", type=Path)
     projection = commands.add_parser("extrapolate", help="a night's measurement scaled up")
     projection.add_argument("measured", type=Path, help="the JSON of `night --json`")
     projection.add_argument("--images", type=int, default=10_000_000)

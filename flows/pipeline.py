@@ -129,8 +129,9 @@ class Featurized:
 
 
 def featurize(source: list[str], config: FeatureConfig, out: str, run: RunOptions) -> Featurized:
-    """List `source` and map one feature task over its shards."""
-    listing = list_images(source, out, run.shard_size, run.max_images, config.seed)
+    """List `source` and map one feature task over its shards. Listing runs on the task
+    runner (a Dask worker there), not in the flow: it holds ~400 bytes per image."""
+    listing = list_images.submit(source, out, run.shard_size, run.max_images, config.seed).result()
     futures = submit_shards(listing, config, out, run)
     return Featurized(listing=listing, shards=[future.result() for future in futures])
 
@@ -177,7 +178,9 @@ def fit_reference_flow(
     target = Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
     with output_lock(out):
-        listing = list_images(source, out, run.shard_size, run.max_images, config.seed)
+        listing = list_images.submit(
+            source, out, run.shard_size, run.max_images, config.seed
+        ).result()
         check_split_task(listing.uri, grouping, holdout, config.seed, target_fpr)
         shards = [future.result().uri for future in submit_shards(listing, config, out, run)]
         reference = fit_reference_task(shards, config, out, density, target_fpr, holdout, grouping)

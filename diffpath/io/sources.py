@@ -47,7 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRef:
     """One listed image: file `uri` and `row` (Parquet; None for an image file) locate it
     uniquely; `path` (relative path or the Parquet `path` column) names it for people."""
@@ -72,7 +72,8 @@ def _parquet_refs(fs, prefix: str, path: str) -> list[ImageRef]:
     except pa.ArrowException as err:
         reason = str(err).splitlines()[0]
         raise StorageError(f"{prefix}{path} is not a readable Parquet file: {reason}") from err
-    return [ImageRef(uri=prefix + path, row=i, path=k) for i, k in enumerate(keys)]
+    uri = prefix + path  # one string for all its rows: a listing holds millions
+    return [ImageRef(uri=uri, row=i, path=k) for i, k in enumerate(keys)]
 
 
 def _read_keys(fs, path: str, schema: pa.Schema) -> list[str]:
