@@ -168,13 +168,11 @@ class FeatureCache:
 
     def _index(self) -> _Index:
         """This process's copy of the newest generation, reloaded when a newer one exists."""
-        folder = join(self.uri, "index")
-        newest = (numbered(folder, ".parquet") or [None])[-1]
         with _LOADING:
             loaded = _LOADED.get(self.uri)
-            if loaded is None or loaded.generation != newest:
-                loaded = _LOADED[self.uri] = _read_index(folder, newest)
-        return loaded
+            newest = _newest(join(self.uri, "index"), loaded)
+            _LOADED[self.uri] = newest
+        return newest
 
     def get(self, hashes: Sequence[str], hint: str | None = None) -> Lookup:
         """The features of `hashes` that the cache holds and that verify; a damaged row is
@@ -261,13 +259,28 @@ def _segment_rows(uri: str, data: bytes | OSError) -> dict[str, bytes]:
     return dict(zip(table["sha256"].to_pylist(), table["data"].to_pylist(), strict=True))
 
 
-def _read_index(folder: str, generation: int | None) -> _Index:
-    """Generation `generation` under `folder`; an empty one when there is none or it cannot
-    be read (a warning: the next compaction rebuilds it from the segments)."""
+def _newest(folder: str, loaded: _Index | None = None) -> _Index:
+    """The newest generation under `folder` (`loaded` if it still is); an empty one when
+    there is none or it cannot be read (a warning: the next compaction rebuilds it). One
+    deleted by a compaction between the listing and the read is listed again."""
+    while True:
+        generation = (numbered(folder, ".parquet") or [None])[-1]
+        if loaded is not None and loaded.generation == generation:
+            return loaded
+        index = _read_index(folder, generation)
+        if index is not None:
+            return index
+
+
+def _read_index(folder: str, generation: int | None) -> _Index | None:
+    """Generation `generation` under `folder`; None if it is gone (superseded), an empty
+    one if it cannot be read (with a warning)."""
     if generation is None:
         return _Index()
     uri = join(folder, f"{generation:010d}.parquet")
     data = read_each([uri])[uri]
+    if isinstance(data, FileNotFoundError):
+        return None
     if isinstance(data, OSError) and is_transient(data):
         raise StorageError(f"cannot read the cache index {uri!r}: {data}") from data
     try:
@@ -290,8 +303,8 @@ def _read_index(folder: str, generation: int | None) -> _Index:
 def _compact(uri: str) -> Compaction:
     """Fold the segments of one cache written since its newest generation into the next."""
     folder = join(uri, "index")
-    newest = (numbered(folder, ".parquet") or [None])[-1]
-    index = _read_index(folder, newest)
+    index = _newest(folder)
+    newest = index.generation
     rebuild = newest is not None and not index.covered  # unreadable: start from the segments
     present = [name for name in find(join(uri, "segments")) if name.endswith(".parquet")]
     loose = sorted(

@@ -96,6 +96,23 @@ def test_two_compactions_at_once_write_one_generation(tmp_path) -> None:
     assert len(cache.get([hashes(1, str(i))[0] for i in range(20)]).features) == 20
 
 
+def test_a_generation_superseded_between_listing_and_reading_is_listed_again(
+    tmp_path, monkeypatch
+) -> None:
+    import diffpath.features.cache as module
+
+    cache = FeatureCache(str(tmp_path), CONFIG, "m")
+    h = hashes(1)[0]
+    cache.put({h: values(1)[0]}, "a")
+    compact_caches(str(tmp_path))
+    cache.put({hashes(1, "b")[0]: values(1)[0]}, "b")
+    compact_caches(str(tmp_path))  # generation 1; generation 0 deleted
+    listed = iter([[0]])  # the first listing is stale: it still shows generation 0
+    real = module.numbered
+    monkeypatch.setattr(module, "numbered", lambda *a: next(listed, None) or real(*a))
+    assert h in cache.get([h]).features
+
+
 def rewrite_rows(segment, change) -> None:
     table = pq.read_table(segment)
     rows = table["data"].to_pylist()
