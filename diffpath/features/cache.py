@@ -241,20 +241,31 @@ class FeatureCache:
             )
 
 
-def _segment_rows(uri: str, data: bytes | OSError) -> dict[str, bytes]:
-    """{sha256: row bytes} of one segment; {} for one deleted by a compaction (a miss)
-    or unreadable (a warning); transient storage failures raise, to be retried."""
+def _read_table(
+    what: str, uri: str, data: bytes | OSError, consequence: str, columns: list[str] | None = None
+) -> pa.Table | None:
+    """A cache file's table from `read_each`; None when it is gone (deleted by a compaction)
+    or damaged (a warning naming it and the `consequence`); transient failures raise, to be
+    retried."""
     if isinstance(data, FileNotFoundError):
-        return {}
-    if isinstance(data, OSError):
-        if is_transient(data):
-            raise StorageError(f"cannot read cache segment {uri!r}: {data}") from data
-        log.warning("cache segment %s cannot be read (%s): its features are recomputed", uri, data)
-        return {}
+        return None
     try:
-        table = pq.read_table(pa.BufferReader(data), columns=["sha256", "data"])
+        if isinstance(data, OSError):
+            raise data
+        return pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowException, OSError) as err:
-        log.warning("cache segment %s is damaged (%s): its features are recomputed", uri, err)
+        if isinstance(err, OSError) and is_transient(err):
+            raise StorageError(f"cannot read {what} {uri!r}: {err}") from err
+        log.warning("%s %s cannot be read (%s): %s", what, uri, err, consequence)
+        return None
+
+
+def _segment_rows(uri: str, data: bytes | OSError) -> dict[str, bytes]:
+    """{sha256: row bytes} of one segment; {} for one gone or damaged (then recomputed)."""
+    table = _read_table(
+        "cache segment", uri, data, "its features are recomputed", ["sha256", "data"]
+    )
+    if table is None:
         return {}
     return dict(zip(table["sha256"].to_pylist(), table["data"].to_pylist(), strict=True))
 
@@ -281,23 +292,15 @@ def _read_index(folder: str, generation: int | None) -> _Index | None:
     data = read_each([uri])[uri]
     if isinstance(data, FileNotFoundError):
         return None
-    if isinstance(data, OSError) and is_transient(data):
-        raise StorageError(f"cannot read the cache index {uri!r}: {data}") from data
-    try:
-        if isinstance(data, OSError):
-            raise data
-        table = pq.read_table(pa.BufferReader(data))
-        meta = json.loads(table.schema.metadata[b"diffpath"])
-        return _Index(
-            generation,
-            table["prefix"].to_numpy(),
-            table["segment"].to_numpy(),
-            meta["names"],
-            set(meta["covered"]),
-        )
-    except (pa.ArrowException, OSError, KeyError, TypeError, ValueError) as err:
-        log.warning("the cache index %s cannot be read (%s): it is rebuilt", uri, err)
-        return _Index(generation)
+    table = _read_table("the cache index", uri, data, "it is rebuilt")
+    if table is not None:
+        try:
+            meta = json.loads(table.schema.metadata[b"diffpath"])
+            prefixes, segments = table["prefix"].to_numpy(), table["segment"].to_numpy()
+            return _Index(generation, prefixes, segments, meta["names"], set(meta["covered"]))
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("the cache index %s holds no index (%s): it is rebuilt", uri, err)
+    return _Index(generation)
 
 
 def _compact(uri: str) -> Compaction:
@@ -323,16 +326,14 @@ def _compact(uri: str) -> Compaction:
     segments = [np.empty(0, np.uint32) if rebuild else renumber[index.segments]]
     read = read_each([join(uri, "segments", name) for name in loose])
     for name in loose:
-        data = read[join(uri, "segments", name)]
-        try:
-            if isinstance(data, OSError):
-                raise data
-            hashes = pq.read_table(pa.BufferReader(data), columns=["sha256"])["sha256"]
-        except (pa.ArrowException, OSError) as err:
-            if isinstance(err, OSError) and is_transient(err):
-                raise StorageError(f"cannot read cache segment {name!r}: {err}") from err
-            log.warning("cache segment %s/segments/%s is damaged (%s): ignored", uri, name, err)
-            continue  # covered but never referenced: deleted by the next compaction
+        segment_uri = join(uri, "segments", name)
+        consequence = "left out of the index, deleted by the next compaction"
+        table = _read_table(
+            "cache segment", segment_uri, read[segment_uri], consequence, ["sha256"]
+        )
+        if table is None:
+            continue  # covered but never referenced
+        hashes = table["sha256"]
         prefixes.append(_prefix(hashes.to_pylist()))
         segments.append(np.full(len(hashes), len(names), np.uint32))
         names.append(name)
