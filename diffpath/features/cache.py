@@ -186,8 +186,8 @@ class FeatureCache:
         found: dict[str, np.ndarray] = {}
         damaged: set[str] = set()
         want = set(wanted)
-        for name, data in read_each([self._segment_uri(n) for n in sorted(names)]).items():
-            rows = _segment_rows(name, data)
+        for uri, data in read_each([self._segment_uri(n) for n in sorted(names)]).items():
+            rows = _segment_rows(uri, data)
             for sha256 in want & rows.keys():
                 features = self._verified(sha256, rows[sha256])
                 if features is None:
@@ -222,10 +222,8 @@ class FeatureCache:
 
     def _describe(self) -> None:
         manifest = join(self.uri, "key.json")
-        with _LOADING:
-            if manifest in _DESCRIBED:
-                return
-            _DESCRIBED.add(manifest)
+        if manifest in _DESCRIBED:
+            return
         if not exists(manifest):
             write_json(
                 {
@@ -239,6 +237,7 @@ class FeatureCache:
                 },
                 manifest,
             )
+        _DESCRIBED.add(manifest)  # after the write: a failed one is tried again
 
 
 def _read_table(
