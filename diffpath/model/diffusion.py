@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from diffpath.errors import ModelError
+from diffpath.model.convert import PATCH_FILE, apply_patch
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -82,6 +85,9 @@ def model_fingerprint(source: str = "default") -> str:
     digest = hashlib.sha256()
     for path in (unet_dir / "config.json", unet_dir / WEIGHTS, scheduler_file):
         digest.update(path.read_bytes())
+    patch = unet_dir / PATCH_FILE
+    if patch.exists():  # converted models only: every other fingerprint stays as it was
+        digest.update(patch.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -175,7 +181,10 @@ def load_model(
             low_cpu_mem_usage=False,  # small models; avoids needing `accelerate`
         )
         config = DDPMScheduler.load_config(scheduler_file.parent)
-        scheduler = DDPMScheduler.from_config(config)
+        alphas_cumprod = _alphas_cumprod(config)
+        patch = unet_dir / PATCH_FILE
+        if patch.exists():
+            apply_patch(unet, json.loads(patch.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"cannot load model from {folder}: {err}") from err
     unet = unet.to(device).eval().requires_grad_(False)
@@ -187,11 +196,22 @@ def load_model(
     log.info("loaded model %s from %s on %s/%s", model_id, folder, device, dtype)
     return DiffusionModel(
         unet=unet,
-        alphas_cumprod=scheduler.alphas_cumprod.to(torch.float64),
+        alphas_cumprod=alphas_cumprod,
         model_id=model_id,
         device=device,
         dtype=dtype,
     )
+
+
+def _alphas_cumprod(config: dict) -> torch.Tensor:
+    """ᾱ_t of a scheduler config, float64 (T,): from its `trained_betas` in float64 where it
+    lists them (converted models keep their original schedule exactly), else diffusers'."""
+    from diffusers import DDPMScheduler
+
+    if config.get("trained_betas") is not None:
+        betas = np.asarray(config["trained_betas"], dtype=np.float64)
+        return torch.from_numpy(np.cumprod(1.0 - betas))
+    return DDPMScheduler.from_config(config).alphas_cumprod.to(torch.float64)
 
 
 def gpu_count() -> int:
