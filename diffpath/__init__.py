@@ -45,6 +45,7 @@ _WHERE = {
     "ood_metrics": "scoring.metrics",
     "DiffusionModel": "model.diffusion",
     "load_model": "model.diffusion",
+    "convert_model": "model.convert",
 }
 
 __all__ = sorted(_WHERE)

@@ -29,7 +29,7 @@ FEATURES_VERSION = 2
 
 # Fields added after FEATURES_VERSION 2, hashed only when they differ from these values,
 # so every config that existed before keeps its hash (and its cache and references).
-NEUTRAL_VALUES = {"draws": 1}
+NEUTRAL_VALUES = {"draws": 1, "resize_via": None}
 
 # Settings each method gets unless given: the paper's K = 10 and one noise draw, and for
 # the combination the setting chosen on the benchmark's validation split (docs/benchmarks.md).
@@ -67,6 +67,12 @@ class FeatureConfig(BaseModel):
     shared_noise: bool = Field(True, description="one noise draw per image shared by all t")
     image_size: int = Field(32, ge=8, le=1024)
     center_crop: int | None = Field(None, ge=8, description="crop side before resize")
+    resize_via: int | None = Field(
+        None,
+        ge=8,
+        description="resize to this size first, then up to image_size (DiffPath's protocol "
+        "for 64-px models: 32)",
+    )
     ssim_window: int = Field(5, ge=3, le=31)
     ssim_weighting: bool = True
     draws: int = Field(1, ge=1, le=64, description="noise draws averaged per V2 feature")
@@ -94,6 +100,10 @@ class FeatureConfig(BaseModel):
     def _check(self) -> FeatureConfig:
         if self.ssim_window % 2 == 0:
             raise ValueError(f"ssim_window must be odd, got {self.ssim_window}")
+        if self.resize_via is not None and self.resize_via >= self.image_size:
+            raise ValueError(
+                f"resize_via ({self.resize_via}) must be below image_size ({self.image_size})"
+            )
         if self.t_end is not None and self.t_end - self.t_start + 1 < self.timesteps:
             raise ValueError(
                 f"timestep range [{self.t_start}, {self.t_end}] holds fewer than "

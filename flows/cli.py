@@ -509,6 +509,47 @@ def _print_benchmark(outputs: dict[str, str]) -> None:
         console.print(f"  {name}: {uri}")
 
 
+@app.command("convert-model")
+def convert_model(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="an improved-/guided-diffusion or DiffPath checkpoint: a .pt state dict or "
+            ".safetensors, at any URI (local, s3://, hf:// with huggingface_hub)"
+        ),
+    ],
+    out: Annotated[str, typer.Option("--out", help="a new local folder for the model")],
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="a published architecture: diffpath-celeba32, improved-cifar10-32, "
+            "improved-imagenet64, guided-256-uncond (docs/models.md)",
+        ),
+    ] = None,
+    flags: Annotated[
+        str | None,
+        typer.Option("--flags", help="JSON of the original scripts' flags, for any other model"),
+    ] = None,
+) -> None:
+    """Convert a published diffusion checkpoint into a model folder for --model, exactly
+    (its schedule, timestep rescale and ε channels kept); refused unless every weight fits."""
+    from diffpath.model.convert import convert_model as convert
+    from diffpath.model.diffusion import load_model
+
+    try:
+        folder = convert(source, out, preset, flags)
+        model = load_model(str(folder), device="cpu")
+    except DiffPathError as err:
+        exit_with_reason(err)
+    size = model.sample_size
+    sizes = "" if size == FeatureConfig().image_size else f" --image-size {size}"
+    if size and size > 32:
+        sizes += " --resize-via 32"  # DiffPath's protocol for 32-px sets on a larger model
+    console.print(f"model {model.model_id}: {folder} ({model.num_train_timesteps} steps)")
+    console.print(f"next: diffpath fit-reference TRUSTED --model {folder}{sizes} --out REF")
+
+
 @app.command()
 @with_options(run=("device",))
 def demo(

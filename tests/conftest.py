@@ -16,8 +16,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def tiny_unet(out_channels: int = 3, size: int = 16) -> nn.Module:
-    """A ~50k-parameter UNet2DModel, seeded, fast enough for CPU unit tests."""
+def tiny_unet(out_channels: int = 3, size: int | None = None) -> nn.Module:
+    """A ~50k-parameter UNet2DModel, seeded, fast enough for CPU unit tests; without a
+    `size` it declares no training resolution, so it runs at any image size."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)

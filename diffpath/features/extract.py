@@ -53,6 +53,12 @@ def extract_features(
         raise ConfigError(
             f"images are {tuple(images.shape[-2:])}, config expects {config.image_size}px"
         )
+    if model.sample_size not in (None, config.image_size):
+        raise ConfigError(
+            f"model {model.model_id} was trained on {model.sample_size}-px images but the "
+            f"feature config asks for {config.image_size} px: set image_size: "
+            f"{model.sample_size} (--image-size {model.sample_size})"
+        )
     if model.dtype != config.torch_dtype:
         raise ConfigError(
             f"model runs in {model.dtype} but the config asks for {config.dtype}; "

@@ -60,20 +60,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _crop_and_resize(
-    image: Image.Image, size: int, center_crop: int | None, crop_box: CropBox | None = None
+    image: Image.Image,
+    size: int,
+    center_crop: int | None,
+    crop_box: CropBox | None = None,
+    via: int | None = None,
 ) -> Image.Image:
     """Center-crop a square (`center_crop` px, or the shorter side) and resize it to `size`;
-    with `crop_box`, resize that fractional box instead (sub-pixel, for resized frames)."""
+    with `crop_box`, resize that fractional box instead (sub-pixel, for resized frames);
+    with `via`, resize to `via` px first (every image then carries `via` px of detail)."""
+    first = via or size
     width, height = image.size
     if crop_box is not None:
         left, top, right, bottom = crop_box
         box = (left * width, top * height, right * width, bottom * height)
-        return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
-    side = min(center_crop or min(width, height), width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = image.crop((left, top, left + side, top + side))
-    if side != size:
-        square = square.resize((size, size), Image.Resampling.BICUBIC)  # antialiased in Pillow
+        square = image.resize((first, first), Image.Resampling.BICUBIC, box=box)
+    else:
+        side = min(center_crop or min(width, height), width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        square = image.crop((left, top, left + side, top + side))
+        if side != first:
+            square = square.resize((first, first), Image.Resampling.BICUBIC)  # antialiased
+    if first != size:
+        square = square.resize((size, size), Image.Resampling.BICUBIC)
     return square
 
 
@@ -83,11 +92,13 @@ def decode_image(
     size: int = 32,
     center_crop: int | None = None,
     crop_box: CropBox | None = None,
+    via: int | None = None,
 ) -> torch.Tensor:
     """Decode encoded image bytes to a (3, size, size) float tensor in [-1, 1].
 
     EXIF orientation is applied, any mode is converted to RGB, the first frame of an
-    animation is used; `crop_box` overrides `center_crop`. Raises `DecodeError` naming
+    animation is used; `crop_box` overrides `center_crop`; `via` is an intermediate size
+    (DiffPath's protocol: 32 px, then up to a 64-px model's `size`). Raises `DecodeError` naming
     `key` when the bytes are not an image.
     """
     try:
@@ -107,7 +118,7 @@ def decode_image(
         raise DecodeError(f"cannot decode image {key!r}: not a known image format") from err
     except Exception as err:  # Pillow raises many unrelated types for bad bytes
         raise DecodeError(f"cannot decode image {key!r}: {err}") from err
-    pixels = np.asarray(_crop_and_resize(image, size, center_crop, crop_box), dtype=np.float32)
+    pixels = np.asarray(_crop_and_resize(image, size, center_crop, crop_box, via), dtype=np.float32)
     return torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1.0
 
 
@@ -116,6 +127,7 @@ def decode_images(
     size: int = 32,
     center_crop: int | None = None,
     crop_box: CropBox | None = None,
+    via: int | None = None,
 ) -> tuple[torch.Tensor, list[int], dict[int, str]]:
     """Decode many (name, bytes) pairs; failures are returned per item, never raised.
 
@@ -125,7 +137,7 @@ def decode_images(
     tensors, decoded, errors = [], [], {}
     for i, (name, data) in enumerate(items):
         try:
-            tensors.append(decode_image(data, name, size, center_crop, crop_box))
+            tensors.append(decode_image(data, name, size, center_crop, crop_box, via))
             decoded.append(i)
         except DecodeError as err:
             errors[i] = str(err)
@@ -138,6 +150,7 @@ def decode_batches(
     batch_size: int,
     size: int = 32,
     center_crop: int | None = None,
+    via: int | None = None,
     workers: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, list[int], dict[int, str]]]:
     """`decode_images` of consecutive batches of `items`, decoded on a thread pool a bounded
@@ -147,7 +160,7 @@ def decode_batches(
 
     def decode(start: int) -> tuple[torch.Tensor, list[int], dict[int, str]]:
         images, decoded, errors = decode_images(
-            items[start : start + batch_size], size, center_crop
+            items[start : start + batch_size], size, center_crop, via=via
         )
         return images, [start + i for i in decoded], {start + i: e for i, e in errors.items()}
 

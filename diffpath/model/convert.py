@@ -23,16 +23,19 @@ import hashlib
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diffpath.errors import ConfigError, ModelError
 from diffpath.io import storage
+
+if TYPE_CHECKING:  # torch and numpy load on first use: the CLI's --help stays fast
+    import numpy as np
+    import torch
 
 __all__ = [
     "PRESETS",
@@ -171,6 +174,8 @@ def read_flags(preset: str | None = None, flags_uri: str | None = None) -> OpenA
 
 def original_betas(flags: OpenAIFlags) -> np.ndarray:
     """β_t in float64 exactly as `get_named_beta_schedule` computes them."""
+    import numpy as np
+
     steps = flags.diffusion_steps
     if flags.noise_schedule == "linear":
         scale = 1000 / steps
@@ -376,6 +381,8 @@ def load_checkpoint(uri: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> tuple[di
     """(flat mapping name → tensor, sha256 of the file) of a `.pt` state dict or a
     `.safetensors` file at any URI. Pickles load with ``weights_only=True`` only, so a file
     that holds anything but tensors and containers is refused, never executed."""
+    import torch
+
     fs, path = storage.filesystem(uri)
     try:
         size = int(fs.size(path))
@@ -395,10 +402,11 @@ def load_checkpoint(uri: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> tuple[di
         else:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle and safetensors raise many unrelated types
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f"it pickles a {found.group(1)}" if found else "not a state dict or safetensors"
         raise ModelError(
-            f"checkpoint {uri} is not a plain state dict of tensors ({reason}); "
-            "only weights are loaded, never pickled objects"
+            f"checkpoint {uri} cannot be loaded as weights ({what}); only tensors are "
+            "loaded, never pickled objects: save `model.state_dict()`"
         ) from err
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
@@ -425,9 +433,15 @@ def convert_model(
     """
     from diffusers import DDPMScheduler, UNet2DModel
 
+    folder = Path(out).expanduser().resolve()
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"--out {folder} is not empty: give a new folder")
     flags = read_flags(preset, flags_uri)
     state, digest = load_checkpoint(source)
-    converted, heads = convert_state_dict(state, flags)
+    try:
+        converted, heads = convert_state_dict(state, flags)
+    except ModelError as err:
+        raise ModelError(f"{source} is not a {preset or flags_uri} checkpoint: {err}") from err
     config = unet_config(flags)
     unet = UNet2DModel(**config)
     patch = _patch(unet, flags, heads)
@@ -443,9 +457,6 @@ def convert_model(
     if wrong:
         raise ModelError(f"checkpoint shapes do not match {preset or flags_uri}: {_few(wrong, 3)}")
     unet.load_state_dict(converted, strict=True)
-    folder = Path(out).expanduser().resolve()
-    if folder.exists() and any(folder.iterdir()):
-        raise ConfigError(f"--out {folder} is not empty: give a new folder")
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     (folder / "unet" / PATCH_FILE).write_text(json.dumps(patch, indent=2, sort_keys=True) + "\n")
     betas = original_betas(flags)

@@ -43,6 +43,7 @@ class DiffusionModel:
     `unet` is any module called as ``unet(x_t, t)`` that returns (B, C', H, W) or an
     object with ``.sample``; with C' = 2C (learned variance) the first C channels are ε̂.
     Weights stay float32; `dtype` is the compute dtype (bfloat16/float16 run under autocast).
+    `sample_size` is the image side it was trained on, where its config says.
     """
 
     unet: nn.Module
@@ -50,6 +51,7 @@ class DiffusionModel:
     model_id: str = "unnamed"
     device: torch.device = CPU
     dtype: torch.dtype = torch.float32
+    sample_size: int | None = None
 
     @property
     def num_train_timesteps(self) -> int:
@@ -190,6 +192,7 @@ def load_model(
     unet = unet.to(device).eval().requires_grad_(False)
     if device.type == "cuda":
         unet = unet.to(memory_format=torch.channels_last)
+    size = unet.config.sample_size
     if compile:
         unet = torch.compile(unet)
     model_id = model_fingerprint(str(folder))
@@ -200,6 +203,7 @@ def load_model(
         model_id=model_id,
         device=device,
         dtype=dtype,
+        sample_size=size if isinstance(size, int) else None,
     )
 
 

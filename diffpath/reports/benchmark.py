@@ -157,7 +157,7 @@ def error_map_png(
         ).slice(0, per_set)
         refs = [ImageRef(r["uri"], r["row"], r["path"]) for r in test.to_pylist()]
         cfg = config.model_copy(update={"center_crop": crop})
-        images, hashes, _ = load_images(refs, cfg.image_size, crop)
+        images, hashes, _ = load_images(refs, cfg.image_size, crop, via=cfg.resize_via)
         if len(images):
             maps = weighted_errors(model, images, hashes, cfg)[:, 0].abs().mean(2).cpu()
             rows += [(name, image, heat) for image, heat in zip(images, maps, strict=True)]
