@@ -59,6 +59,16 @@ def test_fields_added_later_keep_older_hashes_at_their_neutral_value() -> None:
     v2 = FeatureConfig(method="diffpathv2")
     assert '"draws"' not in v2.canonical_json()  # hashes from before `draws` are kept
     assert '"draws":2' in FeatureConfig(method="diffpathv2", draws=2).canonical_json()
+    assert FeatureConfig(resize_via=None).config_hash() == FeatureConfig().config_hash()
+    via = FeatureConfig(image_size=64, resize_via=32)
+    assert via.config_hash() != FeatureConfig(image_size=64).config_hash()
+
+
+def test_resize_via_must_be_below_the_image_size() -> None:
+    from diffpath.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="resize_via"):
+        FeatureConfig.parse(image_size=32, resize_via=32)
 
 
 def test_each_method_has_its_defaults() -> None:

@@ -105,6 +105,22 @@ def test_mismatched_inputs_raise(tiny_model) -> None:
         extract_features(tiny_model, images(2), keys(2), FeatureConfig(image_size=32))
 
 
+def test_a_model_trained_at_another_size_is_refused_with_the_setting(tiny_model) -> None:
+    from dataclasses import replace
+
+    from diffpath.errors import ConfigError
+
+    at_64 = replace(tiny_model, sample_size=64)
+    with pytest.raises(ConfigError, match=r"trained on 64-px images.*--image-size 64"):
+        extract_features(at_64, images(2), keys(2), config())
+    assert (
+        extract_features(replace(tiny_model, sample_size=SIZE), images(2), keys(2), config()).shape[
+            0
+        ]
+        == 2
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method, tolerance", [("diffpathv2", 0.03), ("diffpath6d", 0.12)])
 def test_bfloat16_features_agree_with_float32(method, tolerance) -> None:

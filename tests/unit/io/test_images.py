@@ -67,6 +67,18 @@ def test_center_crop_takes_the_middle() -> None:
     assert torch.allclose(tensor, torch.ones_like(tensor))
 
 
+def test_resize_via_gives_every_image_the_same_detail() -> None:
+    """DiffPath's protocol for a 64-px model: a sharp 64-px picture and its 32-px copy both
+    go through 32 px, so a 64-px model cannot tell them apart by blur alone."""
+    rng = np.random.default_rng(0)
+    sharp = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    small = sharp.resize((32, 32), Image.Resampling.BICUBIC)
+    via = [decode_image(encode(im, "PNG"), "x.png", size=64, via=32) for im in (sharp, small)]
+    direct = [decode_image(encode(im, "PNG"), "x.png", size=64) for im in (sharp, small)]
+    assert via[0].shape == (3, 64, 64)
+    assert (via[0] - via[1]).abs().mean() < 0.01 < (direct[0] - direct[1]).abs().mean()
+
+
 def test_crop_box_finds_the_same_face_in_a_squashed_frame() -> None:
     """A 178x218 frame and the same frame squashed to 64x64 give one face through the box."""
     rng = np.random.default_rng(0)
