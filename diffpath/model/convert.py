@@ -36,12 +36,16 @@ from diffpath.io import storage
 if TYPE_CHECKING:  # torch and numpy load on first use: the CLI's --help stays fast
     import numpy as np
     import torch
+    from diffusers import UNet2DModel
 
 __all__ = [
     "PRESETS",
     "OpenAIFlags",
+    "apply_patch",
+    "build_unet",
     "convert_model",
     "convert_state_dict",
+    "load_checkpoint",
     "original_betas",
     "read_flags",
     "unet_config",
@@ -344,10 +348,9 @@ def _convert_block(
 
 def convert_state_dict(
     state: dict[str, torch.Tensor], flags: OpenAIFlags
-) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """The diffusers state dict of an original one, and the head counts of the attention
-    layers (diffusers name → heads). Every source key must be used: one that no module of
-    these flags has is refused by name."""
+) -> dict[str, torch.Tensor]:
+    """The diffusers state dict of an original one. Every source key must be used: one that
+    no module of these flags has is refused by name."""
     blocks = _blocks(flags)
     grouped: dict[str, dict[str, torch.Tensor]] = {b.source: {} for b in blocks}
     unexpected = []
@@ -368,8 +371,7 @@ def convert_state_dict(
     converted: dict[str, torch.Tensor] = {}
     for block in blocks:
         converted |= _convert_block(block, grouped[block.source], legacy)
-    heads = {b.target: b.heads for b in blocks if b.kind == "attention"}
-    return converted, heads
+    return converted
 
 
 def _few(names: list[str], shown: int = 6) -> str:
@@ -431,7 +433,7 @@ def convert_model(
     refused, naming keys, unless every checkpoint tensor fills exactly one weight of that
     architecture with the right shape.
     """
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
 
     folder = Path(out).expanduser().resolve()
     if folder.exists() and any(folder.iterdir()):
@@ -439,12 +441,10 @@ def convert_model(
     flags = read_flags(preset, flags_uri)
     state, digest = load_checkpoint(source)
     try:
-        converted, heads = convert_state_dict(state, flags)
+        converted = convert_state_dict(state, flags)
     except ModelError as err:
         raise ModelError(f"{source} is not a {preset or flags_uri} checkpoint: {err}") from err
-    config = unet_config(flags)
-    unet = UNet2DModel(**config)
-    patch = _patch(unet, flags, heads)
+    unet, patch = build_unet(flags)
     expected = unet.state_dict()
     missing = sorted(set(expected) - set(converted))
     if missing:
@@ -472,13 +472,18 @@ def convert_model(
     return folder
 
 
-def _patch(unet: torch.nn.Module, flags: OpenAIFlags, heads: dict[str, int]) -> dict[str, Any]:
-    """What `load_model` sets on the built `UNet2DModel` beyond its config."""
-    differing = {
-        name: count for name, count in heads.items() if unet.get_submodule(name).heads != count
-    }
+def build_unet(flags: OpenAIFlags) -> tuple[UNet2DModel, dict[str, Any]]:
+    """The original net as a `UNet2DModel` (initial weights) with its patch applied, and the
+    patch: what `load_model` sets beyond the config."""
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel(**unet_config(flags))
+    heads = {b.target: b.heads for b in _blocks(flags) if b.kind == "attention"}
+    differing = {n: h for n, h in heads.items() if unet.get_submodule(n).heads != h}
     scale = 1000 / flags.diffusion_steps if flags.rescale_timesteps else 1.0
-    return {"timestep_scale": scale, "attention_heads": differing}
+    patch = {"timestep_scale": scale, "attention_heads": differing}
+    apply_patch(unet, patch)
+    return unet, patch
 
 
 def apply_patch(unet: torch.nn.Module, patch: dict[str, Any]) -> None:

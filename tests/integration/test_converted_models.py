@@ -68,9 +68,7 @@ def test_a_converted_model_fits_screens_and_evaluates(models, tmp_path, size) ->
     )
     assert screened.exit_code == 0, screened.output
     summary = json.loads((tmp_path / "screen" / "summary.json").read_text())
-    assert (
-        summary["n_scored"] == 30 and summary["model_id"] == reference["model_id"]
-    )
+    assert summary["n_scored"] == 30 and summary["model_id"] == reference["model_id"]
     scores = pq.read_table(tmp_path / "screen" / "scores.parquet")
     assert all(v == v for v in scores["score"].to_pylist())  # finite, not NaN
     incoming = pq.read_table(SAMPLES / "incoming.parquet")

@@ -15,6 +15,7 @@ from diffpath.model.convert import (
     PATCH_FILE,
     PRESETS,
     apply_patch,
+    build_unet,
     convert_model,
     convert_state_dict,
     read_flags,
@@ -92,13 +93,10 @@ def mistaken(name: str, mistake: str) -> float:
         flags = flags.model_copy(
             update={"use_new_attention_order": not flags.use_new_attention_order}
         )
-    from diffusers import UNet2DModel
-
-    weights, heads = convert_state_dict(state, flags)
-    unet = UNet2DModel(**unet_config(flags)).eval()
-    unet.load_state_dict(weights)
-    scale = 1000 / flags.diffusion_steps if flags.rescale_timesteps else 1.0
-    patch = {"timestep_scale": scale, "attention_heads": heads}
+    unet, patch = build_unet(flags)
+    unet.load_state_dict(convert_state_dict(state, flags))
+    unet.eval()
+    scale = patch["timestep_scale"]
     t = io["t"]
     if mistake == "sin/cos order":
         unet.time_proj.flip_sin_to_cos = False
@@ -106,10 +104,11 @@ def mistaken(name: str, mistake: str) -> float:
         patch["timestep_scale"] = 1.0
     elif mistake == "truncated timesteps":  # t·scale fed as an integer tensor
         t, patch["timestep_scale"] = (t * scale).long(), 1.0
-    elif mistake == "head count":  # heads from the config's one head width
-        patch["attention_heads"] = {}
-        if flags.num_head_channels != -1 or name != "improved_imagenet64":
-            patch["attention_heads"] = {"mid_block.attentions.0": flags.heads(8) * 2}
+    elif mistake == "head count":  # one head width for all (the config's), or twice the heads
+        wrong = {n: 2 * flags.num_heads for n in patch["attention_heads"]}
+        patch["attention_heads"] = wrong or {"mid_block.attentions.0": 2 * flags.num_heads}
+        if name == "improved_imagenet64":
+            patch["attention_heads"] = {n: 3 for n in wrong}  # 384 wide / the config's 128
     apply_patch(unet, patch)
     with torch.no_grad():
         return (unet(io["x"], t).sample[:, :3] - io["out"][:, :3]).abs().max().item()
