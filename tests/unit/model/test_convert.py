@@ -104,11 +104,11 @@ def mistaken(name: str, mistake: str) -> float:
         patch["timestep_scale"] = 1.0
     elif mistake == "truncated timesteps":  # t·scale fed as an integer tensor
         t, patch["timestep_scale"] = (t * scale).long(), 1.0
-    elif mistake == "head count":  # one head width for all (the config's), or twice the heads
-        wrong = {n: 2 * flags.num_heads for n in patch["attention_heads"]}
-        patch["attention_heads"] = wrong or {"mid_block.attentions.0": 2 * flags.num_heads}
-        if name == "improved_imagenet64":
-            patch["attention_heads"] = {n: 3 for n in wrong}  # 384 wide / the config's 128
+    elif mistake == "head count":  # twice the heads everywhere; imagenet: the config's width
+        attention = {n: m.heads for n, m in unet.named_modules() if type(m).__name__ == "Attention"}
+        patch["attention_heads"] = {n: 2 * h for n, h in attention.items()}
+        if name == "improved_imagenet64":  # 3 heads of 128 over 384 channels, not 4 of 96
+            patch["attention_heads"] = {n: 3 for n in patch["attention_heads"] if "s.2." in n}
     apply_patch(unet, patch)
     with torch.no_grad():
         return (unet(io["x"], t).sample[:, :3] - io["out"][:, :3]).abs().max().item()
@@ -121,21 +121,17 @@ MISTAKES = [
     "truncated timesteps",
     "head count",
 ]
+# guided-diffusion feeds t unchanged: its timestep "mistakes" are the right conversion
+CASES = [(n, m) for n in NAMES for m in MISTAKES if not (n.startswith("guided") and "time" in m)]
 
 
-@pytest.mark.parametrize("mistake", MISTAKES)
-@pytest.mark.parametrize("name", ["diffpath_celeba32", "improved_imagenet64"])
+@pytest.mark.parametrize("name, mistake", CASES)
 def test_each_plausible_mistake_is_caught_by_the_fixtures(fixtures, name, mistake) -> None:
-    assert mistaken(name, mistake) > 100 * TOLERANCE
+    assert mistaken(name, mistake) > 0.1  # measured 0.26 to 2.2 (docs/models.md)
 
 
 def test_a_correct_conversion_passes_the_same_check(fixtures) -> None:
     assert mistaken("improved_imagenet64", "none") < TOLERANCE
-
-
-def test_guided_layouts_differ_only_in_qkv_order(fixtures) -> None:
-    for name in ("guided_uncond256_at64", "guided_uncond256_at64_neworder"):
-        assert mistaken(name, "qkv layout") > 100 * TOLERANCE
 
 
 def test_a_converted_folder_is_an_identity_like_any_model(converted, tmp_path) -> None:
