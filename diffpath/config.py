@@ -7,14 +7,60 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from diffpath.errors import ConfigError
 
-__all__ = ["DEFAULT_UNET_CHANNELS", "FeatureConfig", "Method", "read_config_file"]
+__all__ = [
+    "CROPS",
+    "DEFAULT_UNET_CHANNELS",
+    "CropBox",
+    "FeatureConfig",
+    "Method",
+    "parse_crop",
+    "read_config_file",
+]
 
 Method = Literal["diffpathv2", "diffpath6d", "diffpath1d", "diffpathv2+6d"]
 COMBINED = {"diffpathv2+6d": ("diffpathv2", "diffpath6d")}  # a combination's parts, in order
+
+CropBox = tuple[float, float, float, float]
+"""(left, top, right, bottom) as fractions of the width and height of the stored image."""
+
+# Named crops. CelebA's 140×140 face at (19, 39) of the aligned 178×218 frame, as fractions:
+# the same face at any resolution, and in frames squashed to 64×64 (celeba-extra).
+CROPS: dict[str, CropBox] = {"celeba-face": (19 / 178, 39 / 218, 159 / 178, 179 / 218)}
+
+
+def parse_crop(crop: str | CropBox) -> CropBox | float:
+    """A crop as a box of fractions, or a float f: the central square f × the short side.
+
+    Given by name (``celeba-face``), as a fraction of the short side (``"0.8"``), or as a
+    box of fractions (``"0.1,0.2,0.9,0.8"`` or a 4-tuple). Fractions make a crop mean the
+    same region at every resolution.
+    """
+    if isinstance(crop, str) and crop in CROPS:
+        return CROPS[crop]
+    try:
+        values = tuple(float(v) for v in (crop.split(",") if isinstance(crop, str) else crop))
+    except ValueError:
+        values = ()
+    if len(values) == 1 and 0 < values[0] <= 1:
+        return values[0]
+    if len(values) == 4 and 0 <= values[0] < values[2] <= 1 and 0 <= values[1] < values[3] <= 1:
+        return values  # type: ignore[return-value]
+    raise ConfigError(
+        f"crop {crop!r}: give a name ({', '.join(CROPS)}), a fraction of the short side "
+        "(0.8) or a box of fractions left,top,right,bottom (0.1,0.2,0.9,0.8)"
+    )
+
 
 DEFAULT_UNET_CHANNELS = (64, 128, 256)  # the bundled model's UNet blocks; `train`'s default
 
@@ -29,7 +75,7 @@ FEATURES_VERSION = 2
 
 # Fields added after FEATURES_VERSION 2, hashed only when they differ from these values,
 # so every config that existed before keeps its hash (and its cache and references).
-NEUTRAL_VALUES = {"draws": 1, "resize_via": None}
+NEUTRAL_VALUES = {"draws": 1, "resize_via": None, "crop": None}
 
 # Settings each method gets unless given: the paper's K = 10 and one noise draw, and for
 # the combination the setting chosen on the benchmark's validation split (docs/benchmarks.md).
@@ -66,7 +112,15 @@ class FeatureConfig(BaseModel):
     seed: int = Field(0, ge=0)
     shared_noise: bool = Field(True, description="one noise draw per image shared by all t")
     image_size: int = Field(32, ge=8, le=1024)
-    center_crop: int | None = Field(None, ge=8, description="crop side before resize")
+    crop: str | None = Field(
+        None,
+        description="region to keep, the same at every resolution: a name (celeba-face: the "
+        "face of an aligned CelebA frame), a fraction of the short side (0.8), or a box of "
+        "fractions left,top,right,bottom",
+    )
+    center_crop: int | None = Field(
+        None, ge=8, description="square crop in pixels (references before 0.3; use crop)"
+    )
     resize_via: int | None = Field(
         None,
         ge=8,
@@ -96,10 +150,27 @@ class FeatureConfig(BaseModel):
         }
         return {**METHOD_DEFAULTS.get(method, {}), **given}
 
+    @field_validator("model")
+    @classmethod
+    def _model_location(cls, model: str) -> str:
+        """A local folder as its absolute path, so that a reference finds its weights from
+        any working directory (a cron job, a worker); 'default', hub ids, URIs unchanged."""
+        if model == "default" or "://" in model:
+            return model
+        path = Path(model).expanduser()
+        return str(path.resolve()) if path.is_dir() else model
+
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
         if self.ssim_window % 2 == 0:
             raise ValueError(f"ssim_window must be odd, got {self.ssim_window}")
+        if self.crop is not None:
+            try:
+                parse_crop(self.crop)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+            if self.center_crop is not None:
+                raise ValueError("give crop or center_crop, not both")
         if self.resize_via is not None and self.resize_via >= self.image_size:
             raise ValueError(
                 f"resize_via ({self.resize_via}) must be below image_size ({self.image_size})"
@@ -137,6 +208,16 @@ class FeatureConfig(BaseModel):
     def unet_evals(self) -> int:
         """UNet evaluations per image: the cost of a feature, whatever the hardware."""
         return sum(p.timesteps * (p.draws if p.method == "diffpathv2" else 1) for p in self.parts())
+
+    @property
+    def geometry(self) -> dict[str, Any]:
+        """How stored image bytes become the model's input: `decode_image`'s keywords."""
+        return {
+            "size": self.image_size,
+            "crop": self.crop,
+            "center_crop": self.center_crop,
+            "via": self.resize_via,
+        }
 
     @property
     def torch_dtype(self):

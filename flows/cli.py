@@ -118,7 +118,14 @@ def _sizes(text: str | None):
 
 
 def _feature_config(settings: dict[str, Any]) -> FeatureConfig:
-    """The feature config of a command's settings (--config keys and feature flags)."""
+    """The feature config a fit starts from (--config keys and feature flags): a crop in
+    pixels is refused, since it keeps another region of each image at each resolution."""
+    if settings.get("center_crop") is not None:
+        raise ConfigError(
+            f"center_crop {settings['center_crop']} keeps {settings['center_crop']} px "
+            "whatever an image's size: give crop, the same region at every resolution "
+            "(celeba-face: CelebA's face; 0.8: the central 80% of the short side)"
+        )
     return FeatureConfig.parse(**settings)
 
 
@@ -195,7 +202,11 @@ def fit_reference(
     run: RunOptions,
     settings: dict[str, Any],
 ) -> None:
-    """Fit a density model + flag threshold on trusted in-distribution images."""
+    """Fit a density model + flag threshold on trusted in-distribution images.
+
+    Faces like CelebA's aligned frames: add --crop celeba-face, the crop the bundled face
+    model was trained on (the same face at every resolution).
+    """
 
     def action() -> str:
         from diffpath.io.sources import Grouping
@@ -402,9 +413,13 @@ def train(
     lr: Annotated[
         float | None, typer.Option(help="AdamW learning rate", show_default="2e-4")
     ] = None,
-    center_crop: Annotated[
-        int | None,
-        typer.Option(help="crop of --data sources before resize; 0 = none", show_default="140"),
+    crop: Annotated[
+        str | None,
+        typer.Option(
+            help="region of --data images to train on, the same at every resolution: a name "
+            "(celeba-face), a fraction of the short side (0.8) or a box of fractions",
+            show_default="none: the central square",
+        ),
     ] = None,
     init: Annotated[str | None, typer.Option(help="warm-start from this model ('default')")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in OUT")] = False,
@@ -430,10 +445,9 @@ def train(
             "block_out_channels": channels and tuple(int(c) for c in channels.split(",")),
             "seed": seed,
             "init": init,
+            "crop": crop,
         }
         values |= {k: v for k, v in flags.items() if v is not None}
-        if center_crop is not None:
-            values["center_crop"] = center_crop or None
         if "data" not in values:
             raise ConfigError("give training images with --data or in --config")
         try:

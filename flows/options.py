@@ -27,7 +27,7 @@ __all__ = ["FEATURE_OPTIONS", "RUN_OPTIONS", "console", "exit_with_reason", "wit
 console = Console(stderr=True, soft_wrap=True)
 
 RUN_OPTIONS = tuple(name for name in RunOptions.model_fields if name != "progress")
-FEATURE_OPTIONS = ("model", "method", "timesteps", "image_size", "center_crop", "resize_via")
+FEATURE_OPTIONS = ("model", "method", "timesteps", "image_size", "crop", "resize_via")
 FLAGS = {"features_root": "--features"}  # where a flag is not the field's name
 DEFAULT_METHOD = FeatureConfig.model_fields["method"].default
 HELP = {

@@ -29,7 +29,19 @@ class DatasetSpec(_Spec):
     source: str | None = None
     train: str | None = None
     test: str | None = None
-    center_crop: int | None = Field(None, ge=8, description="crop side before resizing")
+    crop: str | None = Field(
+        None, description="region kept before resizing, as FeatureConfig.crop (celeba-face)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pixel_crops(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "center_crop" in values:
+            raise ValueError(
+                "center_crop (pixels) crops another region at each resolution: use crop, "
+                "a name (crop: celeba-face for CelebA's 140 px of 178x218) or a fraction"
+            )
+        return values
 
     @model_validator(mode="after")
     def _one_layout(self) -> DatasetSpec:
@@ -114,8 +126,8 @@ class BenchmarkSpec(_Spec):
 
     def feature_config(self, method: MethodSpec, dataset: str) -> FeatureConfig:
         """The method's config on a dataset: the dataset's crop, the spec's model."""
-        crop = self.datasets[dataset].center_crop
-        return FeatureConfig.parse(**{"model": self.model, **method.config, "center_crop": crop})
+        crop = self.datasets[dataset].crop
+        return FeatureConfig.parse(**{"model": self.model, **method.config, "crop": crop})
 
     def uri(self, path: str) -> str:
         """A dataset path: URIs and absolute paths as given, others under `data_root`."""

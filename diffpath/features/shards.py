@@ -109,9 +109,7 @@ def compute_shard(
     pending: list[dict[str, np.ndarray]] = [{} for _ in parts]
     flushed = time.monotonic()
     size = config.batch_size or model.batch_sizes[0]
-    batches = decode_batches(
-        list(todo.values()), size, config.image_size, config.center_crop, config.resize_via
-    )
+    batches = decode_batches(list(todo.values()), size, **config.geometry)
     for images, decoded, decode_errors in batches:  # decoding runs ahead on threads
         ids = [todo_hashes[i] for i in decoded]
         for part, have, new, waiting in zip(parts, known, computed, pending, strict=True):

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from diffpath.config import CropBox, parse_crop
 from diffpath.errors import DecodeError
 
 __all__ = [
-    "CELEBA_FACE_BOX",
     "IMAGE_EXTENSIONS",
     "CropBox",
     "decode_batches",
@@ -31,12 +31,6 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
-CropBox = tuple[float, float, float, float]
-"""(left, top, right, bottom) as fractions of the width and height of the stored image."""
-
-# CelebA's 140×140 face crop at (19, 39) of the aligned 178×218 frame, as fractions: the same
-# face whether the frame is stored whole (== center_crop=140) or squashed to 64×64.
-CELEBA_FACE_BOX: CropBox = (19 / 178, 39 / 218, 159 / 178, 179 / 218)
 
 # Refuse decompression bombs (checked on the header, before any pixel is decoded) rather
 # than allocate gigabytes for one malicious file.
@@ -62,18 +56,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def _crop_and_resize(
     image: Image.Image,
     size: int,
-    center_crop: int | None,
-    crop_box: CropBox | None = None,
+    crop: str | CropBox | None = None,
+    center_crop: int | None = None,
     via: int | None = None,
 ) -> Image.Image:
-    """Center-crop a square (`center_crop` px, or the shorter side) and resize it to `size`;
-    with `crop_box`, resize that fractional box instead (sub-pixel, for resized frames);
-    with `via`, resize to `via` px first (every image then carries `via` px of detail)."""
+    """The square model input of an image: its `crop` (fractions, so the same region at any
+    resolution; see `parse_crop`), else a central square of `center_crop` px (older
+    references) or of the short side, resized to `size` — through `via` px first if given
+    (every image then carries `via` px of detail)."""
     first = via or size
     width, height = image.size
-    if crop_box is not None:
-        left, top, right, bottom = crop_box
-        box = (left * width, top * height, right * width, bottom * height)
+    if crop is not None:
+        region = parse_crop(crop)
+        if isinstance(region, float):  # the central square, a fraction of the short side
+            side = region * min(width, height)
+            left, top = (width - side) / 2, (height - side) / 2
+            box = (left, top, left + side, top + side)
+        else:
+            box = (region[0] * width, region[1] * height, region[2] * width, region[3] * height)
         square = image.resize((first, first), Image.Resampling.BICUBIC, box=box)
     else:
         side = min(center_crop or min(width, height), width, height)
@@ -90,17 +90,19 @@ def decode_image(
     data: bytes,
     key: str,
     size: int = 32,
+    crop: str | CropBox | None = None,
     center_crop: int | None = None,
-    crop_box: CropBox | None = None,
     via: int | None = None,
 ) -> torch.Tensor:
     """Decode encoded image bytes to a (3, size, size) float tensor in [-1, 1].
 
     EXIF orientation is applied, any mode is converted to RGB, the first frame of an
-    animation is used; `crop_box` overrides `center_crop`; `via` is an intermediate size
-    (DiffPath's protocol: 32 px, then up to a 64-px model's `size`). Raises `DecodeError` naming
-    `key` when the bytes are not an image.
+    animation is used; `crop`, `center_crop` and `via` are `_crop_and_resize`'s (a config's
+    are `FeatureConfig.geometry`). Raises `DecodeError` naming `key` when the bytes are not
+    an image.
     """
+    if not data:
+        raise DecodeError(f"cannot decode image {key!r}: empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as opened:
             if opened.width * opened.height > MAX_PIXELS:
@@ -118,15 +120,15 @@ def decode_image(
         raise DecodeError(f"cannot decode image {key!r}: not a known image format") from err
     except Exception as err:  # Pillow raises many unrelated types for bad bytes
         raise DecodeError(f"cannot decode image {key!r}: {err}") from err
-    pixels = np.asarray(_crop_and_resize(image, size, center_crop, crop_box, via), dtype=np.float32)
+    pixels = np.asarray(_crop_and_resize(image, size, crop, center_crop, via), dtype=np.float32)
     return torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def decode_images(
     items: Sequence[tuple[str, bytes]],
     size: int = 32,
+    crop: str | CropBox | None = None,
     center_crop: int | None = None,
-    crop_box: CropBox | None = None,
     via: int | None = None,
 ) -> tuple[torch.Tensor, list[int], dict[int, str]]:
     """Decode many (name, bytes) pairs; failures are returned per item, never raised.
@@ -137,7 +139,7 @@ def decode_images(
     tensors, decoded, errors = [], [], {}
     for i, (name, data) in enumerate(items):
         try:
-            tensors.append(decode_image(data, name, size, center_crop, crop_box, via))
+            tensors.append(decode_image(data, name, size, crop, center_crop, via))
             decoded.append(i)
         except DecodeError as err:
             errors[i] = str(err)
@@ -149,6 +151,7 @@ def decode_batches(
     items: Sequence[tuple[str, bytes]],
     batch_size: int,
     size: int = 32,
+    crop: str | CropBox | None = None,
     center_crop: int | None = None,
     via: int | None = None,
     workers: int | None = None,
@@ -160,7 +163,7 @@ def decode_batches(
 
     def decode(start: int) -> tuple[torch.Tensor, list[int], dict[int, str]]:
         images, decoded, errors = decode_images(
-            items[start : start + batch_size], size, center_crop, via=via
+            items[start : start + batch_size], size, crop, center_crop, via
         )
         return images, [start + i for i in decoded], {start + i: e for i, e in errors.items()}
 

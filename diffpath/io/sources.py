@@ -319,8 +319,8 @@ def _column_labels(rows: pa.Table, column: str) -> np.ndarray:
 def load_images(
     refs: Sequence[ImageRef],
     size: int = 32,
+    crop: str | CropBox | None = None,
     center_crop: int | None = None,
-    crop_box: CropBox | None = None,
     via: int | None = None,
 ) -> tuple[torch.Tensor, list[str], dict[str, str]]:
     """Read and decode refs → (images (N, 3, size, size), their content hashes,
@@ -328,7 +328,7 @@ def load_images(
     contents = read_refs(refs)
     errors = {r.locator: c for r, c in zip(refs, contents, strict=True) if isinstance(c, str)}
     readable = [(r.locator, c) for r, c in zip(refs, contents, strict=True) if isinstance(c, bytes)]
-    images, decoded, decode_errors = decode_images(readable, size, center_crop, crop_box, via)
+    images, decoded, decode_errors = decode_images(readable, size, crop, center_crop, via)
     errors |= {readable[i][0]: message for i, message in decode_errors.items()}
     return images, [content_hash(readable[i][1]) for i in decoded], errors
 

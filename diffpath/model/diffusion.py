@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,13 @@ PREVIOUS_DEFAULTS = {
     "b7aa9cb5a103605e": "base model v1, the bundled default before v2: "
     "scripts/get-model-v1.sh writes its folder"
 }
+# Models fingerprinted before the fingerprint hashed values instead of file bytes keep
+# the identity their references and caches were written under (function digest -> old).
+KEPT_FINGERPRINTS = {
+    "e41d1d70f07ab5b4": "ebf38c2e887af0ca",  # base model v2, the bundled default
+    "c078918ae0b50567": "b7aa9cb5a103605e",  # base model v1
+}
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, as a hub id is written
 CPU = torch.device("cpu")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -81,16 +89,33 @@ class DiffusionModel:
 
 
 def model_fingerprint(source: str = "default") -> str:
-    """sha256 (16 hex) of a model's weights, UNet config and schedule — its identity in every
-    output, the same wherever the files lie. Reads the files only; loads nothing."""
+    """A model's identity in every output (16 hex): sha256 of what defines its function —
+    the UNet config's fields (not the diffusers version that saved it), the tensors by name,
+    the schedule's ᾱ_t and a converted model's patch — the same wherever the files lie and
+    whoever re-saved them. Models known by an earlier identity keep it (`KEPT_FINGERPRINTS`).
+    """
+    from diffusers import DDPMScheduler
+    from safetensors import safe_open
+
     unet_dir, scheduler_file = _layout(_resolve_folder(source))
     digest = hashlib.sha256()
-    for path in (unet_dir / "config.json", unet_dir / WEIGHTS, scheduler_file):
-        digest.update(path.read_bytes())
+
+    def add(value: object) -> None:
+        digest.update(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+
+    config = json.loads((unet_dir / "config.json").read_text())
+    add({k: v for k, v in config.items() if not k.startswith("_")})
+    with safe_open(unet_dir / WEIGHTS, framework="pt") as weights:
+        for name in sorted(weights.keys()):
+            tensor = weights.get_tensor(name).contiguous()
+            add([name, str(tensor.dtype), list(tensor.shape)])
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    schedule = _alphas_cumprod(DDPMScheduler.load_config(scheduler_file.parent))
+    digest.update(schedule.numpy().tobytes())
     patch = unet_dir / PATCH_FILE
-    if patch.exists():  # converted models only: every other fingerprint stays as it was
-        digest.update(patch.read_bytes())
-    return digest.hexdigest()[:16]
+    add(json.loads(patch.read_text()) if patch.exists() else None)
+    found = digest.hexdigest()[:16]
+    return KEPT_FINGERPRINTS.get(found, found)
 
 
 def _resolve_folder(source: str) -> Path:
@@ -104,8 +129,9 @@ def _resolve_folder(source: str) -> Path:
         if not path.is_dir():
             raise ModelError(f"model source {source!r} is a file; pass its folder")
         return path
-    if source.count("/") != 1 or source.startswith((".", "/")):
-        raise ModelError(f"model folder {source!r} does not exist")
+    missing = f"model folder {path.resolve()} does not exist"
+    if not HUB_ID.fullmatch(source):
+        raise ModelError(missing)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -113,9 +139,9 @@ def _resolve_folder(source: str) -> Path:
         return Path(snapshot_download(source, local_files_only=True))
     except LocalEntryNotFoundError as err:
         raise ModelError(
-            f"model {source!r} is not in the local Hugging Face cache and nothing is "
-            f"downloaded at run time; run `huggingface-cli download {source}` where a "
-            "network is available, or pass a local folder"
+            f"{missing}, and no hub model {source!r} is in the local Hugging Face cache "
+            f"(nothing is downloaded at run time): give the folder, or run "
+            f"`huggingface-cli download {source}` where a network is available"
         ) from err
 
 

@@ -22,14 +22,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from diffpath.config import DEFAULT_UNET_CHANNELS
+from diffpath.config import DEFAULT_UNET_CHANNELS, CropBox, parse_crop
 from diffpath.errors import ConfigError
-from diffpath.io.images import CropBox
 from diffpath.io.sources import list_source, load_images
 from diffpath.io.storage import exists, join, read_bytes, write_bytes
 from diffpath.model.diffusion import load_model
@@ -51,15 +50,24 @@ RESUMABLE = frozenset({"steps", "checkpoint_every", "checkpoint_minutes", "compi
 
 
 class TrainSource(BaseModel):
-    """One training image source and the crop that brings its faces to the common geometry."""
+    """One training image source and the crop that brings its images to the common geometry."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     uri: str
-    center_crop: int | None = Field(None, ge=8, description="square crop side before resize")
-    crop_box: CropBox | None = Field(
-        None, description="(left, top, right, bottom) as fractions; overrides center_crop"
+    crop: str | CropBox | None = Field(
+        None, description="region kept before the resize (`FeatureConfig.crop`'s forms)"
     )
+
+    @field_validator("crop")
+    @classmethod
+    def _known_crop(cls, crop: str | CropBox | None) -> str | CropBox | None:
+        if crop is not None:
+            try:
+                parse_crop(crop)
+            except ValueError as err:
+                raise ValueError(str(err)) from None
+        return crop
 
 
 class TrainConfig(BaseModel):
@@ -70,8 +78,8 @@ class TrainConfig(BaseModel):
     data: list[TrainSource] = Field(description="training image sources")
     val_data: list[TrainSource] = Field(default_factory=list, description="validation sources")
     image_size: int = 32
-    center_crop: int | None = Field(
-        140, description="crop of sources given as plain URIs (CelebA: 140 of 178x218)"
+    crop: str | None = Field(
+        None, description="crop of sources that name none (none: the central square)"
     )
     block_out_channels: tuple[int, ...] = DEFAULT_UNET_CHANNELS
     layers_per_block: int = 1
@@ -105,17 +113,17 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _default_crops(cls, values: Any) -> Any:
-        """A source that names no crop (a plain URI, or a mapping without `center_crop` or
-        `crop_box`) takes the config's `center_crop`."""
+        """A source that names no crop (a plain URI, or a mapping without `crop`) takes the
+        config's `crop`."""
         if not isinstance(values, dict):
             return values
-        crop = values.get("center_crop", cls.model_fields["center_crop"].default)
+        crop = values.get("crop")
 
         def source(given: Any) -> Any:
             if isinstance(given, str):
-                return {"uri": given, "center_crop": crop}
-            if isinstance(given, dict) and not {"center_crop", "crop_box"} & given.keys():
-                return given | {"center_crop": crop}
+                return {"uri": given, "crop": crop}
+            if isinstance(given, dict) and "crop" not in given:
+                return given | {"crop": crop}
             return given
 
         return values | {
@@ -174,7 +182,7 @@ def load_image_tensor(
     parts = []
     for source in sources:
         refs = list_source(source.uri)[:limit]
-        images, _, errors = load_images(refs, image_size, source.center_crop, source.crop_box)
+        images, _, errors = load_images(refs, image_size, source.crop)
         for locator, error in errors.items():
             log.warning("skipping training image %s: %s", locator, error)
         parts.append(images)

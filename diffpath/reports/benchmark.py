@@ -151,13 +151,12 @@ def error_map_png(
     (1 − SSIM)-weighted score error |u_t| at every timestep: what the model cannot explain."""
     rows = []
     for name in spec.datasets:
-        crop = spec.datasets[name].center_crop
         test = scores.filter(
             pc.and_(pc.equal(scores["dataset"], name), pc.equal(scores["split"], "test"))
         ).slice(0, per_set)
         refs = [ImageRef(r["uri"], r["row"], r["path"]) for r in test.to_pylist()]
-        cfg = config.model_copy(update={"center_crop": crop})
-        images, hashes, _ = load_images(refs, cfg.image_size, crop, via=cfg.resize_via)
+        cfg = config.model_copy(update={"crop": spec.datasets[name].crop})
+        images, hashes, _ = load_images(refs, **cfg.geometry)
         if len(images):
             maps = weighted_errors(model, images, hashes, cfg)[:, 0].abs().mean(2).cpu()
             rows += [(name, image, heat) for image, heat in zip(images, maps, strict=True)]

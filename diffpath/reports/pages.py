@@ -108,9 +108,7 @@ def why_png(scores: pl.DataFrame, model: DiffusionModel, config: FeatureConfig) 
     """Each image beside its (1 − SSIM)-weighted score-error map at its most telling timestep:
     where the diffusion model cannot explain the image."""
     refs = _refs(scores)
-    images, hashes, _ = load_images(
-        refs, config.image_size, config.center_crop, via=config.resize_via
-    )
+    images, hashes, _ = load_images(refs, **config.geometry)
     if not len(images):
         return None
     maps, timesteps = error_maps(model, images, hashes, config)

@@ -22,6 +22,7 @@ from diffpath.errors import ConfigError
 
 __all__ = [
     "FlagRule",
+    "benjamini_hochberg",
     "calibrate_threshold",
     "conformal_p_values",
     "conformal_rank",
@@ -67,6 +68,22 @@ def conformal_p_values(scores: np.ndarray, calibration: np.ndarray) -> np.ndarra
         raise ConfigError("p-values need calibration scores")
     at_least = len(calibration) - np.searchsorted(calibration, np.asarray(scores, float), "left")
     return (1 + at_least) / (len(calibration) + 1)
+
+
+def benjamini_hochberg(p_values: np.ndarray, q: float = 0.1) -> np.ndarray:
+    """The images Benjamini–Hochberg selects at false-discovery rate `q` (bool per p-value):
+    the k smallest, k the largest with p(k) ≤ q·k/m. On conformal p-values, which share
+    one calibration set, the expected share of in-distribution images among them is at
+    most q (Bates et al. 2023, "Testing for outliers with conformal p-values")."""
+    if not 0 < q < 1:
+        raise ConfigError(f"the false-discovery rate must be in (0, 1), got {q}")
+    p = np.asarray(p_values, float)
+    order = np.argsort(p, kind="stable")
+    passing = np.nonzero(p[order] <= q * np.arange(1, len(p) + 1) / max(len(p), 1))[0]
+    selected = np.zeros(len(p), bool)
+    if len(passing):
+        selected[order[: passing[-1] + 1]] = True
+    return selected
 
 
 @dataclass(frozen=True)

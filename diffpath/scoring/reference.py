@@ -60,6 +60,27 @@ class Reference:
     def anomaly_score(self, features: np.ndarray) -> np.ndarray:
         return self.density.anomaly_score(features)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What this reference's fit does to the numbers it gives: a random calibration
+        split, a crop in pixels (another region of each image at each resolution)."""
+        warnings = []
+        if self.split == "random":
+            warnings.append(
+                "the reference was calibrated on a random split: where images share an "
+                "identity or source across it, new in-distribution images look more unusual "
+                "than the calibration images, so more are flagged than expected and "
+                "contamination is over-estimated; refit with --group-column (Parquet) or "
+                "--group-by (files)"
+            )
+        if self.config.center_crop is not None:
+            warnings.append(
+                f"the reference crops {self.config.center_crop} px of every image whatever "
+                "its size, so images of other resolutions are screened on another region; "
+                "refit with --crop (celeba-face, or a fraction of the short side)"
+            )
+        return warnings
+
     def check_model(self, model_id: str) -> None:
         """Refuse features of other weights than the reference was fitted with."""
         if model_id != self.model_id:

@@ -178,18 +178,6 @@ def _write_outputs(
     }
 
 
-def _split_warnings(reference: Reference) -> list[str]:
-    """What a random calibration split does to the numbers this reference gives."""
-    if reference.split != "random":
-        return []
-    return [
-        "the reference was calibrated on a random split: where images share an identity or "
-        "source across it, new in-distribution images look more unusual than the calibration "
-        "images, so more are flagged than expected and contamination is over-estimated; "
-        "refit with --group-column (Parquet) or --group-by (files)"
-    ]
-
-
 def screen(
     shard_uris: Sequence[str],
     reference_uri: str,
@@ -225,7 +213,7 @@ def screen(
         calibration_split=reference.split,
         **extra,
     )
-    summary["warnings"] = _split_warnings(reference)
+    summary["warnings"] = reference.warnings
     mean, low, high = rule.expected(summary["n_scored"])
     summary["expected_flagged"], summary["expected_flagged_range"] = mean, [low, high]
     summary["flagged_p_value"] = (
@@ -269,7 +257,7 @@ def audit(
     )
     summary["warnings"] = [estimate.warning] if estimate.warning else []
     summary["warnings"] += (
-        _split_warnings(reference)
+        reference.warnings
         if reference
         else [
             "without a trusted reference the contamination estimate is a two-component fit "

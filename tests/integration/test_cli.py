@@ -174,7 +174,7 @@ def test_train_from_a_config_file_with_per_source_crops(tmp_path) -> None:
     recipe = {
         "data": [
             {"uri": str(SAMPLES / "reference.parquet")},
-            {"uri": str(SAMPLES / "incoming.parquet"), "crop_box": [0.1, 0.1, 0.9, 0.9]},
+            {"uri": str(SAMPLES / "incoming.parquet"), "crop": [0.1, 0.1, 0.9, 0.9]},
         ],
         "block_out_channels": [8, 16],
         "batch_size": 4,
@@ -187,8 +187,8 @@ def test_train_from_a_config_file_with_per_source_crops(tmp_path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "train_config.json").read_text())
-    assert saved["steps"] == 2 and saved["data"][1]["crop_box"] == [0.1, 0.1, 0.9, 0.9]
-    assert saved["data"][0]["center_crop"] == 140  # a source without a crop: the default's
+    assert saved["steps"] == 2 and saved["data"][1]["crop"] == [0.1, 0.1, 0.9, 0.9]
+    assert saved["data"][0]["crop"] is None  # no crop unless a recipe says one
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**recipe, "dropuot": 0.1}))
     result = runner.invoke(app, ["train", "--config", str(tmp_path / "bad.yaml"), "--out", "x"])
     assert result.exit_code == 2 and "dropuot" in result.output.strip().splitlines()[-1]

@@ -64,6 +64,21 @@ def test_fields_added_later_keep_older_hashes_at_their_neutral_value() -> None:
     assert via.config_hash() != FeatureConfig(image_size=64).config_hash()
 
 
+def test_crops_are_names_fractions_or_boxes_and_hashed_only_when_set() -> None:
+    from diffpath.config import CROPS, parse_crop
+    from diffpath.errors import ConfigError
+
+    assert parse_crop("celeba-face") == CROPS["celeba-face"]
+    assert parse_crop("0.8") == 0.8 and parse_crop("0,0.1,1,0.9") == (0, 0.1, 1, 0.9)
+    for bad in ("face", "1.5", "0.9,0.1,0.2,0.8", "0,0,1"):
+        with pytest.raises(ConfigError, match="crop"):
+            FeatureConfig.parse(crop=bad)
+    with pytest.raises(ConfigError, match="not both"):
+        FeatureConfig.parse(crop="0.8", center_crop=140)
+    assert FeatureConfig(crop=None).config_hash() == FeatureConfig().config_hash()
+    assert FeatureConfig(crop="celeba-face").config_hash() != FeatureConfig().config_hash()
+
+
 def test_resize_via_must_be_below_the_image_size() -> None:
     from diffpath.errors import ConfigError
 
@@ -91,3 +106,12 @@ def test_a_combination_is_its_methods_side_by_side() -> None:
     assert ddim.config_hash() == FeatureConfig(method="diffpath6d", timesteps=5).config_hash()
     assert combined.unet_evals == 5 * 4 + 5
     assert FeatureConfig(method="diffpathv2").parts() == (FeatureConfig(method="diffpathv2"),)
+
+
+def test_a_local_model_folder_is_kept_absolute(tmp_path, monkeypatch) -> None:
+    """fit-reference --model runs/model-tex, then screen from another directory (cron)."""
+    (tmp_path / "runs" / "model-tex").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert FeatureConfig(model="runs/model-tex").model == str(tmp_path / "runs" / "model-tex")
+    assert FeatureConfig(model="acme/tiny-ddpm").model == "acme/tiny-ddpm"  # a hub id
+    assert FeatureConfig().model == "default"

@@ -36,11 +36,11 @@ def test_method_spec_builds_each_sets_config(tmp_path) -> None:
         update={
             "datasets": {
                 **spec.datasets,
-                "b": spec.datasets["b"].model_copy(update={"center_crop": 140}),
+                "b": spec.datasets["b"].model_copy(update={"crop": "celeba-face"}),
             }
         }
     )
     config = spec.feature_config(MethodSpec(config={"method": "diffpathv2+6d", "draws": 3}), "b")
-    assert (config.model, config.center_crop, config.unet_evals) == ("/weights", 140, 3 * 5 + 5)
+    assert (config.model, config.crop, config.unet_evals) == ("/weights", "celeba-face", 3 * 5 + 5)
     with pytest.raises(ConfigError, match="timesteps"):
         spec.feature_config(MethodSpec(config={"timesteps": 1}), "a")

@@ -8,8 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from diffpath.config import CROPS
 from diffpath.errors import DecodeError
-from diffpath.io.images import CELEBA_FACE_BOX, decode_image, decode_images
+from diffpath.io.images import decode_image, decode_images
+
+CELEBA_FACE_BOX = CROPS["celeba-face"]
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -67,6 +70,37 @@ def test_center_crop_takes_the_middle() -> None:
     assert torch.allclose(tensor, torch.ones_like(tensor))
 
 
+def face_frame() -> Image.Image:
+    """A smooth random 178×218 frame (the aligned CelebA layout)."""
+    rng = np.random.default_rng(0)
+    frame = Image.fromarray(rng.integers(0, 256, (218 // 8, 178 // 8, 3), dtype=np.uint8))
+    return frame.resize((178, 218), Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize("crop", ["celeba-face", "0.8", "0.1,0.2,0.9,0.7"])
+def test_a_crop_keeps_one_region_at_every_resolution(crop) -> None:
+    """The same frame stored at 178, 356 and 712 px gives one model input with a crop given
+    in fractions; a pixel crop (older references) takes another region at each size."""
+    frame = face_frame()
+    sizes = [frame.resize((178 * k, 218 * k), Image.Resampling.BICUBIC) for k in (1, 2, 4)]
+    inputs = [decode_image(encode(im, "PNG"), "f.png", 32, crop) for im in sizes]
+    pixel = [decode_image(encode(im, "PNG"), "f.png", 32, center_crop=140) for im in sizes]
+    for other, by_pixels in zip(inputs[1:], pixel[1:], strict=True):
+        assert (other - inputs[0]).abs().mean() < 0.02
+        assert (by_pixels - pixel[0]).abs().mean() > 10 * (other - inputs[0]).abs().mean()
+
+
+def test_the_face_crop_is_the_old_140_px_crop_on_a_celeba_frame() -> None:
+    frame = encode(face_frame(), "PNG")
+    named = decode_image(frame, "f.png", 32, "celeba-face")
+    assert (named - decode_image(frame, "f.png", 32, center_crop=140)).abs().mean() < 0.01
+
+
+def test_an_empty_file_says_so() -> None:
+    with pytest.raises(DecodeError, match="empty file"):
+        decode_image(b"", "nightly/0001.jpg")
+
+
 def test_resize_via_gives_every_image_the_same_detail() -> None:
     """DiffPath's protocol for a 64-px model: a sharp 64-px picture and its 32-px copy both
     go through 32 px, so a 64-px model cannot tell them apart by blur alone."""
@@ -86,14 +120,14 @@ def test_crop_box_finds_the_same_face_in_a_squashed_frame() -> None:
     frame = frame.resize((178 // 4, 218 // 4)).resize((178, 218), Image.Resampling.BICUBIC)
     squashed = frame.resize((64, 64), Image.Resampling.LANCZOS)
     face = decode_image(encode(frame, "PNG"), "full.png", size=32, center_crop=140)
-    boxed = decode_image(encode(squashed, "PNG"), "small.png", size=32, crop_box=CELEBA_FACE_BOX)
+    boxed = decode_image(encode(squashed, "PNG"), "small.png", size=32, crop=CELEBA_FACE_BOX)
     shift = 0.04
     left, top, right, bottom = CELEBA_FACE_BOX
     moved = (left, top + shift, right, bottom + shift)
-    shifted = decode_image(encode(squashed, "PNG"), "small.png", size=32, crop_box=moved)
+    shifted = decode_image(encode(squashed, "PNG"), "small.png", size=32, crop=moved)
     assert boxed.shape == (3, 32, 32)
     assert (boxed - face).abs().mean() < 0.5 * (shifted - face).abs().mean()
-    same = decode_image(encode(frame, "PNG"), "full.png", size=32, crop_box=CELEBA_FACE_BOX)
+    same = decode_image(encode(frame, "PNG"), "full.png", size=32, crop=CELEBA_FACE_BOX)
     assert (same - face).abs().mean() < 0.02  # on the full frame the box is center_crop=140
 
 
@@ -105,10 +139,10 @@ def test_celeba_extra_faces_line_up_with_celeba(shared_data) -> None:
         return torch.stack([decode_image(r["image"], r["path"], 32, **crop) for r in rows]).mean(0)
 
     target = mean_face("celeba", center_crop=140)
-    error = (mean_face("celeba-extra", crop_box=CELEBA_FACE_BOX) - target).abs().mean()
+    error = (mean_face("celeba-extra", crop=CELEBA_FACE_BOX) - target).abs().mean()
     left, top, right, bottom = CELEBA_FACE_BOX
     moved = (left, top + 0.05, right, bottom + 0.05)
-    assert error < 0.7 * (mean_face("celeba-extra", crop_box=moved) - target).abs().mean()
+    assert error < 0.7 * (mean_face("celeba-extra", crop=moved) - target).abs().mean()
 
 
 def test_undecodable_bytes_raise_decode_error_with_key() -> None:

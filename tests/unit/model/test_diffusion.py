@@ -1,11 +1,13 @@
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from diffpath.errors import ModelError
-from diffpath.model.diffusion import load_model
+from diffpath.model.diffusion import DEFAULT_MODEL_DIR, load_model, model_fingerprint
 from tests.conftest import save_tiny_model
 
 
@@ -63,3 +65,30 @@ def test_model_id_is_a_content_fingerprint(tmp_path: Path) -> None:
     a = load_model(str(save_tiny_model(tmp_path / "a")), device="cpu")
     b = load_model(str(save_tiny_model(tmp_path / "b")), device="cpu")
     assert a.model_id == b.model_id and len(a.model_id) == 16
+
+
+def test_missing_relative_folder_is_named_absolutely(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelError, match=f"model folder {tmp_path}/runs/model-tex does not exist"):
+        load_model("runs/model-tex")
+    with pytest.raises(ModelError) as err:
+        load_model("./model-tex")
+    assert "huggingface-cli" not in str(err.value)  # not shaped like a hub id: no hub hint
+
+
+def test_fingerprint_is_the_model_not_the_files(tmp_path: Path) -> None:
+    """Re-saving the same weights with another diffusers keeps the identity; the bundled
+    default keeps the identity its references were written under; a changed weight does not."""
+    copy = Path(shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "copy"))
+    config = copy / "unet" / "config.json"
+    saved = json.loads(config.read_text())
+    config.write_text(json.dumps({**saved, "_diffusers_version": "9.9.9"}, indent=4))
+    assert model_fingerprint(str(copy)) == model_fingerprint() == "ebf38c2e887af0ca"
+
+    weights = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, weights)
+    assert model_fingerprint(str(copy)) != model_fingerprint()

@@ -8,7 +8,7 @@ import pytest
 
 from diffpath.model.diffusion import PREVIOUS_DEFAULTS, model_fingerprint
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_get_model_v1_writes_the_v1_weights(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from diffpath.errors import ConfigError
-from diffpath.io.images import CELEBA_FACE_BOX
 from diffpath.model.diffusion import DEFAULT_MODEL_DIR, load_model
 from diffpath.model.train import TrainConfig, TrainSource, autocast_dtype, train
 from tests.conftest import SAMPLES
@@ -22,7 +21,6 @@ def config(**kw) -> TrainConfig:
     values = dict(
         data=[str(SAMPLES / "reference.parquet")],
         val_data=[str(SAMPLES / "incoming.parquet")],
-        center_crop=None,
         block_out_channels=(8, 16),
         batch_size=4,
         max_images=16,
@@ -39,13 +37,16 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_plain_uris_take_the_config_crop_and_sources_keep_their_own() -> None:
     parsed = TrainConfig(
-        data=["a.parquet", {"uri": "b.parquet", "crop_box": CELEBA_FACE_BOX}], center_crop=120
+        data=["a.parquet", {"uri": "b.parquet", "crop": [0.1, 0.1, 0.9, 0.9]}], crop="celeba-face"
     )
     assert parsed.data == [
-        TrainSource(uri="a.parquet", center_crop=120),
-        TrainSource(uri="b.parquet", crop_box=CELEBA_FACE_BOX),
+        TrainSource(uri="a.parquet", crop="celeba-face"),
+        TrainSource(uri="b.parquet", crop=(0.1, 0.1, 0.9, 0.9)),
     ]
     assert TrainConfig(**parsed.model_dump()) == parsed  # what train_config.json holds
+    assert TrainConfig(data=["a.parquet"]).data[0].crop is None  # no crop unless told
+    with pytest.raises(ValueError, match="give a name"):
+        TrainConfig(data=[{"uri": "a.parquet", "crop": "face"}])
 
 
 def test_precision_is_bf16_only_where_the_device_has_it() -> None:

@@ -104,3 +104,23 @@ def test_a_clean_dump_of_100k_does_not_alert_where_the_binomial_test_did() -> No
         binomial.append(binom.sf(n_flagged - 1, 100_000, 0.05))
     assert np.mean(np.array(ours) <= 0.01) <= 0.03
     assert np.mean(np.array(binomial) <= 0.01) > 0.3
+
+
+def test_benjamini_hochberg_on_conformal_p_values_holds_its_false_discovery_rate() -> None:
+    """Outliers among in-distribution images: the share of in-distribution images among
+    those selected at q stays at most q on average, one calibration set per night."""
+    from diffpath.scoring.conformal import benjamini_hochberg
+
+    rng = np.random.default_rng(0)
+    shares, found = [], []
+    for _ in range(400):
+        calibration = rng.normal(size=200)
+        scores = np.r_[rng.normal(size=450), rng.normal(3, 1, 50)]
+        selected = benjamini_hochberg(conformal_p_values(scores, calibration), 0.1)
+        shares.append(selected[:450].sum() / max(1, selected.sum()))
+        found.append(selected[450:].mean())
+    assert np.mean(shares) <= 0.1 + 0.01 and np.mean(found) > 0.3
+    assert not benjamini_hochberg(np.array([0.5, 0.9]), 0.1).any()
+    assert benjamini_hochberg(np.array([0.01, 0.02, 0.9]), 0.1).tolist() == [True, True, False]
+    with pytest.raises(ConfigError, match="false-discovery"):
+        benjamini_hochberg(np.array([0.1]), 1.5)

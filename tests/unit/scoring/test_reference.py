@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigMismatchError
@@ -32,7 +33,8 @@ def test_reference_follows_its_weights_not_their_location(tmp_path, tiny_model_d
     moved = shutil.copytree(tiny_model_dir, tmp_path / "moved")
     assert reference_config(uri, str(moved)).model == str(moved)
     assert reference_config(uri, str(moved)).config_hash() == config.config_hash()
-    (moved / "unet" / "config.json").write_text((moved / "unet" / "config.json").read_text() + " ")
+    weights = moved / "unet" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v * 1.001 for k, v in load_file(weights).items()}, weights)
     with pytest.raises(ConfigMismatchError, match="fitted with model"):
         reference_config(uri, str(moved))
 
