@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +24,7 @@ from diffpath.config import (
     FeatureConfig,
 )
 from diffpath.errors import AlertError, ConfigError, DiffPathError
-from flows.options import RUN_OPTIONS, console, exit_with_reason, with_options
+from flows.options import DEBUG, RUN_OPTIONS, console, exit_with_reason, with_options
 from flows.run import RunOptions
 
 # Flows, Prefect and torch are imported inside the commands: `--help` stays fast.
@@ -37,9 +37,6 @@ def _version(show: bool) -> None:
     if show:
         typer.echo(f"diffpath {diffpath.__version__}")
         raise typer.Exit()
-
-
-DEBUG = {"on": False}
 
 
 @app.callback()
@@ -129,6 +126,35 @@ def _feature_config(settings: dict[str, Any]) -> FeatureConfig:
     return FeatureConfig.parse(**settings)
 
 
+def _check_first(
+    run: RunOptions,
+    out: str | None = None,
+    sources: Sequence[str] = (),
+    reference: str | None = None,
+    model: str | None = None,
+) -> None:
+    """Refuse, before Prefect starts, what a run would fail on later: a device this machine
+    lacks, a source or reference that is not there, a reference whose weights are not
+    found, an output another run holds. URIs with `{date}` are checked by the flow."""
+    from diffpath.io.lock import check_unlocked
+    from diffpath.io.sources import check_source
+    from diffpath.model.diffusion import check_device
+    from diffpath.scoring.reference import reference_config
+
+    now = [uri for uri in (*sources, reference, out) if uri and "{" not in uri]
+    try:
+        check_device(run.device)
+        for uri in sources:
+            if uri in now and not any(c in uri for c in "*?["):
+                check_source(uri)
+        if reference in now:
+            reference_config(reference, model)
+        if out in now:
+            check_unlocked(out)
+    except DiffPathError as err:
+        exit_with_reason(err)
+
+
 def _flow(flow: Any, run: RunOptions) -> Any:
     """The flow on the task runner `run` asks for."""
     from flows.pipeline import task_runner
@@ -161,8 +187,6 @@ def _run(
         console.print(f"[red]alert:[/red] {err}")
         raise typer.Exit(ALERT_EXIT) from None
     except (ValidationError, DiffPathError, OSError) as err:
-        if DEBUG["on"]:
-            console.print_exception()
         exit_with_reason(err)
 
 
@@ -208,14 +232,22 @@ def fit_reference(
     model was trained on (the same face at every resolution).
     """
 
-    def action() -> str:
-        from diffpath.io.sources import Grouping
-        from flows.pipeline import fit_reference_flow
+    from diffpath.io.sources import Grouping
+    from diffpath.scoring.reference import check_fit_options
 
-        grouping = None
+    grouping = None
+    try:
+        config = _feature_config(settings)
+        check_fit_options(density, config.method, target_fpr, holdout)
         if group_column or group_by:
             grouping = Grouping(column=group_column, by=group_by)
-        config = _feature_config(settings)
+    except (ValidationError, DiffPathError) as err:
+        exit_with_reason(err)
+    _check_first(run, out, source)
+
+    def action() -> str:
+        from flows.pipeline import fit_reference_flow
+
         flow = _flow(fit_reference_flow, run)
         return flow(source, out, config, density, target_fpr, holdout, run, grouping)
 
@@ -264,10 +296,10 @@ def screen(
     scores, p-values, flags, duplicates, summary and HTML report. Exits 3 after writing
     them when the run alerts (--alert-p, --fail-above, --max-errors, or nothing scored)."""
 
-    def action() -> dict[str, str]:
-        from diffpath.scoring.alerts import ScreenPolicy
-        from flows.pipeline import screen_flow
+    from diffpath.scoring.alerts import ScreenPolicy, flag_rule
+    from diffpath.scoring.reference import load_reference
 
+    try:
         policy = ScreenPolicy(
             fpr=fpr,
             threshold=threshold,
@@ -275,6 +307,18 @@ def screen(
             fail_above=fail_above,
             max_errors=max_errors,
         )
+    except ValidationError as err:
+        exit_with_reason(err)
+    _check_first(run, out, source, reference, model)
+    if "{" not in reference:
+        try:
+            flag_rule(load_reference(reference), policy)
+        except DiffPathError as err:
+            exit_with_reason(err)
+
+    def action() -> dict[str, str]:
+        from flows.pipeline import screen_flow
+
         return _flow(screen_flow, run)(source, reference, out, model, run, policy)
 
     _print_summary(_run(action, on_alert=_print_summary))
@@ -335,10 +379,15 @@ def audit(
             ConfigError(f"--reference sets the feature config: drop {', '.join(sorted(settings))}")
         )
 
+    try:
+        config = _feature_config(settings | ({"model": relocated} if relocated else {}))
+    except (ValidationError, DiffPathError) as err:
+        exit_with_reason(err)
+    _check_first(run, out, source, reference, relocated)
+
     def action() -> dict[str, str]:
         from flows.pipeline import audit_flow
 
-        config = _feature_config(settings | ({"model": relocated} if relocated else {}))
         flow = _flow(audit_flow, run)
         return flow(source, out, config, density, folds, run, reference, relocated)
 
@@ -369,11 +418,19 @@ def evaluate(
 ) -> None:
     """AUROC, FPR@95 and AUPR of OOD sets against an in-distribution set, with ROC curves."""
 
+    from diffpath.io.sources import name_sources
+
+    try:
+        sources = {name: [uri] for name, uri in name_sources(ood).items()}
+    except DiffPathError as err:
+        exit_with_reason(err)
+    _check_first(
+        run, out, [*in_dist, *(u for uris in sources.values() for u in uris)], reference, model
+    )
+
     def action() -> dict[str, str]:
-        from diffpath.io.sources import name_sources
         from flows.pipeline import evaluate_flow
 
-        sources = {name: [uri] for name, uri in name_sources(ood).items()}
         return _flow(evaluate_flow, run)(in_dist, sources, reference, out, model, run)
 
     outputs = _run(action)
@@ -431,30 +488,32 @@ def train(
     """Train the base diffusion model (EMA weights saved in diffusers layout every
     checkpoint); per-source crops, precision and the schedule come from --config."""
 
-    def action() -> str:
-        from diffpath.model.train import TrainConfig
-        from flows.train import train_flow
+    from diffpath.model.train import TrainConfig
 
-        values = dict(settings)  # TrainConfig fields of --config (recipes/v2-cpu.yaml)
-        flags = {
-            "data": data or None,
-            "val_data": val_data or None,
-            "steps": steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "block_out_channels": channels and tuple(int(c) for c in channels.split(",")),
-            "seed": seed,
-            "init": init,
-            "crop": crop,
-        }
-        values |= {k: v for k, v in flags.items() if v is not None}
+    values = dict(settings)  # TrainConfig fields of --config (recipes/v2-cpu.yaml)
+    flags = {
+        "data": data or None,
+        "val_data": val_data or None,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "block_out_channels": channels and tuple(int(c) for c in channels.split(",")),
+        "seed": seed,
+        "init": init,
+        "crop": crop,
+    }
+    values |= {k: v for k, v in flags.items() if v is not None}
+    try:
         if "data" not in values:
             raise ConfigError("give training images with --data or in --config")
-        try:
-            config = TrainConfig(**values)
-        except ValidationError as err:
-            reasons = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-            raise ConfigError("invalid train config: " + "; ".join(reasons)) from err
+        config = TrainConfig(**values)
+    except (ValidationError, DiffPathError) as err:
+        exit_with_reason(err)
+    _check_first(run, sources=[s.uri for s in (*config.data, *config.val_data)])
+
+    def action() -> str:
+        from flows.train import train_flow
+
         return train_flow(config, out, resume, run.device, minutes, progress=True)
 
     console.print(f"model: {_run(action)}")
@@ -498,11 +557,20 @@ def benchmark(
     """Methods side by side on every (in-distribution, OOD) pair of a spec: AUROC with
     bootstrap intervals, the default chosen on validation, regressions against --previous."""
 
+    from diffpath.benchmark.spec import load_spec
+
+    try:
+        load_spec(spec, data_root, model)
+        parsed_sizes = _sizes(sizes)
+    except (ValidationError, DiffPathError) as err:
+        exit_with_reason(err)
+    _check_first(run, out)
+
     def action() -> dict[str, str]:
         from flows.benchmark import benchmark_flow
 
         return _flow(benchmark_flow, run)(
-            spec, out, full, ablations, previous, data_root, run, model, _sizes(sizes)
+            spec, out, full, ablations, previous, data_root, run, model, parsed_sizes
         )
 
     _print_benchmark(_run(action, on_alert=_print_benchmark))
@@ -573,6 +641,7 @@ def demo(
     settings: dict[str, Any],
 ) -> None:
     """Fit on bundled faces, screen a bundled mixed dump, print AUROC and the report path."""
+    _check_first(run)
 
     def action() -> dict[str, str]:
         from diffpath.io.sources import Grouping

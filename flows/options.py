@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -22,9 +23,10 @@ from diffpath.config import METHOD_DEFAULTS, FeatureConfig, read_config_file
 from diffpath.errors import ConfigError, DiffPathError
 from flows.run import RunOptions
 
-__all__ = ["FEATURE_OPTIONS", "RUN_OPTIONS", "console", "exit_with_reason", "with_options"]
+__all__ = ["DEBUG", "FEATURE_OPTIONS", "RUN_OPTIONS", "console", "exit_with_reason", "with_options"]
 
 console = Console(stderr=True, soft_wrap=True)
+DEBUG = {"on": False}  # `diffpath --debug`: tracebacks too
 
 RUN_OPTIONS = tuple(name for name in RunOptions.model_fields if name != "progress")
 FEATURE_OPTIONS = ("model", "method", "timesteps", "image_size", "crop", "resize_via")
@@ -93,34 +95,64 @@ def with_options(
 
         @functools.wraps(command)
         def wrapper(**given: Any) -> Any:
-            config = given.pop("config")
+            config, context = given.pop("config"), given.pop("context")
             flags = {p.name: given.pop(p.name) for p in added[1:]}
             try:
                 values = read_config_file(config) if config else {}
+                for name in [p.name for p in own if p.name in values]:  # every flag is a key
+                    value = values.pop(name)
+                    if context.get_parameter_source(name).name == "DEFAULT":  # flags win
+                        given[name] = value
                 values |= {k: v for k, v in flags.items() if v is not None}
                 run_values = {k: values.pop(k) for k in list(values) if k in run}
                 if values and not (features or settings):
                     raise ConfigError(
                         f"--config {config}: {', '.join(sorted(values))}: not options of this "
-                        f"command (its run options: {', '.join(run)})"
+                        f"command (its keys: {', '.join(_keys(own, run))})"
                     )
                 options = RunOptions(progress=True, **run_values)
             except (ValidationError, DiffPathError) as err:
                 exit_with_reason(err)
             return command(**given, run=options, settings=values)
 
-        wrapper.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        context = inspect.Parameter(
+            "context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
+        )
+        signature = [*own, *added, context]
+        wrapper.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in signature}
         return wrapper
 
     return decorate
 
 
+def _keys(own: Sequence[inspect.Parameter], run: Sequence[str]) -> list[str]:
+    """The --config keys of a command: its own options' names and its run options."""
+    options = [p.name for p in own if p.default is not inspect.Parameter.empty]
+    return sorted({*options, *run})
+
+
+def flag_and_key(field: str) -> str:
+    """How a person names an option: its flag and its --config key."""
+    return f"{FLAGS.get(field, '--' + field.replace('_', '-'))} (config key {field})"
+
+
+def _reason(error: Any) -> str:
+    """One pydantic error in the words of the command line."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = [str(part) for part in error["loc"]]
+    if not where:
+        return message
+    return f"{flag_and_key(where[0])}{''.join('.' + w for w in where[1:])}: {message}"
+
+
 def exit_with_reason(err: Exception) -> NoReturn:
-    """One line saying what went wrong, and the exit code: 2 for arguments and configs."""
+    """One line saying what went wrong, and the exit code: 2 for arguments and configs
+    (with --debug, the traceback first)."""
+    if DEBUG["on"] and sys.exc_info()[0] is not None:
+        console.print_exception()
     if isinstance(err, ValidationError):
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        line, code = f"invalid {err.title} option: {reasons}", 2
+        line, code = "invalid option " + "; ".join(_reason(e) for e in err.errors()), 2
     else:
         line, code = str(err).splitlines()[0], 2 if isinstance(err, ConfigError) else 1
     console.print(f"[red]error:[/red] {line}")

@@ -32,7 +32,7 @@ from diffpath.io.storage import (
     write_json,
 )
 
-__all__ = ["LEASE_SECONDS", "LOCK", "LockedError", "output_lock", "pid_alive"]
+__all__ = ["LEASE_SECONDS", "LOCK", "LockedError", "check_unlocked", "output_lock", "pid_alive"]
 
 log = logging.getLogger(__name__)
 LOCK = ".diffpath-lock"  # a folder of leases, one per generation
@@ -87,15 +87,24 @@ def _read_lease(uri: str, out: str) -> dict:
         raise LockedError(f"{err}; delete it if no run is writing to {out}, then rerun") from err
 
 
-def _acquire(out: str, folder: str, lease: dict) -> int:
-    """Create the next lease generation, or raise `LockedError` naming the live holder."""
+def check_unlocked(out: str) -> list[int]:
+    """Refuse `out` (`LockedError` naming the holder) while a live run holds it; takes
+    nothing. Returns the lease generations present (all ended)."""
+    folder = join(out, LOCK)
     generations = numbered(folder, ".json")
     if generations:
         uri = _lease_uri(folder, generations[-1])
         holder = _read_lease(uri, out)
         if not _expired(holder, time.time()):
             raise LockedError(_holder_message(holder, out, uri))
-        log.warning("taking over %s from run %s, whose lease ended", uri, holder.get("run_id"))
+    return generations
+
+
+def _acquire(out: str, folder: str, lease: dict) -> int:
+    """Create the next lease generation, or raise `LockedError` naming the live holder."""
+    generations = check_unlocked(out)
+    if generations:
+        log.warning("taking over %s, whose lease ended", _lease_uri(folder, generations[-1]))
     mine = generations[-1] + 1 if generations else 0
     created = create_exclusive(_lease_uri(folder, mine), json.dumps(lease).encode())
     now, present = time.time(), numbered(folder, ".json")

@@ -26,12 +26,20 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from diffpath.errors import ConfigError, StorageError
 from diffpath.io.identity import content_hash
 from diffpath.io.images import IMAGE_EXTENSIONS, CropBox, decode_images
-from diffpath.io.storage import filesystem, join, protocol_prefix, read_each, write_parquet
+from diffpath.io.storage import (
+    exists,
+    filesystem,
+    join,
+    protocol_prefix,
+    read_each,
+    write_parquet,
+)
 
 __all__ = [
     "Grouping",
     "ImageRef",
     "Listing",
+    "check_source",
     "list_source",
     "listing_id",
     "load_images",
@@ -89,17 +97,26 @@ def _read_keys(fs, path: str, schema: pa.Schema) -> list[str]:
     return [f"{name}#{i}" if k is None else str(k) for i, k in enumerate(keys)]
 
 
+def check_source(uri: str) -> bool:
+    """Whether a source is one Parquet file (else a folder or prefix); a `StorageError`
+    saying what to do when it is neither, or storage cannot be reached."""
+    if not exists(uri):
+        raise StorageError(f"source {uri!r} does not exist: check the path or URI")
+    fs, root = filesystem(uri)
+    if fs.isfile(root) and not root.lower().endswith(".parquet"):
+        raise StorageError(
+            f"source file {uri!r} is not a .parquet file: give its folder, or a Parquet file"
+        )
+    return fs.isfile(root)
+
+
 def _list_one(uri: str) -> tuple[list[ImageRef], list[str]]:
     """(the images of one source, the files it holds that are neither images nor Parquet)."""
     refs: list[ImageRef] = []
     skipped: list[str] = []
     fs, root = filesystem(uri)
     prefix = protocol_prefix(uri)
-    if not fs.exists(root):
-        raise StorageError(f"source {uri!r} does not exist")
-    if fs.isfile(root):
-        if not root.lower().endswith(".parquet"):
-            raise StorageError(f"source file {uri!r} is not a .parquet file")
+    if check_source(uri):
         return _parquet_refs(fs, prefix, root), []
     for path in sorted(fs.find(root)):
         lower, key = path.lower(), path[len(root.rstrip("/")) + 1 :]

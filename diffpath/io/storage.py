@@ -7,13 +7,14 @@ one. `is_transient` is the one place that decides which storage failures deserve
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 import pyarrow as pa
@@ -29,6 +30,7 @@ __all__ = [
     "create_exclusive",
     "dated",
     "exists",
+    "explain",
     "filesystem",
     "find",
     "glob",
@@ -52,6 +54,7 @@ __all__ = [
     "write_parquet",
 ]
 
+CONNECT_TIMEOUT = 10.0  # s per connection attempt; with 3 attempts an endpoint is given up in ~30 s
 # errno values s3fs gives throttling (SlowDown, 503), busy and server-side (5xx) failures
 TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.EREMOTEIO, errno.ETIMEDOUT})
 
@@ -60,18 +63,74 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path) for a URI by its protocol alone, so that every character of a
     path is a path character: fsspec's URL chaining would read `a.jpg::b.jpg` as `a.jpg`.
     Options come from fsspec config and the environment; S3 requests retry in botocore's
-    `AWS_RETRY_MODE` (default adaptive: backs off when throttled), tasks retry in Prefect."""
+    `AWS_RETRY_MODE` (default adaptive: 3 attempts, backs off when throttled) with a
+    `CONNECT_TIMEOUT` per connection, tasks retry in Prefect."""
     protocol, _ = split_protocol(uri)
     try:
         cls = get_filesystem_class(protocol or "file")
         options = apply_config(cls, {})
         if "s3" in (cls.protocol if isinstance(cls.protocol, tuple) else (cls.protocol,)):
             retries = {"mode": os.environ.get("AWS_RETRY_MODE", "adaptive")}
-            config = {"retries": retries, **options.get("config_kwargs", {})}
+            config = {
+                "retries": retries,
+                "connect_timeout": CONNECT_TIMEOUT,
+                **options.get("config_kwargs", {}),
+            }
             options = {**options, "config_kwargs": config}  # fsspec config wins
         return cls(**options), cls._strip_protocol(uri)
     except (ImportError, ValueError) as err:
         raise StorageError(f"cannot open storage {uri!r}: {err}") from err
+
+
+def explain(err: BaseException, uri: str) -> str | None:
+    """One line saying what failed at `uri` and what to do, for the storage failures a
+    person fixes (credentials, endpoint, bucket, permissions); None for any other."""
+    names = set()
+    seen: BaseException | None = err
+    while seen is not None:
+        names.add(type(seen).__name__)
+        if isinstance(seen, PermissionError):
+            return f"access denied to {uri}: check that the credentials may read and write it"
+        if "bucket does not exist" in str(seen) or "NoSuchBucket" in str(seen):
+            bucket = uri.split("://", 1)[-1].split("/", 1)[0]
+            return f"bucket {bucket!r} does not exist ({uri}): create it or correct the URI"
+        seen = seen.__cause__ or seen.__context__
+    if "ProfileNotFound" in names:
+        return f"{err} (AWS_PROFILE) for {uri}: name a profile of ~/.aws/config, or unset it"
+    if names & {"NoCredentialsError", "PartialCredentialsError"}:
+        return (
+            f"no storage credentials for {uri}: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or the key and secret in fsspec's s3 config"
+        )
+    unreachable = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}
+    if names & unreachable:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint"
+        return (
+            f"cannot reach the storage endpoint ({endpoint}) for {uri}: check "
+            "AWS_ENDPOINT_URL (or fsspec's endpoint_url) and the network"
+        )
+    return None
+
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def _explained(func: Fn) -> Fn:
+    """Turn the failures `explain` knows into a one-line `StorageError` naming the URI
+    (the first argument, or the first of them); the original stays its cause."""
+
+    @functools.wraps(func)
+    def wrapper(target: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(target, *args, **kwargs)
+        except Exception as err:
+            uri = target if isinstance(target, str) else next(iter(target), "")
+            reason = explain(err, uri)
+            if reason is None:
+                raise
+            raise StorageError(reason) from (err.__cause__ or err)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def protocol_prefix(uri: str) -> str:
@@ -79,6 +138,7 @@ def protocol_prefix(uri: str) -> str:
     return uri.split("://", 1)[0] + "://" if "://" in uri else ""
 
 
+@_explained
 def glob(pattern: str) -> list[str]:
     """The URIs of the objects matching `pattern` (`*` stays within one folder), sorted."""
     fs, path = filesystem(pattern)
@@ -88,6 +148,7 @@ def glob(pattern: str) -> list[str]:
         raise StorageError(f"cannot list {pattern!r}: {err}") from err
 
 
+@_explained
 def find(folder: str) -> list[str]:
     """The paths, relative to `folder`, of every object under it (fresh: no cached
     listing), sorted; empty when there is none. One request per 1,000 objects on S3."""
@@ -103,6 +164,7 @@ def find(folder: str) -> list[str]:
     return sorted(p[len(root) :] for p in found if p.startswith(root))
 
 
+@_explained
 def listdir(folder: str) -> list[str]:
     """The names of the objects and folders directly in `folder` (fresh), sorted; empty
     when there is none. One request per 1,000 names on S3."""
@@ -155,6 +217,7 @@ def point_latest(template: str, resolved: str, when: datetime) -> str | None:
     return write_json(record, pointer)
 
 
+@_explained
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     return bool(fs.exists(path))
@@ -167,6 +230,7 @@ def remove(uri: str) -> None:
         fs.rm_file(path)
 
 
+@_explained
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     try:
@@ -183,6 +247,7 @@ def read_json(uri: str) -> Any:
         raise StorageError(f"{uri!r} is not valid JSON: {err}") from err
 
 
+@_explained
 def read_parquet(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
     fs, path = filesystem(uri)
     try:
@@ -192,6 +257,7 @@ def read_parquet(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
         raise StorageError(f"cannot read {uri!r}: {err}") from err
 
 
+@_explained
 def create_exclusive(uri: str, data: bytes) -> bool:
     """Write `data` to `uri` only if nothing is there (False if something is), atomically:
     a hard link of a finished temporary file on a local disk, a conditional PUT
@@ -254,6 +320,7 @@ def parquet_bytes(
 IN_FLIGHT = 64  # concurrent requests per worker: at 20 ms each, ~3,000 objects/s
 
 
+@_explained
 def read_each(uris: Sequence[str], max_bytes: int | None = None) -> dict[str, bytes | OSError]:
     """Each object's bytes (at most its first `max_bytes`), one ranged GET each (an
     unranged s3fs read first HEADs the object for its size), `IN_FLIGHT` at a time on
@@ -291,6 +358,7 @@ def read_many(uris: Sequence[str]) -> dict[str, bytes]:
     return out
 
 
+@_explained
 def write_many(objects: Mapping[str, bytes]) -> None:
     """Write objects, each atomically (readers see the old object, the new one or none):
     renamed into place on a local disk, one PUT each (atomic by itself) on object stores,

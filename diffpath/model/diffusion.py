@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_MODEL_DIR",
     "PREVIOUS_DEFAULTS",
     "DiffusionModel",
+    "check_device",
     "gpu_count",
     "load_model",
     "model_fingerprint",
@@ -169,6 +170,23 @@ def _default_device_dtype() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def check_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on (default: CUDA where present); a `ModelError` saying what to
+    use for one this machine does not have."""
+    if device is None:
+        return _default_device_dtype()[0]
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ModelError(f"unknown device {str(device)!r}: use cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and (device.index or 0) >= gpu_count():
+        raise ModelError(
+            f"device {str(device)!r} asked for, but this machine has {gpu_count()} CUDA GPUs; "
+            "use --device cpu or another index"
+        )
+    return device
+
+
 def load_model(
     source: str = "default",
     device: str | torch.device | None = None,
@@ -189,16 +207,8 @@ def load_model(
 
     folder = _resolve_folder(source)
     unet_dir, scheduler_file = _layout(folder)
-    default_device, default_dtype = _default_device_dtype()
-    try:
-        device = torch.device(device) if device is not None else default_device
-    except RuntimeError as err:
-        raise ModelError(f"unknown device {str(device)!r}: use cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and (device.index or 0) >= gpu_count():
-        raise ModelError(
-            f"device {str(device)!r} asked for, but this machine has {gpu_count()} CUDA GPUs; "
-            "use --device cpu or another index"
-        )
+    device = check_device(device)
+    default_dtype = _default_device_dtype()[1]
     dtype = dtype or (default_dtype if device.type == "cuda" else torch.float32)
     try:
         unet = UNet2DModel.from_pretrained(

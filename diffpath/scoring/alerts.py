@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from diffpath.scoring.conformal import FlagRule, calibrate_threshold, threshold_rule
 from diffpath.scoring.reference import Reference
@@ -40,6 +40,12 @@ class ScreenPolicy(BaseModel):
     max_errors: float | None = Field(
         None, ge=0, le=1, description="alert when more than this fraction is unreadable"
     )
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> ScreenPolicy:
+        if self.fpr is not None and self.threshold is not None:
+            raise ValueError("give fpr (--fpr) or threshold (--threshold), not both")
+        return self
 
     @property
     def threshold_from(self) -> str:

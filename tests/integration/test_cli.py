@@ -50,7 +50,8 @@ def test_bad_option_exits_2(tmp_path) -> None:
 
 def test_fit_from_a_config_file_then_screen_and_other_weights(tmp_path, tiny_model_dir) -> None:
     ref = tmp_path / "ref"
-    (tmp_path / "features.yaml").write_text(f"model: {tiny_model_dir}\ntimesteps: 3\n")
+    settings = f"model: {tiny_model_dir}\ntimesteps: 3\nholdout: 0.5\n"  # every flag is a key
+    (tmp_path / "features.yaml").write_text(settings)
     fit = runner.invoke(
         app,
         [
@@ -64,11 +65,10 @@ def test_fit_from_a_config_file_then_screen_and_other_weights(tmp_path, tiny_mod
             "4",  # a flag overrides the file
             "--max-images",
             "40",
-            "--holdout",
-            "0.5",
         ],
     )
     assert fit.exit_code == 0, fit.output
+    assert len(json.loads((ref / "reference.json").read_text())["calibration_scores"]) == 20
     fitted = json.loads((ref / "reference.json").read_text())["config"]
     assert (fitted["model"], fitted["timesteps"]) == (str(tiny_model_dir), 4)
     screen = runner.invoke(
@@ -160,12 +160,22 @@ def test_a_config_file_sets_run_options_and_refuses_unknown_keys(tmp_path) -> No
     config.write_text("shard_size: 0\n")  # a run option from the file is validated as one
     args = ["screen", str(SAMPLES), "--reference", "r.json", "--out", str(tmp_path), "--config"]
     result = runner.invoke(app, [*args, str(config)])
-    assert result.exit_code == 2 and "invalid RunOptions option: shard_size" in result.output
+    assert result.exit_code == 2
+    assert "invalid option --shard-size (config key shard_size)" in result.output
     result = runner.invoke(app, [*args, str(config), "--shard-size", "8", "--max-images", "0"])
     assert "max_images" in result.output and "shard_size" not in result.output  # flags win
     config.write_text("method: diffpath6d\n")  # screen takes its feature config from the reference
     result = runner.invoke(app, [*args, str(config)])
     assert result.exit_code == 2 and "method: not options of this command" in result.output
+    config.write_text("fpr: 2\n")  # every flag of screen is a key of its --config
+    result = runner.invoke(app, [*args, str(config)])
+    assert result.exit_code == 2 and "--fpr (config key fpr)" in result.output
+    assert "ScreenPolicy" not in result.output
+    config.write_text("alert_p: 0.01\nfail_above: 0.5\nmax_errors: 0.1\n")
+    result = runner.invoke(app, [*args, str(config)])
+    assert "not options" not in result.output and "r.json" in result.output  # the next check
+    result = runner.invoke(app, [*args, str(config), "--fpr", "0.1", "--threshold", "70"])
+    assert result.exit_code == 2 and "not both" in result.output
 
 
 def test_train_from_a_config_file_with_per_source_crops(tmp_path) -> None:

@@ -39,6 +39,9 @@ def features_by_size(config: FeatureConfig, blobs: list[bytes]) -> dict[int, np.
     return found
 
 
+@pytest.mark.hostile(
+    ("the same faces stored at 178, 356 and 712 px", "one model input, the same features"),
+)
 def test_the_same_faces_at_three_resolutions_get_the_same_features(shared_data) -> None:
     rows = pq.read_table(shared_data / "celeba" / "test.parquet", columns=["image"]).slice(0, 6)
     blobs = rows["image"].to_pylist()
