@@ -28,7 +28,12 @@ from diffpath.scoring.alerts import ScreenPolicy
 from diffpath.scoring.reference import check_fit_options
 from flows.run import RunOptions
 from tasks.features import compact_cache_task, featurize_shard_task
-from tasks.reference import check_split_task, fit_reference_task, reference_config_task
+from tasks.reference import (
+    check_split_task,
+    fit_reference_task,
+    pin_reference_task,
+    reference_config_task,
+)
 from tasks.reports import (
     audit_report_task,
     evaluate_report_task,
@@ -78,10 +83,10 @@ def task_runner(
     workers: int | None = None,
 ) -> TaskRunner:
     """Threads in this process, or Dask: the cluster at `address` (which implies Dask), else a
-    LocalCluster of
-    `workers` processes (default one per GPU, at least 2), one task at a time each, so each
-    feature task has a GPU to itself (worker i takes cuda:i). Dask workers report to the
-    Prefect server of PREFECT_API_URL."""
+    LocalCluster of `workers` processes, one task at a time each: by default one per GPU, so
+    each feature task has a GPU to itself (worker i takes cuda:i), and one on a machine
+    without GPUs, where torch already uses every core (two would fight for them). Dask
+    workers report to the Prefect server of PREFECT_API_URL."""
     if runner == "threads" and address is None:
         return RUNNER
     try:
@@ -96,7 +101,7 @@ def task_runner(
     if address:
         return DaskTaskRunner(address=address)
     cluster = {
-        "n_workers": workers or max(2, gpu_count()),
+        "n_workers": workers or max(1, gpu_count()),
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": None,
@@ -206,13 +211,13 @@ def screen_flow(
     reasons to alert (which carries the output URIs)."""
     started, target = time.time(), Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
-    config = reference_config_task(reference, model)
-    check_policy_task(reference, policy)
     with output_lock(out):
+        given, reference = reference, pin_reference_task(reference, out)  # read once
+        config = reference_config_task(reference, model)
+        check_policy_task(reference, policy)
         features = featurize(source, config, out, run)
-        outputs = screen_task(
-            features.uris, reference, out, started, source, features.counts(), policy
-        )
+        extra = {"reference_from": given, **features.counts()}
+        outputs = screen_task(features.uris, reference, out, started, source, extra, policy)
         history = history_task(target.template)
         report = screen_report_task(out, reference, config, run.device, history)
         outputs = {**outputs, "report": report} | ({"history": history} if history else {})
@@ -241,12 +246,14 @@ def audit_flow(
     Dates in `source` and `out` as in `screen_flow`."""
     target = Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
-    if reference is not None:
-        config = reference_config_task(reference, model)
     with output_lock(out):
+        extra = {}
+        if reference is not None:
+            extra["reference_from"], reference = reference, pin_reference_task(reference, out)
+            config = reference_config_task(reference, model)
         features = featurize(source, config, out, run)
-        counts = features.counts()
-        outputs = audit_task(features.uris, config, out, density, folds, source, counts, reference)
+        extra |= features.counts()
+        outputs = audit_task(features.uris, config, out, density, folds, source, extra, reference)
         outputs["report"] = audit_report_task(out)
     target.point_latest()
     return outputs
@@ -265,8 +272,9 @@ def evaluate_flow(
     Dates in sources and `out` as in `screen_flow`."""
     target = Dated.at_run_time(out)
     out, in_dist = target.out, target.sources(in_dist)
-    config = reference_config_task(reference, model)
     with output_lock(out):
+        reference = pin_reference_task(reference, out)
+        config = reference_config_task(reference, model)
         id_shards = featurize(in_dist, config, out, run).uris
         ood_shards = {
             name: featurize(target.sources(source), config, out, run).uris

@@ -6,7 +6,12 @@ from prefect import get_run_logger, task
 
 from diffpath.config import FeatureConfig
 from diffpath.io.sources import Grouping
-from diffpath.scoring.reference import check_split, fit_reference_shards, reference_config
+from diffpath.scoring.reference import (
+    check_split,
+    fit_reference_shards,
+    pin_reference,
+    reference_config,
+)
 from tasks.retry import RETRY, transient_failure
 
 
@@ -36,6 +41,12 @@ def check_split_task(
     split = "a random split" if n_groups is None else f"{n_groups} groups by {grouping}"
     get_run_logger().info("%d reference images held back to calibrate (%s)", n_cal, split)
     return n_cal
+
+
+@task(**RETRY, retry_condition_fn=transient_failure)
+def pin_reference_task(reference_uri: str, out: str) -> str:
+    """The run's own copy of the reference (`out`/reference.json), read once from its URI."""
+    return pin_reference(reference_uri, out)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

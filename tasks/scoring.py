@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import get_run_logger, task
 
 from diffpath.config import FeatureConfig
@@ -33,7 +35,7 @@ def screen_task(
     out: str,
     started: float,
     sources: list[str],
-    counts: dict[str, int],
+    counts: dict[str, Any],
     policy: ScreenPolicy | None = None,
 ) -> dict[str, str]:
     """scores, errors, duplicates and summary of a screening run under `out` → their URIs."""
@@ -57,7 +59,7 @@ def audit_task(
     density: str,
     folds: int,
     sources: list[str],
-    counts: dict[str, int],
+    counts: dict[str, Any],
     reference_uri: str | None = None,
 ) -> dict[str, str]:
     """Scores of one set and its estimated contamination → its outputs under `out`."""

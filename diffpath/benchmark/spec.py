@@ -93,7 +93,9 @@ class BenchmarkSpec(_Spec):
     full_sizes: Sizes | None = None
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.3, gt=0, lt=1)
-    bootstrap: int = Field(1000, ge=0)
+    bootstrap: int = Field(
+        1000, ge=100, description="resamples for the test AUROC intervals (100 at least)"
+    )
     seed: int = 0
     tolerance: float = Field(0.01, ge=0)
     audit: AuditSpec | None = None

@@ -26,6 +26,7 @@ from diffpath.errors import StorageError
 from diffpath.io.storage import (
     create_exclusive,
     filesystem,
+    guard_writes,
     join,
     numbered,
     read_json,
@@ -145,18 +146,34 @@ def output_lock(out: str, lease_seconds: float | None = None) -> Iterator[str]:
     generation = _acquire(out, folder, lease)
     uri = _lease_uri(folder, generation)
     stop = threading.Event()
+    lost: list[str] = []  # why this run may no longer write, once it may not
 
     def renew() -> None:
-        while not stop.wait(seconds / 3):
+        renewed = time.time()
+        while not lost and not stop.wait(seconds / 3):
             try:
+                if numbered(folder, ".json")[-1:] != [generation]:
+                    lost.append("another run took its lease over")
+                    continue
                 write_json({**lease, "expires": time.time() + seconds}, uri)
-            except StorageError as err:  # the next renewal may get through
+                renewed = time.time()
+            except StorageError as err:  # the next renewal may get through, if in time
                 log.warning("could not renew the lock %s: %s", uri, err)
+                if time.time() - renewed >= 2 * seconds / 3:  # ends before the next try
+                    lost.append(f"its lease could not be renewed for {seconds:.0f} s ({err})")
+
+    def check() -> None:
+        if lost:
+            raise LockedError(
+                f"this run stopped before writing more to {out}: {lost[0]}, so another run "
+                "may be writing there; check the storage, then rerun"
+            )
 
     renewer = threading.Thread(target=renew, name=f"lease {uri}", daemon=True)
     renewer.start()
     try:
-        yield run_id
+        with guard_writes(out.rstrip("/") + "/", check):
+            yield run_id
     finally:
         stop.set()
         renewer.join()

@@ -12,7 +12,8 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "filesystem",
     "find",
     "glob",
+    "guard_writes",
     "is_transient",
     "join",
     "latest_pointer",
@@ -113,6 +115,26 @@ def explain(err: BaseException, uri: str) -> str | None:
 
 
 Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+# Checks run before any write under a prefix (this process): a run that lost its output
+# lock stops before it writes again (`diffpath.io.lock.output_lock`).
+_WRITE_GUARDS: dict[str, Callable[[], None]] = {}
+
+
+@contextmanager
+def guard_writes(prefix: str, check: Callable[[], None]) -> Iterator[None]:
+    """Call `check` (which raises to refuse) before every write under `prefix` while held."""
+    _WRITE_GUARDS[prefix] = check
+    try:
+        yield
+    finally:
+        _WRITE_GUARDS.pop(prefix, None)
+
+
+def _check_guards(uris: Iterable[str]) -> None:
+    for prefix, check in list(_WRITE_GUARDS.items()):
+        if any(uri.startswith(prefix) for uri in uris):
+            check()
 
 
 def _explained(func: Fn) -> Fn:
@@ -208,13 +230,18 @@ def latest_pointer(template: str) -> str | None:
 
 
 def point_latest(template: str, resolved: str, when: datetime) -> str | None:
-    """For an output URI with a date placeholder, write `latest.json` beside the dated
-    folders ({"out": resolved, "run_time": …}) and return its URI; else do nothing."""
+    """For an output URI with a date placeholder, point `latest.json` beside the dated
+    folders at the newest run time ({"out": resolved, "run_time": …}): a backfill of an
+    older night leaves it where it is. Returns its URI; an undated `out` has none."""
     pointer = latest_pointer(template)
     if pointer is None:
         return None
-    record = {"out": resolved, "run_time": when.astimezone(timezone.utc).isoformat()}
-    return write_json(record, pointer)
+    moment = when.astimezone(timezone.utc)
+    if exists(pointer):
+        newest = datetime.fromisoformat(read_json(pointer)["run_time"])
+        if newest > moment:
+            return pointer
+    return write_json({"out": resolved, "run_time": moment.isoformat()}, pointer)
 
 
 @_explained
@@ -262,6 +289,7 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     """Write `data` to `uri` only if nothing is there (False if something is), atomically:
     a hard link of a finished temporary file on a local disk, a conditional PUT
     (`If-None-Match: *`) on S3; readers never see half of it."""
+    _check_guards([uri])
     fs, path = filesystem(uri)
     try:
         if not isinstance(fs, LocalFileSystem):
@@ -366,6 +394,7 @@ def write_many(objects: Mapping[str, bytes]) -> None:
     create a bucket, so a mistyped output bucket fails instead."""
     if not objects:
         return
+    _check_guards(objects)
     fs, _ = filesystem(next(iter(objects)))
     if isinstance(fs, LocalFileSystem):
         for uri, data in objects.items():

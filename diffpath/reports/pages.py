@@ -108,13 +108,14 @@ def why_png(scores: pl.DataFrame, model: DiffusionModel, config: FeatureConfig) 
     """Each image beside its (1 − SSIM)-weighted score-error map at its most telling timestep:
     where the diffusion model cannot explain the image."""
     refs = _refs(scores)
-    images, hashes, _ = load_images(refs, **config.geometry)
+    images, hashes, failed = load_images(refs, **config.geometry)
     if not len(images):
         return None
+    decoded = [ref for ref in refs if ref.locator not in failed]  # the images, in order
     maps, timesteps = error_maps(model, images, hashes, config)
     rows = [
         (ref.path, pixels(image), [(f"weighted error, t = {int(t)}", heat.numpy())])
-        for image, heat, t, ref in zip(images, maps, timesteps, refs, strict=False)
+        for image, heat, t, ref in zip(images, maps, timesteps, decoded, strict=True)
     ]
     return error_maps_png(rows, shared_scale=False)
 

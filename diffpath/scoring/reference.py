@@ -31,6 +31,7 @@ __all__ = [
     "fit_reference",
     "fit_reference_shards",
     "load_reference",
+    "pin_reference",
     "reference_config",
     "save_reference",
     "split_holdout",
@@ -51,6 +52,7 @@ class Reference:
     n_fit: int
     calibration_scores: np.ndarray  # anomaly scores of held-back reference images
     split: str = "random"  # how they were held back: "random" or "group:<column or by>"
+    checksum: str | None = None  # of the saved JSON, once saved
 
     @property
     def feature_key(self) -> str:
@@ -174,10 +176,11 @@ def fit_reference_shards(
     grouping: Grouping | None = None,
 ) -> str:
     """Fit a reference on a run's feature shards and save it as `out/reference.json`;
-    with a `grouping` whole groups are held back."""
+    with a `grouping` whole groups are held back, else images are split by content, so
+    copies of one image never land on both sides (and calibrate too low)."""
     frame, model_id = read_shards(shard_uris, config)
     rows, features = feature_matrix(frame, config)
-    groups = None if grouping is None else grouping.labels(rows)
+    groups = rows.column("sha256").to_numpy() if grouping is None else grouping.labels(rows)
     split = "random" if grouping is None else f"group:{grouping}"
     reference = fit_reference(
         features, config, model_id, density, target_fpr, holdout, config.seed, groups, split
@@ -214,11 +217,24 @@ def save_reference(reference: Reference, uri: str) -> str:
     return write_bytes(uri, json.dumps(data, allow_nan=False).encode())
 
 
+def pin_reference(uri: str, out: str) -> str:
+    """Read a reference once and keep that copy as `out`/reference.json, which every later
+    step of a run reads: a reference replaced at `uri` mid-run cannot mix into the run.
+    Refuses an invalid one; returns the copy's URI."""
+    data = read_bytes(uri)
+    _parse_reference(data, uri)
+    return write_bytes(join(out, "reference.json"), data)
+
+
 def load_reference(uri: str) -> Reference:
     """Load and validate a reference saved by `save_reference` (JSON; nothing is unpickled):
     its checksum, hashes, numbers and density must all hold, or `ConfigError` says which."""
+    return _parse_reference(read_bytes(uri), uri)
+
+
+def _parse_reference(raw: bytes, uri: str) -> Reference:
     try:
-        data = json.loads(read_bytes(uri))
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{uri} is not valid JSON ({err}); refit the reference") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -239,6 +255,7 @@ def load_reference(uri: str) -> Reference:
             n_fit=int(data["n_fit"]),
             split=str(data["split"]),
             calibration_scores=np.asarray(data["calibration_scores"], dtype=float),
+            checksum=str(data["checksum"]),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{uri} is not a valid reference: {err!r}; refit it") from err

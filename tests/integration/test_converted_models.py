@@ -105,7 +105,7 @@ datasets:
   faces: {{source: {SAMPLES / "reference.parquet"}}}
   textures: {{source: {tmp_path / "textures.parquet"}}}
 sizes: {{fit: 30, validation: 10, test: 10}}
-bootstrap: 20
+bootstrap: 100
 methods:
   diffpath6d: {{config: {{method: diffpath6d, timesteps: 3}}}}
 """

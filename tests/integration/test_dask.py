@@ -48,6 +48,16 @@ def test_screen_on_a_dask_cluster_equals_threads(tmp_path, tiny_config, monkeypa
     assert len(list((tmp_path / "dask" / "shards").rglob("shard-*.parquet"))) == 3
 
 
+def test_a_local_cluster_has_one_worker_per_gpu(monkeypatch) -> None:
+    """Never two processes on one GPU, nor two torch processes fighting for a CPU's cores."""
+    from diffpath.model.diffusion import gpu_count
+    from flows.pipeline import task_runner
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert task_runner("dask").cluster_kwargs["n_workers"] == max(1, gpu_count())
+    assert task_runner("dask", workers=3).cluster_kwargs["n_workers"] == 3
+
+
 def test_dask_runner_needs_a_reachable_prefect_server(monkeypatch) -> None:
     from diffpath.errors import ConfigError
     from flows.pipeline import task_runner

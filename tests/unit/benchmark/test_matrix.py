@@ -58,7 +58,7 @@ def test_score_rows_come_in_pair_order_whatever_the_hash_seed(tmp_path) -> None:
     script = f"""
 import numpy as np, pathlib
 from tests.unit.benchmark import random_features, small_spec
-spec = small_spec(pathlib.Path({str(tmp_path)!r}), bootstrap=0)
+spec = small_spec(pathlib.Path({str(tmp_path)!r}), bootstrap=100)
 rng = np.random.default_rng(0)
 features = {{(s, r, m): random_features(rng, 0, 5) for s in "ab" for r in ("fit", "validation",
     "test") for m in spec.methods}}

@@ -14,6 +14,8 @@ def test_spec_errors_name_the_problem(tmp_path) -> None:
         small_spec(tmp_path, pairs=[("a", "nowhere")])
     with pytest.raises(ValueError, match="missing"):
         small_spec(tmp_path, baseline="missing")
+    with pytest.raises(ValueError, match="bootstrap"):  # no intervals: refused up front
+        small_spec(tmp_path, bootstrap=0)
     (tmp_path / "spec.yaml").write_text("datasets: {a: {source: x.parquet}}\nmethods: []\n")
     with pytest.raises(ConfigError, match="methods"):
         load_spec(str(tmp_path / "spec.yaml"))

@@ -117,3 +117,26 @@ def test_a_corrupt_lock_is_named_in_one_line(tmp_path) -> None:
         output_lock(str(tmp_path)),
     ):
         pass
+
+
+@pytest.mark.hostile(
+    ("the output lock cannot be renewed (storage down) for its lease time", "no more writes"),
+)
+def test_a_run_that_cannot_renew_its_lease_stops_before_its_next_write(
+    tmp_path, monkeypatch
+) -> None:
+    from diffpath.errors import StorageError
+    from diffpath.io.storage import write_bytes
+
+    def unreachable(*_: object) -> None:
+        raise StorageError("cannot write: endpoint unreachable")
+
+    with output_lock(str(tmp_path), lease_seconds=0.6):
+        write_bytes(join(str(tmp_path), "before.txt"), b"ok")
+        monkeypatch.setattr("diffpath.io.lock.write_json", unreachable)
+        time.sleep(0.7)  # two renewals fail: the lease ends before a third could be tried
+        with pytest.raises(LockedError, match="could not be renewed"):
+            write_bytes(join(str(tmp_path), "after.txt"), b"late")
+        write_bytes(str(tmp_path.parent / "elsewhere.txt"), b"other outputs are not held")
+    assert (tmp_path / "before.txt").exists() and not (tmp_path / "after.txt").exists()
+    write_bytes(join(str(tmp_path), "next-run.txt"), b"the guard ends with the run")

@@ -105,6 +105,13 @@ def test_dated_uris_and_the_latest_pointer(tmp_path) -> None:
         "screen/2026-11-26"
     ) and uri.endswith("latest.json")
     assert point_latest(str(tmp_path / "fixed"), str(tmp_path / "fixed"), when) is None
+    backfill = when - timedelta(days=3)  # an older night rerun: latest stays the newest
+    point_latest(template, dated(template, backfill), backfill)
+    latest = json.loads((tmp_path / "screen" / "latest.json").read_text())
+    assert latest["out"].endswith("2026-11-26")
+    later = when + timedelta(days=1)
+    point_latest(template, dated(template, later), later)
+    assert json.loads((tmp_path / "screen" / "latest.json").read_text())["out"].endswith("11-27")
 
 
 @pytest.mark.hostile(

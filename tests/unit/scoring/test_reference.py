@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from safetensors.torch import load_file, save_file
 
 from diffpath.config import FeatureConfig
-from diffpath.errors import ConfigMismatchError
+from diffpath.errors import ConfigError, ConfigMismatchError
 from diffpath.model.diffusion import model_fingerprint
 from diffpath.scoring.reference import (
     fit_reference,
@@ -109,3 +110,49 @@ def test_broken_json_is_one_clear_error(tmp_path) -> None:
     (tmp_path / "reference.json").write_text('{"format": "diffpath-reference/2", "thr')
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_reference(str(tmp_path / "reference.json"))
+
+
+def test_a_run_reads_its_reference_once(tmp_path) -> None:
+    """The run keeps the copy it read; the reference replaced at its URI mid-run is not
+    mixed in, and the copy's checksum is what the summary records."""
+    from diffpath.scoring.reference import pin_reference
+
+    features = np.random.default_rng(0).normal(size=(100, 6))
+    first = fit_reference(features, FeatureConfig(method="diffpathv2"), "m1")
+    uri = save_reference(first, str(tmp_path / "ref" / "reference.json"))
+    pinned = pin_reference(uri, str(tmp_path / "run"))
+    save_reference(fit_reference(features + 5, FeatureConfig(method="diffpathv2"), "m1"), uri)
+    kept = load_reference(pinned)
+    np.testing.assert_array_equal(
+        kept.calibration_scores, load_reference(pinned).calibration_scores
+    )
+    assert kept.threshold == first.threshold != load_reference(uri).threshold
+    assert kept.checksum == json.loads(Path(pinned).read_text())["checksum"]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a diffpath reference"):
+        pin_reference(str(tmp_path / "bad.json"), str(tmp_path / "run2"))
+    assert not (tmp_path / "run2").exists()
+
+
+def test_copies_of_one_image_stay_on_one_side_of_the_split(tmp_path) -> None:
+    """A random split by row put copies on both sides: the copies held back score like
+    the fitted ones, and the calibration scores come out low. The split is by content."""
+    from diffpath.features.extract import feature_names
+    from diffpath.features.shards import shard_uri, write_shard
+    from diffpath.scoring.reference import fit_reference_shards
+
+    config = FeatureConfig(method="diffpathv2")
+    rng = np.random.default_rng(0)
+    unique = rng.normal(size=(60, 6))
+    values = np.vstack([unique, unique[:30], unique[:30]])  # 30 images three times
+    hashes = [f"h{i}" for i in range(60)] + [f"h{i}" for i in range(30)] * 2
+    frame = {name: values[:, j] for j, name in enumerate(feature_names(config.method))}
+    frame |= {"uri": [f"{i}.png" for i in range(120)], "row": [None] * 120}
+    frame |= {"path": [f"{i}.png" for i in range(120)], "sha256": hashes, "error": [None] * 120}
+    uri = write_shard(shard_uri(str(tmp_path), "aaaa", 0, config), pa.table(frame), config, "m")
+    reference = load_reference(fit_reference_shards([uri], config, str(tmp_path), holdout=0.3))
+    calibrated = set(np.round(reference.calibration_scores, 9))
+    scores = np.round(reference.anomaly_score(values), 9)  # copies score alike
+    held = [h for h, score in zip(hashes, scores, strict=True) if score in calibrated]
+    assert len(held) == len(reference.calibration_scores)  # no copy of one was fitted
+    assert any(hashes.count(h) == 3 for h in held) and reference.n_fit == 120 - len(held)
