@@ -93,14 +93,44 @@ def night_counts(
     return rng.binomial(m - bad, 1 - t) + rng.binomial(bad, above)
 
 
-def first_alert(rule: FlagRule, m: int) -> int:
+def first_alert(rule: FlagRule, m: int, per: str = "night") -> int:
     """The smallest flagged count whose `FlagRule.p_value` is at most ALERT_P (bisection:
     the p-value falls as the count grows), so a night alerts exactly when it reaches it."""
     low, high = 0, m + 1
     while low < high:
         mid = (low + high) // 2
-        low, high = (low, mid) if rule.p_value(mid, m) <= ALERT_P else (mid + 1, high)
+        low, high = (low, mid) if rule.p_value(mid, m, per) <= ALERT_P else (mid + 1, high)
     return low
+
+
+def reference_alerts(
+    rng: np.random.Generator, references: int, contaminant: Contaminant
+) -> list[dict[str, Any]]:
+    """A deployment keeps one reference: each reference's own false-alert rate over its
+    clean nights (exact: its true flag rate r ~ Beta(n + 1 − k, k), a night's count ~
+    Binomial(m, r)), for `--alert-per night` and `reference`; and power at 5% contamination."""
+    rows = []
+    for n in CALIBRATION:
+        k = conformal_rank(n, ALPHA)
+        rule = FlagRule(threshold=0.0, rank=k, n=n)
+        rates = 1 - thresholds(rng, n, k, references)
+        for m in DUMPS:
+            for per in ("night", "reference"):
+                first = first_alert(rule, m, per)
+                false = binom.sf(first - 1, m, rates)  # each reference's clean-night rate
+                counts = night_counts(rng, 1 - rates, m, 0.05, contaminant)
+                rows.append(
+                    {
+                        "n_calibration": n,
+                        "m": m,
+                        "alert_per": per,
+                        "clean_nights_alerting": float(np.mean(false)),
+                        "references_over_1pct": float(np.mean(false > ALERT_P)),
+                        "references_over_50pct": float(np.mean(false > 0.5)),
+                        "power_at_5pct": float(np.mean(counts >= first)),
+                    }
+                )
+    return rows
 
 
 def alert_rates(
@@ -286,6 +316,11 @@ def main() -> None:
             "alerts",
             f"--alert-p {ALERT_P} at α = {ALPHA}: false alerts (rate 0) and power",
             lambda: alert_rates(rng, args.reps, cifar),
+        ),
+        (
+            "reference_alerts",
+            f"--alert-p {ALERT_P} with one reference kept: each reference's clean nights",
+            lambda: reference_alerts(rng, args.reps, cifar),
         ),
         (
             "audit",

@@ -277,6 +277,15 @@ def screen(
             "in-distribution (any dump size)",
         ),
     ] = None,
+    alert_per: Annotated[
+        str,
+        typer.Option(
+            "--alert-per",
+            help="what --alert-p holds for: night (at most P of clean nights, over "
+            "references) or reference (every clean night, for 99% of references: one "
+            "reference kept for months)",
+        ),
+    ] = "night",
     fail_above: Annotated[
         float | None,
         typer.Option("--fail-above", help="alert (exit 3) when more than this fraction is flagged"),
@@ -304,6 +313,7 @@ def screen(
             fpr=fpr,
             threshold=threshold,
             alert_p=alert_p,
+            alert_per=alert_per,
             fail_above=fail_above,
             max_errors=max_errors,
         )

@@ -29,6 +29,7 @@ from diffpath.io.images import IMAGE_EXTENSIONS, CropBox, decode_images
 from diffpath.io.storage import (
     exists,
     filesystem,
+    is_transient,
     join,
     protocol_prefix,
     read_each,
@@ -236,8 +237,10 @@ def _read_rows(fs, path: str, rows: list[int]) -> dict[int, object]:
 
 
 def read_refs(refs: Sequence[ImageRef]) -> list[bytes | str]:
-    """The bytes of each ref, in order, or a one-line error for one that cannot be read;
-    never raises for a single item."""
+    """The bytes of each ref, in order, or a one-line error for one that cannot be read.
+    A transient failure (`is_transient`: a timeout, a dropped connection) raises a
+    `StorageError` instead, so the caller retries rather than record a readable image as
+    unreadable."""
     results: dict[int, bytes | str] = {}
     by_file: dict[str, list[int]] = defaultdict(list)
     for i, ref in enumerate(refs):
@@ -265,7 +268,10 @@ def read_refs(refs: Sequence[ImageRef]) -> list[bytes | str]:
                 except (TypeError, ValueError) as err:
                     results[i] = f"{uri} row {refs[i].row}: {err}"
         except (OSError, pa.ArrowException) as err:
-            results |= dict.fromkeys(members, f"cannot read {uri}: {err}".splitlines()[0])
+            reason = f"cannot read {uri}: {err}".splitlines()[0]
+            if is_transient(err):  # not the image's fault: the shard is retried whole
+                raise StorageError(f"{reason} (transient; retried)") from err
+            results |= dict.fromkeys(members, reason)
     return [results[i] for i in range(len(refs))]
 
 

@@ -10,7 +10,7 @@ explains (`alert_p`), more than a fixed fraction flagged (`fail_above`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,6 +33,11 @@ class ScreenPolicy(BaseModel):
     )
     alert_p: float | None = Field(
         None, gt=0, lt=1, description="alert when the flagged count has p-value at most this"
+    )
+    alert_per: Literal["night", "reference"] = Field(
+        "night",
+        description="what --alert-p holds for: at most P of clean nights (night), or every "
+        "clean night for 99% of references (reference: a deployment keeping one reference)",
     )
     fail_above: float | None = Field(
         None, ge=0, le=1, description="alert when more than this fraction is flagged"

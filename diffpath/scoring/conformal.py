@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import betabinom
+from scipy.stats import beta, betabinom, binom
 
 from diffpath.errors import ConfigError
 
@@ -30,6 +30,7 @@ __all__ = [
     "threshold_rule",
 ]
 
+REFERENCE_CONFIDENCE = 0.99  # share of references a per-reference guarantee holds for
 EPS = 1e-9  # α(n + 1) a hair below an integer is that integer, as `p ≤ α` rounds it
 
 
@@ -110,11 +111,27 @@ class FlagRule:
         """(mean, 2.5%, 97.5% quantile) of the number flagged among m in-distribution images."""
         return m * self.rate, self.count_quantile(m, 0.025), self.count_quantile(m, 0.975)
 
-    def p_value(self, n_flagged: int, m: int) -> float:
-        """P(≥ n_flagged of m flagged | all m in-distribution, exchangeable with the
-        calibration images): small when a set holds more outliers than chance explains."""
+    def rate_bound(self, confidence: float = REFERENCE_CONFIDENCE) -> float:
+        """An upper bound on this threshold's true in-distribution flag rate, right for
+        `confidence` of calibration sets: the quantile of its law Beta(n + 1 − k, k)."""
+        return (
+            1.0
+            if self.rank == 0
+            else float(beta.ppf(confidence, self.n + 1 - self.rank, self.rank))
+        )
+
+    def p_value(self, n_flagged: int, m: int, per: str = "night") -> float:
+        """How surprising n_flagged of m flagged is if all m are in-distribution.
+
+        per="night": P(≥ n_flagged) over the calibration draw too (Beta-Binomial): a test
+        at level P alerts on at most P of clean nights, counted over references — but one
+        reference whose rate came out high alerts on nearly every large clean night.
+        per="reference": P(≥ n_flagged) at `rate_bound` (Binomial): for 99% of references,
+        every clean night alerts with probability at most P; less power on large nights."""
         if self.rank == 0 or n_flagged <= 0:
             return 1.0
+        if per == "reference":
+            return float(binom.sf(n_flagged - 1, m, self.rate_bound()))
         return float(betabinom.sf(n_flagged - 1, m, self.n + 1 - self.rank, self.rank))
 
 

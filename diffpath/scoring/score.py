@@ -218,7 +218,9 @@ def screen(
     mean, low, high = rule.expected(summary["n_scored"])
     summary["expected_flagged"], summary["expected_flagged_range"] = mean, [low, high]
     summary["flagged_p_value"] = (
-        rule.p_value(summary["n_flagged"], summary["n_scored"]) if summary["n_scored"] else None
+        rule.p_value(summary["n_flagged"], summary["n_scored"], policy.alert_per)
+        if summary["n_scored"]
+        else None
     )
     summary["alerts"] = alert_reasons(summary, policy)
     return _write_outputs(out, scores, errors, duplicates, summary)

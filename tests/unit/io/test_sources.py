@@ -111,3 +111,30 @@ def test_a_source_that_refuses_access_is_named(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(LocalFileSystem, "find", forbidden)
     with pytest.raises(StorageError, match=f"cannot list '{tmp_path}': Forbidden"):
         list_source(str(tmp_path))
+
+
+@pytest.mark.hostile(
+    ("an image read times out after every storage retry", "the shard is retried, not an error row"),
+)
+def test_a_transient_read_failure_is_raised_for_a_retry_not_recorded(tmp_path, monkeypatch) -> None:
+    import diffpath.io.sources as sources
+
+    for name in ("ok.png", "slow.png", "denied.png"):
+        (tmp_path / name).write_bytes(name.encode())
+    refs = list_source(str(tmp_path))
+    reader = sources._read_file
+
+    def flaky(fs, path, uri, limit):
+        if path.endswith("slow.png"):
+            raise TimeoutError("read timed out")
+        if path.endswith("denied.png"):
+            raise PermissionError("access denied")
+        return reader(fs, path, uri, limit)
+
+    monkeypatch.setattr(sources, "read_each", lambda uris, limit: {})  # nothing prefetched
+    monkeypatch.setattr(sources, "_read_file", flaky)
+    with pytest.raises(StorageError, match=r"slow\.png.*transient"):
+        read_refs(refs)
+    denied = [r for r in refs if r.path != "slow.png"]
+    contents = read_refs(denied)  # a permanent failure is the image's own error row
+    assert contents[1] == b"ok.png" and "access denied" in contents[0]
