@@ -33,7 +33,7 @@ from diffpath.errors import ConfigError
 from diffpath.features.shards import feature_matrix, read_shards
 from diffpath.scoring.conformal import FlagRule, calibrate_threshold, conformal_rank, threshold_rule
 from diffpath.scoring.contamination import audit_scores, storey_estimate
-from diffpath.scoring.reference import Reference, load_reference
+from diffpath.scoring.reference import Reference, fit_reference, load_reference
 
 ALPHA, ALERT_P = 0.05, 0.01
 CALIBRATION = (50, 200, 1000)
@@ -223,9 +223,70 @@ class Real:
         return pl.read_parquet(out / "scores.parquet")["score"].to_numpy()
 
     def features(self, name: str) -> np.ndarray:
+        return self.labelled(name)[0]
+
+    def labelled(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features of a run's images and their Parquet `label` (the identity of a face)."""
         shards = sorted(str(p) for p in (self.root / name / "shards").rglob("*.parquet"))
         table, _ = read_shards(shards, self.reference.config)
-        return feature_matrix(table, self.reference.config)[1]
+        rows, features = feature_matrix(table, self.reference.config)
+        source = rows["uri"][0].as_py()
+        labels = pl.read_parquet(source, columns=["label"])["label"].to_numpy()
+        return features, labels[rows["row"].to_numpy()]
+
+
+IDENTITY_SETTINGS = {
+    # name: (reference identities, share held back, audited identities, audited faces)
+    "issue 29: 13 identities, 3 held back; 200 faces of 7 others": ("test", 13, 0.2, 7, 200),
+    "160 identities, 30% held back; 500 faces of 40 others": ("train", 160, 0.3, 40, 500),
+    "160 identities, 30% held back; 200 faces of 7 others": ("train", 160, 0.3, 7, 200),
+}
+
+
+def identity_audits(real: Real, rng: np.random.Generator, reps: int) -> list[dict[str, Any]]:
+    """Audits as users run them: a reference fitted with --group-column on some CelebA
+    identities, a set of faces of other identities with CIFAR-10 and DTD (2:1) mixed in at
+    each rate; Storey's estimate with its group-aware interval, or undetermined."""
+    method = real.reference.config.method
+    faces = {"train": real.labelled("reference"), "test": real.labelled("celeba-test")}
+    cifar, dtd = real.features("cifar10-test"), real.features("dtd")
+    rows = []
+    for name, (pool, n_ref, holdout, n_audit, m) in IDENTITY_SETTINGS.items():
+        for rate in (0.0, 0.05, 0.13, 0.2, 0.3):
+            estimates = []
+            for _ in range(reps):
+                x, labels = faces[pool]
+                audit_x, audit_labels = faces["test"]
+                ids = rng.permutation(np.unique(labels))
+                mine = np.isin(labels, ids[:n_ref])
+                others = np.setdiff1d(np.unique(audit_labels), ids[:n_ref])
+                chosen = np.isin(audit_labels, rng.permutation(others)[:n_audit])
+                clean = audit_x[rng.permutation(np.flatnonzero(chosen))[:m]]
+                n_bad = round(rate * len(clean) / (1 - rate))
+                n_cifar = round(2 * n_bad / 3)
+                mixed = np.vstack(
+                    [
+                        clean,
+                        cifar[rng.choice(len(cifar), n_cifar, replace=False)],
+                        dtd[rng.choice(len(dtd), n_bad - n_cifar, replace=False)],
+                    ]
+                )
+                reference = fit_reference(
+                    x[mine],
+                    real.reference.config,
+                    "",
+                    "auto",
+                    0.05,
+                    holdout,
+                    int(rng.integers(2**31)),
+                    labels[mine],
+                )
+                estimate = audit_scores(mixed, method, reference=reference)[2]
+                estimates.append((estimate, n_bad / len(mixed)))
+            row = summarize_audit(estimates, rate, {"setting": name})
+            found = [abs(e.fraction - t) for e, t in estimates if e.fraction is not None]
+            rows.append(row | {"max_error": max(found) if found else None})
+    return rows
 
 
 def real_flags(real: Real, rng: np.random.Generator, reps: int) -> dict[str, Any]:
@@ -341,6 +402,11 @@ def main() -> None:
                 "real_audit",
                 "Real: audits of CelebA test + CIFAR-10",
                 lambda: real_audits(real, rng, max(10, args.audit_reps // 4)),
+            ),
+            (
+                "identity_audit",
+                "Real, split by identity: audits of other identities + CIFAR-10 and DTD",
+                lambda: identity_audits(real, rng, max(10, args.audit_reps // 5)),
             ),
         ]
     results: dict[str, Any] = {"alpha": ALPHA, "alert_p": ALERT_P, "reps": args.reps}

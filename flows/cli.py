@@ -251,7 +251,31 @@ def fit_reference(
         flow = _flow(fit_reference_flow, run)
         return flow(source, out, config, density, target_fpr, holdout, run, grouping)
 
-    console.print(f"reference: {_run(action)}")
+    uri = _run(action)
+    console.print(f"reference: {uri}")
+    _print_calibration(uri)
+
+
+def _print_calibration(uri: str) -> None:
+    """What a reference's calibration set allows: its p-value floor, and the smallest
+    contamination an audit of 1,000 images against it can tell from none."""
+    from diffpath.scoring.contamination import MIN_GROUPS, detectable_contamination
+    from diffpath.scoring.reference import load_reference
+
+    reference = load_reference(uri)
+    n = len(reference.calibration_scores)
+    groups = reference.calibration_groups
+    held = "random split" if groups is None else f"{len(set(groups.tolist()))} groups"
+    console.print(
+        f"calibration: {n:,} held-back images ({held}); p-values down to 1/{n + 1:,} = "
+        f"{1 / (n + 1):.2g}; an audit of 1,000 images detects contamination above "
+        f"{detectable_contamination(n, 1000):.1%}"
+    )
+    if groups is not None and len(set(groups.tolist())) < MIN_GROUPS:
+        console.print(
+            f"[yellow]warning:[/yellow] fewer than {MIN_GROUPS} groups held back: audits "
+            "against this reference give no contamination estimate (docs/statistics.md)"
+        )
 
 
 @app.command()
@@ -451,10 +475,13 @@ def evaluate(
 def _print_metrics(metrics_uri: str) -> None:
     from diffpath.io.storage import read_bytes
 
-    for name, m in json.loads(read_bytes(metrics_uri))["ood"].items():
+    metrics = json.loads(read_bytes(metrics_uri))
+    console.print(f"in-distribution: {metrics['in_dist']['n']:,} images")
+    for name, m in metrics["ood"].items():
+        low, high = m["auroc_interval"]
         console.print(
-            f"{name:>20s}: AUROC {m['auroc']:.4f}  FPR@95 {m['fpr95']:.4f}  "
-            f"AUPR-in {m['aupr_in']:.4f}  AUPR-out {m['aupr_out']:.4f}"
+            f"{name:>20s} ({m['n']:,}): AUROC {m['auroc']:.4f} [{low:.3f}, {high:.3f}]  "
+            f"FPR@95 {m['fpr95']:.4f}  AUPR-in {m['aupr_in']:.4f}  AUPR-out {m['aupr_out']:.4f}"
         )
 
 
@@ -526,7 +553,10 @@ def train(
 
         return train_flow(config, out, resume, run.device, minutes, progress=True)
 
-    console.print(f"model: {_run(action)}")
+    model = _run(action)
+    crop = f" --crop {config.crop}" if isinstance(config.crop, str) else ""
+    console.print(f"model: {model}")
+    console.print(f"next: diffpath fit-reference TRUSTED --model {model}{crop} --out REF")
 
 
 @app.command()

@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from scipy.stats import rankdata
 
 from diffpath.benchmark.spec import SPLITS, BenchmarkSpec, MethodSpec
 from diffpath.benchmark.splits import hash64
 from diffpath.scoring.density import make_density
-from diffpath.scoring.metrics import ood_metrics, percentile_interval
+from diffpath.scoring.metrics import bootstrap_aurocs, ood_metrics, percentile_interval
 
 
 def resample(seed: int, split: str, name: str, n: int, n_boot: int) -> np.ndarray:
@@ -24,15 +23,6 @@ def resample(seed: int, split: str, name: str, n: int, n_boot: int) -> np.ndarra
     shared by every pair and method that scores those images, so a mean over pairs and a
     difference between methods keep the correlations their shared images give them."""
     return np.random.default_rng(hash64(seed, split, name)).integers(0, n, (n_boot, n))
-
-
-def bootstrap_aurocs(
-    id_scores: np.ndarray, ood_scores: np.ndarray, id_index: np.ndarray, ood_index: np.ndarray
-) -> np.ndarray:
-    """AUROC of each bootstrap resample (a row of each index array; Mann–Whitney on ranks)."""
-    n0, n1 = id_index.shape[1], ood_index.shape[1]
-    ranks = rankdata(np.hstack([id_scores[id_index], ood_scores[ood_index]]), axis=1)
-    return (ranks[:, n0:].sum(1) - n1 * (n1 + 1) / 2) / (n0 * n1)
 
 
 Features = Mapping[tuple[str, str, str], tuple[pa.Table, np.ndarray]]  # (set, role, method)

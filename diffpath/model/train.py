@@ -417,8 +417,14 @@ def train(
     """Train for `config.steps` steps (or `max_minutes`), saving checkpoints and the EMA model
     every `checkpoint_minutes`. Samples are drawn at the end, and at every checkpoint on a
     GPU, where they take seconds. `progress(step, total, loss)` is called after every step."""
+    began = time.monotonic()  # --minutes counts everything, loading and the final save too
     torch.manual_seed(config.seed)
     device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if config.init is None and not resume:
+        log.warning(
+            "training from random weights: minutes on a CPU give a poor model; "
+            "--init default warm-starts from the bundled one"
+        )
     autocast = autocast_dtype(config.precision, device_)
     images = load_image_tensor(config.data, config.image_size, config.max_images)
     seen = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:512]]
@@ -436,8 +442,11 @@ def train(
     if resume and not _load_checkpoint(run, out):
         log.info("no checkpoint under %s; starting fresh", out)
     alphas_cumprod = _scheduler(config).alphas_cumprod
+    n_checked = len(seen) + (0 if val_images is None else len(val_images))
+    finish = _finish_seconds(run.unet, config, n_checked, samples, device_)
     start = last_save = time.monotonic()
     smooth = run.history[-1]["loss"] if run.history else None
+    early = (run.history[0]["step"], run.history[0]["loss"]) if run.history else None
     minutes_before = run.history[-1]["minutes"] if run.history else 0.0
     checkpoint_samples = samples if device_.type == "cuda" else 0
     while run.step < config.steps:
@@ -455,10 +464,12 @@ def train(
         run.step += 1
         run.ema.step(run.unet.parameters())
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+        if early is None and run.step >= min(50, max(1, config.steps // 10)):
+            early = (run.step, smooth)
         if progress:
             progress(run.step, config.steps, smooth)
         now = time.monotonic()
-        out_of_time = max_minutes is not None and now - start > 60 * max_minutes
+        out_of_time = max_minutes is not None and now - began + finish > 60 * max_minutes
         done = run.step == config.steps or out_of_time
         due = now - last_save > 60 * config.checkpoint_minutes or (
             config.checkpoint_every is not None and run.step % config.checkpoint_every == 0
@@ -480,4 +491,33 @@ def train(
         if out_of_time:
             log.info("time budget of %.1f min reached at step %d", max_minutes, run.step)
             break
+    if early is not None and smooth is not None:
+        _warn_if_flat(early, (run.step, smooth))
     return out
+
+
+def _finish_seconds(
+    unet: nn.Module, config: TrainConfig, n_checked: int, samples: int, device: torch.device
+) -> float:
+    """What the final save costs, from one timed forward pass: the validation losses and
+    the sample grid (50 steps), so that a time budget ends with the model saved in it."""
+    x = torch.zeros(64, 3, config.image_size, config.image_size, device=device)
+    with torch.no_grad():
+        tick = time.monotonic()
+        unet(x, torch.zeros(64, dtype=torch.long, device=device))
+        forward = time.monotonic() - tick
+    return forward * (n_checked / 64 + 50 * samples / 64) + 5.0
+
+
+def _warn_if_flat(early: tuple[int, float], last: tuple[int, float]) -> None:
+    """Say so when the (smoothed) training loss did not fall: a run that learned nothing."""
+    (first_step, first), (last_step, final) = early, last
+    if last_step > first_step and final >= 0.95 * first:
+        log.warning(
+            "the training loss did not fall (%.4f at step %d, %.4f at step %d): try a lower "
+            "--lr, more steps, or --init default",
+            first,
+            first_step,
+            final,
+            last_step,
+        )

@@ -33,6 +33,16 @@ def _scores_and_summary(out: str) -> tuple[pl.DataFrame, dict]:
     return scores, read_json(join(out, "summary.json"))
 
 
+def _unreadable(out: str, max_rows: int = 1000) -> tuple[str, Markup] | None:
+    """The images a run could not read, each with its reason (None when all were read)."""
+    errors = pl.from_arrow(read_parquet(join(out, "errors.parquet")))
+    if not len(errors):
+        return None
+    rows = [{"path": r["path"], "error": r["error"]} for r in errors.head(max_rows).to_dicts()]
+    more = [f"{len(errors) - max_rows} more in errors.parquet."] if len(errors) > max_rows else []
+    return f"Unreadable images ({len(errors)})", table(rows) + fragment("notes", notes=more)
+
+
 def _summary_rows(summary: dict) -> list[dict[str, object]]:
     return [{"field": k, "value": v} for k, v in summary.items() if not isinstance(v, dict | list)]
 
@@ -169,6 +179,7 @@ def screen_report(
             + _thumbnails(scores, 12),
         )
     sections = [("Summary", _summary_html(summary)), listing]
+    sections += [section for section in [_unreadable(out)] if section]
     why = (
         why_png(flagged.head(explain), model, reference.config) if model and len(flagged) else None
     )
@@ -190,18 +201,46 @@ def screen_report(
     return write_bytes(join(out, "report.html"), html.encode())
 
 
+def audit_headline(summary: dict) -> str:
+    """What an audit found, in one sentence: the estimate and its interval (or why there is
+    none), and how the suspects were chosen."""
+    n = summary["n_scored"]
+    if summary.get("estimated_contamination") is None:
+        line = f"Contamination of these {n:,} images undetermined: "
+        line += f"{summary['contamination_undetermined']}."
+    else:
+        line = (
+            f"Estimated contamination {summary['estimated_contamination']:.1%} "
+            f"[{summary['contamination_low']:.1%}, {summary['contamination_high']:.1%}] "
+            f"of {n:,} images ({summary['estimator']})."
+        )
+    k, fdr = summary["n_suspects"], summary.get("suspects_fdr")
+    chosen = (
+        f"Benjamini–Hochberg at a {fdr:.0%} false-discovery rate: at most {fdr:.0%} of them "
+        "are expected to be in-distribution"
+        if fdr is not None
+        else "the estimated number of highest scores"
+    )
+    return line + f" {k:,} suspect{'s' * (k != 1)} ({chosen})."
+
+
 def audit_report(out: str, top: int = 48) -> str:
-    """report.html of an audit: summary, out-of-fold score histogram, top suspects."""
+    """report.html of an audit: the headline, the suspects, the score histogram."""
     scores, summary = _scores_and_summary(out)
     flagged = scores.filter(pl.col("flagged"))["score"].to_numpy()
     kept = scores.filter(~pl.col("flagged"))["score"].to_numpy()
+    against = summary.get("reference")
+    title = "Anomaly scores against the reference" if against else "Out-of-fold anomaly scores"
+    sections = [
+        ("Summary", Markup("<p><strong>{}</strong></p>").format(audit_headline(summary))),
+        (f"The {top} highest-scoring images", _thumbnails(scores, top)),
+        *[section for section in [_unreadable(out)] if section],
+        ("Every field", table(_summary_rows(summary))),
+    ]
     html = page(
         "diffpath audit report",
-        [
-            ("Summary", table(_summary_rows(summary))),
-            (f"Top {top} suspects", _thumbnails(scores, top)),
-        ],
-        {"Out-of-fold anomaly scores": histogram_png({"kept": kept, "suspects": flagged})},
+        sections,
+        {title: histogram_png({"not suspected": kept, "suspects": flagged})},
     )
     return write_bytes(join(out, "report.html"), html.encode())
 

@@ -109,7 +109,8 @@ class FlagRule:
 
     def expected(self, m: int) -> tuple[float, int, int]:
         """(mean, 2.5%, 97.5% quantile) of the number flagged among m in-distribution images."""
-        return m * self.rate, self.count_quantile(m, 0.025), self.count_quantile(m, 0.975)
+        mean = m * (self.n + 1 - self.rank) / (self.n + 1)  # one rounding: 6.0, not 5.999…
+        return mean, self.count_quantile(m, 0.025), self.count_quantile(m, 0.975)
 
     def rate_bound(self, confidence: float = REFERENCE_CONFIDENCE) -> float:
         """An upper bound on this threshold's true in-distribution flag rate, right for

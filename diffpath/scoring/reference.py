@@ -53,6 +53,7 @@ class Reference:
     calibration_scores: np.ndarray  # anomaly scores of held-back reference images
     split: str = "random"  # how they were held back: "random" or "group:<column or by>"
     checksum: str | None = None  # of the saved JSON, once saved
+    calibration_groups: np.ndarray | None = None  # group code of each calibration score
 
     @property
     def feature_key(self) -> str:
@@ -123,15 +124,23 @@ def fit_reference(
     holdout: float = 0.2,
     seed: int = 0,
     groups: np.ndarray | None = None,
-    split: str = "random",
+    split: str | None = None,
 ) -> Reference:
     """Fit the density on (1 − holdout) of `features`, calibrate the threshold on the rest.
 
     With `groups` (one label per row: an identity, a source), whole groups are held back,
-    so calibration images share no group with the fitted ones — as new images will not."""
+    so calibration images share no group with the fitted ones — as new images will not —
+    and the reference keeps which group each calibration score came from. `split` names
+    how (default "group" with groups, else "random"; "random" for groups that are only
+    copies of one image)."""
+    split = split or ("random" if groups is None else "group")
     fit_rows, cal_rows = split_holdout(len(features), holdout, seed, groups)
     model = make_density(density, config.method).fit(features[fit_rows])
     calibration = model.anomaly_score(features[cal_rows])
+    order = np.argsort(calibration, kind="stable")
+    codes = None
+    if groups is not None and split != "random":  # whole groups held back: keep which
+        codes = np.unique(np.asarray(groups, str)[cal_rows], return_inverse=True)[1][order]
     return Reference(
         density=model,
         threshold=calibrate_threshold(calibration, target_fpr),
@@ -139,8 +148,9 @@ def fit_reference(
         config=config,
         model_id=model_id,
         n_fit=len(fit_rows),
-        calibration_scores=np.sort(calibration),
+        calibration_scores=calibration[order],
         split=split,
+        calibration_groups=codes,
     )
 
 
@@ -201,7 +211,11 @@ def reference_to_dict(reference: Reference) -> dict[str, Any]:
         "split": reference.split,
         "calibration_scores": reference.calibration_scores.tolist(),
         "density": density_to_dict(reference.density, reference.config.config_hash()),
-    }
+    } | (
+        {}  # references without groups keep the JSON (and checksum) they always had
+        if reference.calibration_groups is None
+        else {"calibration_groups": reference.calibration_groups.tolist()}
+    )
 
 
 def _checksum(data: dict[str, Any]) -> str:
@@ -256,6 +270,11 @@ def _parse_reference(raw: bytes, uri: str) -> Reference:
             split=str(data["split"]),
             calibration_scores=np.asarray(data["calibration_scores"], dtype=float),
             checksum=str(data["checksum"]),
+            calibration_groups=(
+                None
+                if data.get("calibration_groups") is None
+                else np.asarray(data["calibration_groups"], dtype=int)
+            ),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{uri} is not a valid reference: {err!r}; refit it") from err

@@ -23,7 +23,7 @@ from diffpath.io.storage import join, remove, write_json, write_parquet
 from diffpath.scoring.alerts import ScreenPolicy, alert_reasons, flag_rule
 from diffpath.scoring.conformal import conformal_p_values
 from diffpath.scoring.contamination import Estimate, audit_scores
-from diffpath.scoring.metrics import ood_metrics, roc
+from diffpath.scoring.metrics import auroc_interval, ood_metrics, roc
 from diffpath.scoring.reference import Reference, load_reference
 
 __all__ = [
@@ -293,6 +293,7 @@ def evaluate(
         results["ood"][name] = {
             "n": len(ood_scores),
             **ood_metrics(id_scores, ood_scores),
+            "auroc_interval": auroc_interval(id_scores, ood_scores),
             "scores": ood_scores.tolist(),
             "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
         }

@@ -69,6 +69,7 @@ def test_fit_from_a_config_file_then_screen_and_other_weights(tmp_path, tiny_mod
     )
     assert fit.exit_code == 0, fit.output
     assert len(json.loads((ref / "reference.json").read_text())["calibration_scores"]) == 20
+    assert "calibration: 20 held-back images (random split); p-values down to 1/21" in fit.output
     fitted = json.loads((ref / "reference.json").read_text())["config"]
     assert (fitted["model"], fitted["timesteps"]) == (str(tiny_model_dir), 4)
     screen = runner.invoke(
@@ -196,6 +197,7 @@ def test_train_from_a_config_file_with_per_source_crops(tmp_path) -> None:
     args = ["train", "--config", str(tmp_path / "recipe.yaml"), "--out", str(out), "--steps", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert f"next: diffpath fit-reference TRUSTED --model {out}" in result.output
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["steps"] == 2 and saved["data"][1]["crop"] == [0.1, 0.1, 0.9, 0.9]
     assert saved["data"][0]["crop"] is None  # no crop unless a recipe says one

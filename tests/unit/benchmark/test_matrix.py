@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from diffpath.benchmark.matrix import bootstrap_aurocs, evaluate_matrix, resample
-from diffpath.scoring.metrics import auroc
+from diffpath.benchmark.matrix import evaluate_matrix, resample
+from diffpath.scoring.metrics import auroc, bootstrap_aurocs
 from tests.unit.benchmark import random_features, small_spec
 
 

@@ -132,3 +132,15 @@ def test_bundled_default_model_gives_finite_features() -> None:
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     features = extract_features(model, x, ["a", "b"], FeatureConfig(method="diffpathv2"))
     assert features.shape == (2, 6) and torch.isfinite(torch.from_numpy(features)).all()
+
+
+def test_a_time_budget_includes_the_final_save(tmp_path: Path, caplog) -> None:
+    """--minutes stops early enough that the final save fits in it (its cost is measured),
+    and a run from random weights whose loss does not fall says both."""
+    cfg = config(steps=10_000, checkpoint_every=None)
+    train(cfg, str(tmp_path / "budget"), max_minutes=0.05, samples=4)
+    history = json.loads((tmp_path / "budget" / "history.json").read_text())
+    assert 1 <= history[-1]["step"] < 10_000 and history[-1]["minutes"] < 0.05
+    assert "random weights" in caplog.text and "did not fall" not in caplog.text
+    train(config(steps=30, lr=0.0, checkpoint_every=None), str(tmp_path / "flat"), samples=0)
+    assert "did not fall" in caplog.text

@@ -142,3 +142,13 @@ def test_alerts_per_reference_hold_for_each_kept_reference() -> None:
         over[per] = np.mean(binom.sf(first - 1, m, rates) > alpha_p)
     assert over["reference"] <= 0.013 < 0.05 < over["night"]
     assert rule.p_value(0, m, "reference") == 1.0 and 0.05 < rule.rate_bound() < 0.07
+
+
+def test_the_expected_count_is_exact_when_it_is_a_whole_number() -> None:
+    """`expected_flagged: 5.999999999999999` was m · rate rounded twice."""
+    for n in range(19, 200):
+        for k in range(1, n + 1):
+            for m in (10, 30, 100, 120):
+                whole, rest = divmod(m * (n + 1 - k), n + 1)
+                if not rest:
+                    assert FlagRule(threshold=0.0, rank=k, n=n).expected(m)[0] == whole

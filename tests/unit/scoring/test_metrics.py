@@ -28,3 +28,16 @@ def test_fpr_at_95_by_hand() -> None:
 def test_empty_inputs_raise() -> None:
     with pytest.raises(ConfigError):
         auroc(np.array([]), OOD)
+
+
+def test_auroc_interval_brackets_the_auroc_and_narrows_with_more_images() -> None:
+    from diffpath.scoring.metrics import auroc_interval
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (50, 2000):
+        id_s, ood_s = rng.normal(size=n), rng.normal(1, 1, n)
+        low, high = auroc_interval(id_s, ood_s, n_boot=300)
+        assert low < auroc(id_s, ood_s) < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 4

@@ -19,6 +19,7 @@ from diffpath.scoring.reference import (
     load_reference,
     reference_config,
     save_reference,
+    split_holdout,
 )
 
 
@@ -156,3 +157,22 @@ def test_copies_of_one_image_stay_on_one_side_of_the_split(tmp_path) -> None:
     held = [h for h, score in zip(hashes, scores, strict=True) if score in calibrated]
     assert len(held) == len(reference.calibration_scores)  # no copy of one was fitted
     assert any(hashes.count(h) == 3 for h in held) and reference.n_fit == 120 - len(held)
+
+
+def test_a_grouped_reference_keeps_each_calibration_scores_group(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"id{i}" for i in range(20)], 10)
+    features = rng.normal(size=(200, 6)) + np.repeat(rng.normal(size=(20, 6)), 10, axis=0)
+    fitted = fit_reference(features, FeatureConfig(method="diffpathv2"), "m", groups=groups)
+    assert fitted.split == "group" and len(np.unique(fitted.calibration_groups)) == 4
+    _, cal_rows = split_holdout(200, 0.2, 0, groups)
+    scores = fitted.anomaly_score(features[cal_rows])
+    for code in np.unique(fitted.calibration_groups):  # each code is one identity's scores
+        mine = np.sort(fitted.calibration_scores[fitted.calibration_groups == code])
+        held = set(groups[cal_rows])
+        assert any(np.allclose(mine, np.sort(scores[groups[cal_rows] == g])) for g in held)
+    loaded = load_reference(save_reference(fitted, str(tmp_path / "reference.json")))
+    np.testing.assert_array_equal(loaded.calibration_groups, fitted.calibration_groups)
+    plain = fit_reference(features, FeatureConfig(method="diffpathv2"), "m")
+    saved = json.loads(Path(save_reference(plain, str(tmp_path / "p.json"))).read_text())
+    assert "calibration_groups" not in saved  # references without groups are as before
