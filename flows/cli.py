@@ -393,6 +393,14 @@ def audit(
     out: Annotated[str, typer.Option("--out", help="output URI")],
     density: Annotated[str, typer.Option(help="auto | gmm | gaussian | kde")] = "auto",
     folds: Annotated[int, typer.Option(help="cross-fitting folds")] = 5,
+    fdr: Annotated[
+        float,
+        typer.Option(
+            "--fdr",
+            help="suspects (with --reference): the false-discovery rate Benjamini–Hochberg "
+            "holds, the share of in-distribution images expected among them",
+        ),
+    ] = 0.1,
     reference: Annotated[
         str | None,
         typer.Option(
@@ -415,6 +423,8 @@ def audit(
 
     try:
         config = _feature_config(settings | ({"model": relocated} if relocated else {}))
+        if not 0 < fdr < 1:
+            raise ConfigError(f"--fdr {fdr}: give a false-discovery rate in (0, 1), as 0.1")
     except (ValidationError, DiffPathError) as err:
         exit_with_reason(err)
     _check_first(run, out, source, reference, relocated)
@@ -423,7 +433,7 @@ def audit(
         from flows.pipeline import audit_flow
 
         flow = _flow(audit_flow, run)
-        return flow(source, out, config, density, folds, run, reference, relocated)
+        return flow(source, out, config, density, folds, run, reference, relocated, fdr)
 
     outputs = _run(action)
     _print_summary(outputs)

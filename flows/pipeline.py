@@ -238,11 +238,13 @@ def audit_flow(
     run: RunOptions = DEFAULT_RUN,
     reference: str | None = None,
     model: str | None = None,
+    fdr: float = 0.1,
 ) -> dict[str, str]:
     """A set with unknown contamination → scores, suspects, estimated fraction, report.
 
     With a trusted `reference` the set is scored against it (its config; `model` relocates
-    the weights) and the fraction estimated from conformal p-values; else cross-fitted.
+    the weights), the fraction estimated from conformal p-values and the suspects chosen
+    at false-discovery rate `fdr`; else cross-fitted.
     Dates in `source` and `out` as in `screen_flow`."""
     target = Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
@@ -253,7 +255,9 @@ def audit_flow(
             config = reference_config_task(reference, model)
         features = featurize(source, config, out, run)
         extra |= features.counts()
-        outputs = audit_task(features.uris, config, out, density, folds, source, extra, reference)
+        outputs = audit_task(
+            features.uris, config, out, density, folds, source, extra, reference, fdr
+        )
         outputs["report"] = audit_report_task(out)
     target.point_latest()
     return outputs

@@ -61,9 +61,12 @@ def audit_task(
     sources: list[str],
     counts: dict[str, Any],
     reference_uri: str | None = None,
+    fdr: float = 0.1,
 ) -> dict[str, str]:
     """Scores of one set and its estimated contamination → its outputs under `out`."""
-    return score.audit(shard_uris, config, out, density, folds, sources, reference_uri, **counts)
+    return score.audit(
+        shard_uris, config, out, density, folds, sources, reference_uri, fdr, **counts
+    )
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

@@ -22,7 +22,7 @@ from diffpath.io.sources import ImageRef
 from diffpath.io.storage import join, remove, write_json, write_parquet
 from diffpath.scoring.alerts import ScreenPolicy, alert_reasons, flag_rule
 from diffpath.scoring.conformal import conformal_p_values
-from diffpath.scoring.contamination import Estimate, audit_scores
+from diffpath.scoring.contamination import FDR, Estimate, audit_scores
 from diffpath.scoring.metrics import auroc_interval, ood_metrics, roc
 from diffpath.scoring.reference import Reference, load_reference
 
@@ -145,14 +145,15 @@ def audit_table(
     folds: int,
     seed: int,
     reference: Reference | None = None,
+    fdr: float = FDR,
 ) -> tuple[pl.DataFrame, Estimate]:
     """Scores of a set with unknown contamination → (scores, the contamination estimate):
-    against a trusted `reference` (conformal p-values, Storey's estimate) when given, else
-    out-of-fold (trimmed cross-fitting, a two-component mixture). The suspects flagged are
-    the estimated number of highest-scoring images (`diffpath.scoring.contamination`)."""
+    against a trusted `reference` (conformal p-values, Storey's estimate, suspects by
+    Benjamini–Hochberg at `fdr`) when given, else out-of-fold (trimmed cross-fitting, a
+    two-component mixture; suspects the estimated number of highest scores)."""
     rows, matrix = feature_matrix(features.to_arrow(), config)
     scores, p_values, estimate = audit_scores(
-        matrix, config.method, density, folds, seed, reference
+        matrix, config.method, density, folds, seed, reference, fdr
     )
     return score_table(pl.from_arrow(rows), scores, estimate.suspects, p_values), estimate
 
@@ -234,6 +235,7 @@ def audit(
     folds: int,
     sources: list[str],
     reference_uri: str | None = None,
+    fdr: float = FDR,
     **extra: Any,
 ) -> dict[str, str]:
     """Scores of one set (against `reference_uri` when given, else cross-fitted) and the
@@ -243,7 +245,7 @@ def audit(
     if reference is not None:
         reference.check_model(model_id)
     features = pl.from_arrow(shards)
-    scores, estimate = audit_table(features, config, density, folds, config.seed, reference)
+    scores, estimate = audit_table(features, config, density, folds, config.seed, reference, fdr)
     errors, duplicates = errors_table(features), duplicates_table(features)
     summary = summarize(
         scores,
