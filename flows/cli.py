@@ -610,8 +610,8 @@ def benchmark(
     from diffpath.benchmark.spec import load_spec
 
     try:
-        load_spec(spec, data_root, model)
         parsed_sizes = _sizes(sizes)
+        load_spec(spec, data_root, model)
     except (ValidationError, DiffPathError) as err:
         exit_with_reason(err)
     _check_first(run, out)

@@ -133,10 +133,14 @@ class Featurized:
         }
 
 
-def featurize(source: list[str], config: FeatureConfig, out: str, run: RunOptions) -> Featurized:
+def featurize(
+    source: list[str], config: FeatureConfig, out: str, run: RunOptions, allow_empty: bool = False
+) -> Featurized:
     """List `source` and map one feature task over its shards. Listing runs on the task
     runner (a Dask worker there), not in the flow: it holds ~400 bytes per image."""
-    listing = list_images.submit(source, out, run.shard_size, run.max_images, config.seed).result()
+    listing = list_images.submit(
+        source, out, run.shard_size, run.max_images, config.seed, allow_empty
+    ).result()
     futures = submit_shards(listing, config, out, run)
     return Featurized(listing=listing, shards=[future.result() for future in futures])
 
@@ -211,11 +215,12 @@ def screen_flow(
     reasons to alert (which carries the output URIs)."""
     started, target = time.time(), Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
+    reference_config_task(reference, model)  # refused here: nothing written
+    check_policy_task(reference, policy)
     with output_lock(out):
-        given, reference = reference, pin_reference_task(reference, out)  # read once
+        given, reference = reference, pin_reference_task(reference, out)  # the run's copy
         config = reference_config_task(reference, model)
-        check_policy_task(reference, policy)
-        features = featurize(source, config, out, run)
+        features = featurize(source, config, out, run, allow_empty=True)  # an empty night alerts
         extra = {"reference_from": given, **features.counts()}
         outputs = screen_task(features.uris, reference, out, started, source, extra, policy)
         history = history_task(target.template)

@@ -141,6 +141,18 @@ def compute_shard(
     for i, h in enumerate(hashes):
         if i not in errors:
             matrix[i] = np.concatenate([have[h] for have in known])
+    n_computed = len(set().union(*computed))
+    return _frame(refs, hashes, names, matrix, errors), n_computed, n_cached
+
+
+def _frame(
+    refs: Sequence[ImageRef],
+    hashes: Sequence[str | None],
+    names: Sequence[str],
+    matrix: np.ndarray,
+    errors: dict[int, str],
+) -> pa.Table:
+    """A shard's table: each ref's locator, content hash, features and error."""
     columns = {
         "uri": pa.array([r.uri for r in refs], pa.string()),
         "row": pa.array([r.row for r in refs], pa.int64()),
@@ -152,8 +164,13 @@ def compute_shard(
         },
         "error": pa.array([errors.get(i) for i in range(len(refs))], pa.string()),
     }
-    n_computed = len(set().union(*computed))
-    return pa.table(columns), n_computed, n_cached
+    return pa.table(columns)
+
+
+def empty_frame(config: FeatureConfig) -> pa.Table:
+    """The table of a run that listed no image: its columns, no rows."""
+    names = feature_names(config.method)
+    return _frame([], [], names, np.empty((0, len(names))), {})
 
 
 def featurize_shard(

@@ -134,9 +134,10 @@ def _list_one(uri: str) -> tuple[list[ImageRef], list[str]]:
     return refs, skipped
 
 
-def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
+def list_source(uris: str | Sequence[str], allow_empty: bool = False) -> list[ImageRef]:
     """List every image of one or more sources, sorted by (uri, row); a URI listed twice
     (or inside two sources) is kept once. Repeated `path` names are logged, never merged.
+    Sources that hold no image are refused unless `allow_empty` (a night with no images).
 
     A URI ending in ``.parquet`` is a Parquet file; anything else is a folder/prefix
     searched recursively for image files (case-insensitive extensions) and Parquet files.
@@ -160,7 +161,7 @@ def list_source(uris: str | Sequence[str]) -> list[ImageRef]:
             " ".join(IMAGE_EXTENSIONS),
             skipped[0],
         )
-    if not refs:
+    if not refs and not allow_empty:
         raise StorageError(f"source {uris!r} holds no images")
     unique = {ref.locator: ref for ref in refs}.values()
     repeated = sum(n - 1 for n in Counter(ref.path for ref in unique).values() if n > 1)
@@ -454,10 +455,15 @@ class Listing:
 
 
 def store_listing(
-    sources: Sequence[str], out: str, shard_size: int, max_images: int | None, seed: int
+    sources: Sequence[str],
+    out: str,
+    shard_size: int,
+    max_images: int | None,
+    seed: int,
+    allow_empty: bool = False,
 ) -> Listing:
     """List `sources`, optionally subsample, store the listing under `out/listings/`."""
-    refs = subsample(list_source(sources), max_images, seed)
+    refs = subsample(list_source(sources, allow_empty), max_images, seed)
     lid = listing_id(refs)
     uri = write_listing(refs, join(out, "listings", f"{lid}.parquet"), shard_size)
     return Listing(uri=uri, listing_id=lid, n_images=len(refs), shard_size=shard_size)

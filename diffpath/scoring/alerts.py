@@ -75,7 +75,9 @@ def flag_rule(reference: Reference, policy: ScreenPolicy) -> FlagRule:
 def alert_reasons(summary: dict[str, Any], policy: ScreenPolicy) -> list[str]:
     """Why this run needs a person, from its summary; empty when it does not."""
     reasons = []
-    if summary["n_scored"] == 0:
+    if summary["n_images"] == 0:
+        reasons.append("the sources hold no images: check that tonight's dump arrived")
+    elif summary["n_scored"] == 0:
         reasons.append(f"no image could be scored ({summary['n_errors']} unreadable)")
     errors = summary["error_fraction"]
     if policy.max_errors is not None and errors > policy.max_errors:

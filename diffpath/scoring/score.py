@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from diffpath.config import FeatureConfig
-from diffpath.features.shards import LOCATOR, feature_matrix, read_shards
+from diffpath.features.shards import LOCATOR, empty_frame, feature_matrix, read_shards
 from diffpath.io.sources import ImageRef
 from diffpath.io.storage import join, remove, write_json, write_parquet
 from diffpath.scoring.alerts import ScreenPolicy, alert_reasons, flag_rule
@@ -192,7 +192,11 @@ def screen(
     summary holds the alert reasons of `policy` and `extra` fields."""
     policy = policy or ScreenPolicy()
     reference = load_reference(reference_uri)
-    shards, model_id = read_shards(shard_uris, reference.config)
+    shards, model_id = (
+        read_shards(shard_uris, reference.config)
+        if shard_uris
+        else (empty_frame(reference.config), reference.model_id)  # a night with no image
+    )
     features = pl.from_arrow(shards)
     rule = flag_rule(reference, policy)
     scores, errors = screen_table(reference, features, model_id, rule.threshold)

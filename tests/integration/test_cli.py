@@ -316,7 +316,7 @@ def test_version_and_a_help_that_loads_no_heavy_module() -> None:
     [
         (["--device", "cuda:7"], 1, "CUDA GPUs; use --device cpu"),
         (["--device", "tpu"], 1, "unknown device 'tpu'"),
-        (["--shard-size", "0"], 2, "invalid RunOptions option: shard_size"),
+        (["--shard-size", "0"], 2, "invalid option --shard-size (config key shard_size)"),
     ],
 )
 def test_run_options_fail_with_one_line_naming_them(tmp_path, options, code, reason) -> None:
@@ -417,7 +417,10 @@ def test_a_non_finite_threshold_is_refused_before_any_work(tmp_path, value) -> N
     args = ["screen", str(SAMPLES / "incoming.parquet"), "--reference", "r.json"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "s"), "--threshold", value])
     assert result.exit_code == 2, result.output
-    assert "threshold: Input should be a finite number" in result.output.strip().splitlines()[-1]
+    assert (
+        "--threshold (config key threshold): Input should be a finite number"
+        in result.output.strip().splitlines()[-1]
+    )
     assert not (tmp_path / "s").exists()
 
 
@@ -517,8 +520,9 @@ def test_the_server_of_a_killed_run_is_stopped_by_the_next(tmp_path) -> None:
     long_run.send_signal(signal.SIGKILL)
     long_run.wait()
     assert _is_prefect_server(server)  # orphaned
+    (tmp_path / "empty").mkdir()  # passes the checks before Prefect, fails after it starts
     next_run = subprocess.run(
-        [*cli, str(tmp_path / "none"), "--out", str(tmp_path / "o2")], env=env, capture_output=True
+        [*cli, str(tmp_path / "empty"), "--out", str(tmp_path / "o2")], env=env, capture_output=True
     )
     assert next_run.returncode == 1
     deadline = time.time() + 30

@@ -427,6 +427,20 @@ def test_a_dump_of_unreadable_files_always_alerts(tmp_path, fitted) -> None:
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_errors"] == 2
 
 
+@pytest.mark.hostile(
+    ("an empty folder for tonight's dump", "outputs written, exit 3: the sources hold no images"),
+)
+def test_an_empty_night_alerts_like_a_night_of_junk(tmp_path, fitted) -> None:
+    from diffpath.errors import AlertError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AlertError, match="hold no images"):
+        screen([str(tmp_path / "empty")], fitted[1], tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["n_images"], summary["n_scored"]) == (0, 0)
+    assert (tmp_path / "out" / "report.html").exists()
+
+
 def test_reference_held_back_by_group_and_said_in_the_summary(tmp_path, tiny_config) -> None:
     from diffpath.errors import ConfigError
     from flows.pipeline import RunOptions, fit_reference_flow
