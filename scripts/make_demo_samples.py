@@ -4,7 +4,8 @@
 
 reference.parquet: 120 CelebA train faces. incoming.parquet: 60 CelebA test faces (other
 identities), 30 CIFAR-10 test images, 30 DTD textures (small, so the demo runs in minutes
-on CPU). Every image goes through `decode_image` (CelebA: center crop 140) to 32×32 and
+on CPU). Every image goes through `decode_image` to 32×32 (CelebA: `center_crop=140`, the
+pixel crop they were made with; on CelebA's 178×218 frames it is the `celeba-face` box) and
 is stored as lossless PNG, with `path` prefixed by its group (faces/, cifar10/, textures/).
 """
 
@@ -30,7 +31,9 @@ def pick(file: Path, n: int, prefix: str, crop: int | None, seed: int) -> list[d
     rows = np.sort(np.random.default_rng(seed).choice(len(table), n, replace=False))
     out = []
     for row in table.take(rows).to_pylist():
-        pixels = ((decode_image(row["image"], row["path"], 32, crop) + 1) * 127.5).round()
+        pixels = (
+            (decode_image(row["image"], row["path"], 32, center_crop=crop) + 1) * 127.5
+        ).round()
         buffer = io.BytesIO()
         Image.fromarray(pixels.permute(1, 2, 0).byte().numpy()).save(buffer, format="PNG")
         out.append(

@@ -31,6 +31,7 @@ def test_threshold_from_the_reference_an_fpr_or_a_value() -> None:
 
 def test_alert_reasons_from_the_flagged_count_and_fractions() -> None:
     summary = {
+        "n_images": 130,
         "n_scored": 100,
         "n_flagged": 42,
         "n_errors": 30,
@@ -50,6 +51,8 @@ def test_alert_reasons_from_the_flagged_count_and_fractions() -> None:
     assert alert_reasons({**summary, "flagged_p_value": 0.02}, ScreenPolicy(alert_p=0.01)) == []
     nothing = {**summary, "n_scored": 0, "flagged_fraction": 0.0, "flagged_p_value": None}
     assert alert_reasons(nothing, ScreenPolicy(alert_p=0.01))[0].startswith("no image could be")
+    empty = {**nothing, "n_images": 0, "n_errors": 0, "error_fraction": 0.0}
+    assert alert_reasons(empty, ScreenPolicy())[0].startswith("the sources hold no images")
 
 
 def test_holdout_keeps_whole_groups_together() -> None:
