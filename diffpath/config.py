@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,7 +22,9 @@ from diffpath.errors import ConfigError
 __all__ = [
     "CROPS",
     "DEFAULT_UNET_CHANNELS",
+    "Crop",
     "CropBox",
+    "CropOrBox",
     "FeatureConfig",
     "Method",
     "parse_crop",
@@ -61,6 +64,18 @@ def parse_crop(crop: str | CropBox) -> CropBox | float:
         "(0.8) or a box of fractions left,top,right,bottom (0.1,0.2,0.9,0.8)"
     )
 
+
+def _valid_crop(crop: str | CropBox | None) -> str | CropBox | None:
+    """A pydantic check: `parse_crop` refuses (a `ValueError`) what is not a crop."""
+    if crop is not None:
+        parse_crop(crop)
+    return crop
+
+
+Crop = Annotated[str | None, AfterValidator(_valid_crop)]
+"""A crop as configs and flags give it: a name, a fraction of the short side, or a box."""
+CropOrBox = Annotated[str | CropBox | None, AfterValidator(_valid_crop)]
+"""The same, or a box as a 4-tuple (training recipes)."""
 
 DEFAULT_UNET_CHANNELS = (64, 128, 256)  # the bundled model's UNet blocks; `train`'s default
 
@@ -112,7 +127,7 @@ class FeatureConfig(BaseModel):
     seed: int = Field(0, ge=0)
     shared_noise: bool = Field(True, description="one noise draw per image shared by all t")
     image_size: int = Field(32, ge=8, le=1024)
-    crop: str | None = Field(
+    crop: Crop = Field(
         None,
         description="region to keep, the same at every resolution: a name (celeba-face: the "
         "face of an aligned CelebA frame), a fraction of the short side (0.8), or a box of "
@@ -164,13 +179,8 @@ class FeatureConfig(BaseModel):
     def _check(self) -> FeatureConfig:
         if self.ssim_window % 2 == 0:
             raise ValueError(f"ssim_window must be odd, got {self.ssim_window}")
-        if self.crop is not None:
-            try:
-                parse_crop(self.crop)
-            except ConfigError as err:
-                raise ValueError(str(err)) from None
-            if self.center_crop is not None:
-                raise ValueError("give crop or center_crop, not both")
+        if self.crop is not None and self.center_crop is not None:
+            raise ValueError("give crop or center_crop, not both")
         if self.resize_via is not None and self.resize_via >= self.image_size:
             raise ValueError(
                 f"resize_via ({self.resize_via}) must be below image_size ({self.image_size})"

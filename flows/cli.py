@@ -265,13 +265,14 @@ def _print_calibration(uri: str) -> None:
     reference = load_reference(uri)
     n = len(reference.calibration_scores)
     groups = reference.calibration_groups
-    held = "random split" if groups is None else f"{len(set(groups.tolist()))} groups"
+    n_groups = None if groups is None else len(set(groups.tolist()))
+    held = "random split" if n_groups is None else f"{n_groups} groups"
     console.print(
         f"calibration: {n:,} held-back images ({held}); p-values down to 1/{n + 1:,} = "
         f"{1 / (n + 1):.2g}; an audit of 1,000 images detects contamination above "
         f"{detectable_contamination(n, 1000):.1%}"
     )
-    if groups is not None and len(set(groups.tolist())) < MIN_GROUPS:
+    if n_groups is not None and n_groups < MIN_GROUPS:
         console.print(
             f"[yellow]warning:[/yellow] fewer than {MIN_GROUPS} groups held back: audits "
             "against this reference give no contamination estimate (docs/statistics.md)"

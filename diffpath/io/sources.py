@@ -104,11 +104,12 @@ def check_source(uri: str) -> bool:
     if not exists(uri):
         raise StorageError(f"source {uri!r} does not exist: check the path or URI")
     fs, root = filesystem(uri)
-    if fs.isfile(root) and not root.lower().endswith(".parquet"):
+    is_file = fs.isfile(root)
+    if is_file and not root.lower().endswith(".parquet"):
         raise StorageError(
             f"source file {uri!r} is not a .parquet file: give its folder, or a Parquet file"
         )
-    return fs.isfile(root)
+    return is_file
 
 
 def _list_one(uri: str) -> tuple[list[ImageRef], list[str]]:

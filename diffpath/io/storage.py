@@ -114,8 +114,6 @@ def explain(err: BaseException, uri: str) -> str | None:
     return None
 
 
-Fn = TypeVar("Fn", bound=Callable[..., Any])
-
 # Checks run before any write under a prefix (this process): a run that lost its output
 # lock stops before it writes again (`diffpath.io.lock.output_lock`).
 _WRITE_GUARDS: dict[str, Callable[[], None]] = {}
@@ -135,6 +133,9 @@ def _check_guards(uris: Iterable[str]) -> None:
     for prefix, check in list(_WRITE_GUARDS.items()):
         if any(uri.startswith(prefix) for uri in uris):
             check()
+
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
 
 
 def _explained(func: Fn) -> Fn:

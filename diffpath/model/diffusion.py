@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -94,11 +95,26 @@ def model_fingerprint(source: str = "default") -> str:
     the UNet config's fields (not the diffusers version that saved it), the tensors by name,
     the schedule's ᾱ_t and a converted model's patch — the same wherever the files lie and
     whoever re-saved them. Models known by an earlier identity keep it (`KEPT_FINGERPRINTS`).
+    A run asks several times (checks, tasks, the model load): files unchanged since the
+    last ask in this process (path, size, mtime) are not read again.
     """
+    unet_dir, scheduler_file = _layout(_resolve_folder(source))
+    files = [unet_dir / "config.json", unet_dir / WEIGHTS, scheduler_file, unet_dir / PATCH_FILE]
+    stamp = tuple(
+        (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        for path in files
+        if path.exists()
+        for stat in [path.stat()]
+    )
+    return _fingerprint(unet_dir, scheduler_file, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(unet_dir: Path, scheduler_file: Path, stamp: tuple) -> str:
+    """`model_fingerprint`'s digest; `stamp` only keys the cache."""
     from diffusers import DDPMScheduler
     from safetensors import safe_open
 
-    unet_dir, scheduler_file = _layout(_resolve_folder(source))
     digest = hashlib.sha256()
 
     def add(value: object) -> None:

@@ -22,12 +22,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from diffpath.config import DEFAULT_UNET_CHANNELS, CropBox, parse_crop
+from diffpath.config import DEFAULT_UNET_CHANNELS, Crop, CropOrBox
 from diffpath.errors import ConfigError
 from diffpath.io.sources import list_source, load_images
 from diffpath.io.storage import exists, join, read_bytes, write_bytes
@@ -55,19 +55,9 @@ class TrainSource(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     uri: str
-    crop: str | CropBox | None = Field(
+    crop: CropOrBox = Field(
         None, description="region kept before the resize (`FeatureConfig.crop`'s forms)"
     )
-
-    @field_validator("crop")
-    @classmethod
-    def _known_crop(cls, crop: str | CropBox | None) -> str | CropBox | None:
-        if crop is not None:
-            try:
-                parse_crop(crop)
-            except ValueError as err:
-                raise ValueError(str(err)) from None
-        return crop
 
 
 class TrainConfig(BaseModel):
@@ -78,7 +68,7 @@ class TrainConfig(BaseModel):
     data: list[TrainSource] = Field(description="training image sources")
     val_data: list[TrainSource] = Field(default_factory=list, description="validation sources")
     image_size: int = 32
-    crop: str | None = Field(
+    crop: Crop = Field(
         None, description="crop of sources that name none (none: the central square)"
     )
     block_out_channels: tuple[int, ...] = DEFAULT_UNET_CHANNELS

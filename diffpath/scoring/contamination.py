@@ -127,12 +127,15 @@ def detectable_contamination(n: int, m: int, lam: float = LAMBDA) -> float:
     return max(0.0, 1 - (m - rule.count_quantile(m, 0.95)) / (m * (1 - rule.rate)))
 
 
-def _members(calibration: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
-    """The calibration scores' indices per group, resampled whole; each score its own
-    group when the groups are not known (a random split)."""
-    if groups is None:
-        return [np.array([i]) for i in range(len(calibration))]
-    return [np.flatnonzero(groups == g) for g in np.unique(groups)]
+def _resample(
+    calibration: np.ndarray, members: list[np.ndarray] | None, rng: np.random.Generator
+) -> np.ndarray:
+    """A bootstrap draw of the calibration scores: whole groups (`members`: each group's
+    indices) where they are known, else single scores."""
+    if members is None:
+        return calibration[rng.integers(0, len(calibration), len(calibration))]
+    drawn = rng.integers(0, len(members), len(members))
+    return calibration[np.concatenate([members[i] for i in drawn])]
 
 
 def storey_estimate(
@@ -161,8 +164,8 @@ def storey_estimate(
     detectable = detectable_contamination(n, m, lam)
     shift_p, set_median, cal_median = shift_test(scores, calibration, lam)
     found = {"method": "storey", "detectable": detectable, "fdr": fdr, "shift_p": shift_p}
-    members = _members(calibration, groups)
-    if groups is not None and len(members) < MIN_GROUPS:
+    members = None if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    if members is not None and len(members) < MIN_GROUPS:
         reason = (
             f"the reference's calibration images come from only {len(members)} groups "
             f"(identities, sources): which groups were held back moves this estimate by up "
@@ -185,9 +188,7 @@ def storey_estimate(
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
-        held = calibration[
-            np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
-        ]
+        held = _resample(calibration, members, rng)
         draws.append(
             _storey(conformal_p_values(scores[rng.integers(0, m, m)], held), len(held), lam)
         )
