@@ -199,7 +199,9 @@ class FeatureConfig(BaseModel):
             return cls(**values)
         except ValidationError as err:
             reasons = [
-                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: "
+                + str(e["msg"]).removeprefix("Value error, ")
+                for e in err.errors()
             ]
             raise ConfigError("invalid feature config: " + "; ".join(reasons)) from err
 
