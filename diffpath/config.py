@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from diffpath.errors import ConfigError
+from diffpath.methods import METHODS, get_method
 
 __all__ = [
     "CROPS",
@@ -26,13 +27,9 @@ __all__ = [
     "CropBox",
     "CropOrBox",
     "FeatureConfig",
-    "Method",
     "parse_crop",
     "read_config_file",
 ]
-
-Method = Literal["diffpathv2", "diffpath6d", "diffpath1d", "diffpathv2+6d"]
-COMBINED = {"diffpathv2+6d": ("diffpathv2", "diffpath6d")}  # a combination's parts, in order
 
 CropBox = tuple[float, float, float, float]
 """(left, top, right, bottom) as fractions of the width and height of the stored image."""
@@ -92,20 +89,6 @@ FEATURES_VERSION = 2
 # so every config that existed before keeps its hash (and its cache and references).
 NEUTRAL_VALUES = {"draws": 1, "resize_via": None, "crop": None}
 
-# Settings each method gets unless given: the paper's K = 10 and one noise draw, and for
-# the combination the setting chosen on the benchmark's validation split (docs/benchmarks.md).
-METHOD_DEFAULTS: dict[str, dict[str, int]] = {
-    "diffpathv2": {"timesteps": 10, "draws": 1},
-    "diffpath6d": {"timesteps": 10, "draws": 1},
-    "diffpath1d": {"timesteps": 10, "draws": 1},
-    "diffpathv2+6d": {"timesteps": 5, "draws": 2},
-}
-
-# The fields only DiffPathV2 reads: a DiffPath part of a combination keeps their defaults,
-# so it shares its features (and its cache) with a plain `diffpath6d` run.
-V2_FIELDS = ("shared_noise", "ssim_window", "ssim_weighting", "draws")
-
-
 class FeatureConfig(BaseModel):
     """Everything that determines the features of an image.
 
@@ -118,7 +101,7 @@ class FeatureConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    method: Method = "diffpathv2+6d"
+    method: str = Field("diffpathv2+6d", description="feature method: " + " | ".join(METHODS))
     model: str = Field("default", description="model source: 'default', a folder or a hub id")
     timesteps: int = Field(10, ge=2, le=1000, description="K timesteps (or N DDIM steps)")
     t_start: int = Field(0, ge=0)
@@ -163,7 +146,14 @@ class FeatureConfig(BaseModel):
         given = {
             k: v for k, v in values.items() if v is not None or k not in ("timesteps", "draws")
         }
-        return {**METHOD_DEFAULTS.get(method, {}), **given}
+        known = METHODS.get(method) if isinstance(method, str) else None
+        return {**(known.defaults if known else {}), **given}
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        get_method(method)  # an unknown name is refused in one line
+        return method
 
     @field_validator("model")
     @classmethod
@@ -208,18 +198,24 @@ class FeatureConfig(BaseModel):
     def parts(self) -> tuple[FeatureConfig, ...]:
         """The single-method configs whose features a combination concatenates (else self);
         each part is the config a run of that method alone would have."""
-        if self.method not in COMBINED:
+        combination = get_method(self.method)
+        if not combination.parts:
             return (self,)
-        defaults = {name: FeatureConfig.model_fields[name].default for name in V2_FIELDS}
+        fields = FeatureConfig.model_fields
         return tuple(
-            self.model_copy(update={"method": m, **({} if m == "diffpathv2" else defaults)})
-            for m in COMBINED[self.method]
+            self.model_copy(
+                update={
+                    "method": part,
+                    **{f: fields[f].default for f in combination.reads if f not in reads},
+                }
+            )
+            for part, reads in ((p, get_method(p).reads) for p in combination.parts)
         )
 
     @property
     def unet_evals(self) -> int:
         """UNet evaluations per image: the cost of a feature, whatever the hardware."""
-        return sum(p.timesteps * (p.draws if p.method == "diffpathv2" else 1) for p in self.parts())
+        return sum(get_method(p.method).evals(p) for p in self.parts())
 
     @property
     def geometry(self) -> dict[str, Any]:

@@ -19,8 +19,9 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from diffpath.config import METHOD_DEFAULTS, FeatureConfig, read_config_file
+from diffpath.config import FeatureConfig, read_config_file
 from diffpath.errors import ConfigError, DiffPathError
+from diffpath.methods import METHODS
 from flows.run import RunOptions
 
 __all__ = ["DEBUG", "FEATURE_OPTIONS", "RUN_OPTIONS", "console", "exit_with_reason", "with_options"]
@@ -33,11 +34,10 @@ FEATURE_OPTIONS = ("model", "method", "timesteps", "image_size", "crop", "resize
 FLAGS = {"features_root": "--features"}  # where a flag is not the field's name
 DEFAULT_METHOD = FeatureConfig.model_fields["method"].default
 HELP = {
-    "method": "feature method: " + " | ".join(METHOD_DEFAULTS),
     "timesteps": "K timesteps; by method: "
-    + ", ".join(f"{m} {d['timesteps']}" for m, d in METHOD_DEFAULTS.items()),
+    + ", ".join(f"{m.name} {m.defaults['timesteps']}" for m in METHODS.values()),
 }
-SHOWN = {"timesteps": METHOD_DEFAULTS[DEFAULT_METHOD]["timesteps"]}  # the method's default
+SHOWN = {"timesteps": METHODS[DEFAULT_METHOD].defaults["timesteps"]}  # the method's default
 
 
 def _parameter(model: type[BaseModel], name: str) -> inspect.Parameter:

@@ -13,6 +13,8 @@ D_i = N · (ε_{i+1} − ε_i):  6-D = [Σ ε, Σ ε², Σ ε³, Σ D, Σ D², �
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from diffpath.config import FeatureConfig
@@ -20,10 +22,7 @@ from diffpath.features.v2 import predict_stacked
 from diffpath.model.diffusion import DiffusionModel
 from diffpath.model.schedule import select_timesteps
 
-__all__ = ["FEATURE_NAMES_1D", "FEATURE_NAMES_6D", "ddim_inversion_eps", "diffpath_features"]
-
-FEATURE_NAMES_6D = ("eps_s1", "eps_s2", "eps_s3", "deriv_s1", "deriv_s2", "deriv_s3")
-FEATURE_NAMES_1D = ("deriv_l2",)
+__all__ = ["ddim_inversion_eps", "diffpath1d_features", "diffpath6d_features"]
 
 
 def ddim_inversion_eps(
@@ -43,14 +42,28 @@ def ddim_inversion_eps(
     return torch.stack(recorded, dim=1)
 
 
-def diffpath_features(
+def _eps_and_derivative(
     model: DiffusionModel, x: torch.Tensor, config: FeatureConfig
-) -> torch.Tensor:
-    """DiffPath 6-D (B, 6) or 1-D (B, 1) features of images x (B, C, H, W), float32 on CPU."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ε_i (B, N, C·H·W) along the inversion and D_i = N · (ε_{i+1} − ε_i), in float64."""
     t = select_timesteps(config, model.num_train_timesteps)
     eps = ddim_inversion_eps(model, x, t, config.forward_batch).flatten(2).double()
-    derivative = len(t) * (eps[:, 1:] - eps[:, :-1])
-    if config.method == "diffpath1d":
-        return (derivative**2).sum((1, 2)).sqrt().unsqueeze(1).float().cpu()
+    return eps, len(t) * (eps[:, 1:] - eps[:, :-1])
+
+
+def diffpath6d_features(
+    model: DiffusionModel, x: torch.Tensor, ids: Sequence[str], config: FeatureConfig
+) -> torch.Tensor:
+    """DiffPath 6-D features (B, 6) of images x (B, C, H, W), float32 on CPU (deterministic:
+    `ids` unused)."""
+    eps, derivative = _eps_and_derivative(model, x, config)
     sums = [(v**p).sum((1, 2)) for v in (eps, derivative) for p in (1, 2, 3)]
     return torch.stack(sums, dim=1).float().cpu()
+
+
+def diffpath1d_features(
+    model: DiffusionModel, x: torch.Tensor, ids: Sequence[str], config: FeatureConfig
+) -> torch.Tensor:
+    """DiffPath 1-D feature (B, 1): √(Σ D²), float32 on CPU."""
+    _, derivative = _eps_and_derivative(model, x, config)
+    return (derivative**2).sum((1, 2)).sqrt().unsqueeze(1).float().cpu()

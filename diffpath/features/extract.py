@@ -7,22 +7,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from diffpath.config import COMBINED, FeatureConfig, Method
+from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigError
-from diffpath.features.diffpath import FEATURE_NAMES_1D, FEATURE_NAMES_6D, diffpath_features
-from diffpath.features.v2 import FEATURE_NAMES, v2_features
+from diffpath.methods import get_method
 from diffpath.model.diffusion import DiffusionModel
 
 __all__ = ["extract_features", "feature_names"]
 
 
-def feature_names(method: Method) -> tuple[str, ...]:
+def feature_names(method: str) -> tuple[str, ...]:
     """Column names of the features a method produces (a combination: its parts' names)."""
-    if method in COMBINED:
-        return tuple(name for part in COMBINED[method] for name in feature_names(part))
-    return {"diffpathv2": FEATURE_NAMES, "diffpath6d": FEATURE_NAMES_6D}.get(
-        method, FEATURE_NAMES_1D
-    )
+    return get_method(method).feature_names
 
 
 @torch.inference_mode()
@@ -64,17 +59,16 @@ def extract_features(
             f"model runs in {model.dtype} but the config asks for {config.dtype}; "
             f"load it with load_model(..., dtype=config.torch_dtype)"
         )
-    out = np.empty((len(images), len(feature_names(config.method))), dtype=np.float32)
+    method = get_method(config.method)
+    compute = method.function()
+    out = np.empty((len(images), len(method.feature_names)), dtype=np.float32)
     size = config.batch_size or model.batch_sizes[0]
     for start in range(0, len(images), size):
         batch = images[start : start + size]
         batch_ids = image_ids[start : start + size]
         if model.device.type == "cuda":  # page-locked, so the copy overlaps the model
             batch = batch.pin_memory().to(model.device, non_blocking=True)
-        if config.method == "diffpathv2":
-            values = v2_features(model, batch, batch_ids, config)
-        else:
-            values = diffpath_features(model, batch, config)
+        values = compute(model, batch, batch_ids, config)
         out[start : start + len(batch)] = values.numpy()
         if progress:
             progress(len(batch))

@@ -24,9 +24,7 @@ from diffpath.config import FeatureConfig
 from diffpath.model.diffusion import DiffusionModel
 from diffpath.model.schedule import image_noise, select_timesteps
 
-__all__ = ["FEATURE_NAMES", "error_maps", "predict_stacked", "v2_features", "weighted_errors"]
-
-FEATURE_NAMES = ("err_l1", "err_l2", "err_l3", "deriv_l1", "deriv_l2", "deriv_l3")
+__all__ = ["error_maps", "predict_stacked", "v2_features", "weighted_errors"]
 
 
 def predict_stacked(

@@ -22,6 +22,7 @@ from sklearn.neighbors import KernelDensity
 
 from diffpath.errors import ConfigError, ConfigMismatchError, NotFittedError
 from diffpath.io.storage import read_bytes, write_bytes
+from diffpath.methods import get_method
 
 __all__ = [
     "DensityModel",
@@ -267,14 +268,10 @@ def _positive_definite(matrix: np.ndarray) -> bool:
 
 
 def make_density(kind: str, method: str = "diffpathv2", **params: Any) -> DensityModel:
-    """A density model by name: 'gaussian', 'gmm', 'kde', or 'auto' — each method's own:
-    GMM chosen by BIC for DiffPathV2, and as in DiffPath's code a cross-validated GMM for
-    its 6-D features and a KDE with bandwidth 5 for its 1-D feature."""
+    """A density model by name: 'gaussian', 'gmm', 'kde', or 'auto' — the method's own
+    (`diffpath.methods`: a GMM chosen by BIC for DiffPathV2, DiffPath's as in its code)."""
     if kind == "auto":
-        kind, params = {
-            "diffpath1d": ("kde", {"bandwidth": 5.0}),
-            "diffpath6d": ("gmm", {"selection": "cv"}),
-        }.get(method, ("gmm", {}))
+        kind, params = get_method(method).density[0], dict(get_method(method).density[1])
     if kind not in DENSITIES:
         raise ConfigError(
             f"unknown density {kind!r}; choose from auto, {', '.join(sorted(DENSITIES))}"

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from diffpath.config import METHOD_DEFAULTS
+from diffpath.methods import METHODS
 from flows.cli import app
 from flows.options import RUN_OPTIONS
 from flows.run import RunOptions
@@ -136,7 +136,7 @@ def test_feature_options_state_the_config_defaults() -> None:
     shown = runner.invoke(app, ["fit-reference", "--help"], env={"COLUMNS": "240"}).output
     help_text = " ".join(shown.replace("│", " ").split())
     default = FeatureConfig()
-    methods = " | ".join(METHOD_DEFAULTS)
+    methods = " | ".join(METHODS)
     assert f"feature method: {methods} [default: ({default.method})]" in help_text
     assert f"{default.method} {default.timesteps} [default: ({default.timesteps})]" in help_text
     shard_size = RunOptions.model_fields["shard_size"].default
