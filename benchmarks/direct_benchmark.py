@@ -12,7 +12,6 @@ import time
 
 from diffpath.benchmark.run import Steps, featurize_here, run_benchmark
 from diffpath.benchmark.spec import load_spec
-from diffpath.config import FeatureConfig
 from diffpath.io.storage import join, read_bytes
 from diffpath.model.workers import cached_model
 from diffpath.reports.benchmark import benchmark_report
@@ -29,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     spec = load_spec(args.spec, args.data_root)
-    model = cached_model(FeatureConfig(model=spec.model), args.device)  # the configs' dtype
+    model = cached_model(spec.model, "float32", args.device)  # the configs' dtype
     steps = Steps(
         featurize=featurize_here(model, join(args.out, "features"), args.out),
         report=lambda out: benchmark_report(out, model),

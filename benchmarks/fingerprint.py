@@ -35,7 +35,7 @@ datasets:
   mixed: {{source: {samples}/incoming.parquet}}
   cifar10: {{source: {data}/cifar10/test.parquet}}
 sizes: {{fit: 80, validation: 40, test: 30}}
-bootstrap: 50
+bootstrap: 100
 methods:
   v2+6d: {{config: {{method: diffpathv2+6d, timesteps: 3, draws: 1}}}}
   diffpath1d: {{config: {{method: diffpath1d, timesteps: 3}}}}
@@ -82,7 +82,7 @@ def features_digest() -> dict[str, str]:
     from diffpath import FeatureConfig, decode_images, extract_features, load_model
 
     config = FeatureConfig()
-    model = load_model(config.model, dtype=config.torch_dtype, device="cpu")
+    model = load_model("default", dtype=config.torch_dtype, device="cpu")
     out = {}
     for name, crop in {"celeba/test": 140, "cifar10/test": None, "svhn/test": None}.items():
         blobs = pq.read_table(DATA / f"{name}.parquet", columns=["image"])["image"][:24]

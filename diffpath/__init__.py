@@ -2,7 +2,7 @@
 
 >>> from diffpath import FeatureConfig, GMMDensity, extract_features, load_model
 >>> config = FeatureConfig()          # V2 (K=5, 2 draws) ⧺ DiffPath-6D (K=5): 12-D
->>> model = load_model(config.model, dtype=config.torch_dtype)
+>>> model = load_model("default", dtype=config.torch_dtype)  # or a folder, a hub id
 >>> features = extract_features(model, images, hashes, config)  # images (N,3,32,32)
 >>> density = GMMDensity().fit(reference_features)
 >>> anomaly = density.anomaly_score(features)      # higher = more anomalous

@@ -76,10 +76,9 @@ CropOrBox = Annotated[str | CropBox | None, AfterValidator(_valid_crop)]
 
 DEFAULT_UNET_CHANNELS = (64, 128, 256)  # the bundled model's UNet blocks; `train`'s default
 
-# Fields that never change a feature value, so they stay out of the hash: batch sizes change
-# only speed (tests prove it), and `model` is where the weights are, not which they are
-# (the weights' fingerprint is the other half of the feature key).
-UNHASHED_FIELDS = frozenset({"model", "batch_size", "forward_batch"})
+# Run settings that configs before 0.4 held (never hashed): where the weights are and how
+# big a batch is belong to the run (`RunOptions`), so stored configs drop them on reading.
+RUN_FIELDS = ("model", "batch_size", "forward_batch")
 
 # Bumped whenever the same settings give other feature values (2: counter-based noise),
 # so the cache never serves features of an older algorithm.
@@ -88,6 +87,7 @@ FEATURES_VERSION = 2
 # Fields added after FEATURES_VERSION 2, hashed only when they differ from these values,
 # so every config that existed before keeps its hash (and its cache and references).
 NEUTRAL_VALUES = {"draws": 1, "resize_via": None, "crop": None}
+
 
 class FeatureConfig(BaseModel):
     """Everything that determines the features of an image.
@@ -102,7 +102,6 @@ class FeatureConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: str = Field("diffpathv2+6d", description="feature method: " + " | ".join(METHODS))
-    model: str = Field("default", description="model source: 'default', a folder or a hub id")
     timesteps: int = Field(10, ge=2, le=1000, description="K timesteps (or N DDIM steps)")
     t_start: int = Field(0, ge=0)
     t_end: int | None = Field(None, ge=1, description="last timestep; None = model's last")
@@ -129,12 +128,6 @@ class FeatureConfig(BaseModel):
     ssim_weighting: bool = True
     draws: int = Field(1, ge=1, le=64, description="noise draws averaged per V2 feature")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int | None = Field(
-        None, ge=1, description="images per batch (not hashed); None: 64 on CPU, 512 on GPU"
-    )
-    forward_batch: int | None = Field(
-        None, ge=1, description="UNet inputs per call (not hashed); None: 32 on CPU, 8192 on GPU"
-    )
 
     @model_validator(mode="before")
     @classmethod
@@ -155,16 +148,6 @@ class FeatureConfig(BaseModel):
         get_method(method)  # an unknown name is refused in one line
         return method
 
-    @field_validator("model")
-    @classmethod
-    def _model_location(cls, model: str) -> str:
-        """A local folder as its absolute path, so that a reference finds its weights from
-        any working directory (a cron job, a worker); 'default', hub ids, URIs unchanged."""
-        if model == "default" or "://" in model:
-            return model
-        path = Path(model).expanduser()
-        return str(path.resolve()) if path.is_dir() else model
-
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
         if self.ssim_window % 2 == 0:
@@ -181,6 +164,16 @@ class FeatureConfig(BaseModel):
                 f"{self.timesteps} distinct timesteps"
             )
         return self
+
+    @classmethod
+    def stored(cls, values: dict[str, Any]) -> tuple[FeatureConfig, str | None]:
+        """A config as a reference or shard stored it → (config, the model location it
+        carried before 0.4, if any): run settings stored with it are dropped."""
+        values = dict(values)
+        model = values.get("model")
+        for name in RUN_FIELDS:
+            values.pop(name, None)
+        return cls.parse(**values), model
 
     @classmethod
     def parse(cls, **values: object) -> FeatureConfig:
@@ -235,8 +228,8 @@ class FeatureConfig(BaseModel):
         return getattr(torch, self.dtype)
 
     def canonical_json(self) -> str:
-        """The hashed fields as sorted, compact JSON."""
-        fields = self.model_dump(mode="json", exclude=set(UNHASHED_FIELDS))
+        """The fields as sorted, compact JSON (those added later only when set)."""
+        fields = self.model_dump(mode="json")
         for name, neutral in NEUTRAL_VALUES.items():
             if fields[name] == neutral:
                 del fields[name]

@@ -27,7 +27,6 @@ def benchmark_flow(
     previous: str | None = None,
     data_root: str | None = None,
     run: RunOptions = DEFAULT_RUN,
-    model: str | None = None,
     sizes: Sizes | None = None,
 ) -> dict[str, str]:
     """Measure a benchmark spec (YAML URI) → results.parquet, scores.parquet, summary.json,
@@ -35,15 +34,16 @@ def benchmark_flow(
 
     `full` takes the spec's full sizes and (unless `ablations` is False) its ablations.
     `previous` (a results.parquet, its folder, or "latest" for a dated `out`) adds deltas;
-    the run fails with the regressions after writing its outputs. `model` replaces the
+    the run fails with the regressions after writing its outputs. `run.model` replaces the
     spec's base model (to compare candidates on one spec), `sizes` the spec's sizes."""
     target = Dated.at_run_time(out)
     out, previous = target.out, previous_results(previous, target.template)
-    bench = load_spec(spec, data_root, model)
+    bench = load_spec(spec, data_root, run.model)
 
     def featurize(jobs):
         futures = {
-            job: submit_shards(listing, config, out, run) for job, (config, listing) in jobs.items()
+            job: submit_shards(listing, config, out, run, bench.model)
+            for job, (config, listing) in jobs.items()
         }
         return {job: [future.result() for future in fs] for job, fs in futures.items()}
 

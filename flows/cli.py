@@ -93,11 +93,6 @@ def _quiet_console() -> None:
 DEFAULT_CHANNELS = ",".join(map(str, DEFAULT_UNET_CHANNELS))
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 
-RefModelOpt = Annotated[
-    str | None,
-    typer.Option("--model", help="where the reference's model weights are, if they moved"),
-]
-
 
 def _sizes(text: str | None):
     """`--sizes FIT,VALIDATION,TEST` as benchmark `Sizes` (None when not given)."""
@@ -131,7 +126,6 @@ def _check_first(
     out: str | None = None,
     sources: Sequence[str] = (),
     reference: str | None = None,
-    model: str | None = None,
 ) -> None:
     """Refuse, before Prefect starts, what a run would fail on later: a device this machine
     lacks, a source or reference that is not there, a reference whose weights are not
@@ -139,7 +133,7 @@ def _check_first(
     from diffpath.io.lock import check_unlocked
     from diffpath.io.sources import check_source
     from diffpath.model.diffusion import check_device
-    from diffpath.scoring.reference import reference_config
+    from diffpath.scoring.reference import reference_setup
 
     now = [uri for uri in (*sources, reference, out) if uri and "{" not in uri]
     try:
@@ -148,7 +142,7 @@ def _check_first(
             if uri in now and not any(c in uri for c in "*?["):
                 check_source(uri)
         if reference in now:
-            reference_config(reference, model)
+            reference_setup(reference, run.model)
         if out in now:
             check_unlocked(out)
     except DiffPathError as err:
@@ -321,7 +315,6 @@ def screen(
             "--max-errors", help="alert (exit 3) when more than this fraction is unreadable"
         ),
     ] = None,
-    model: RefModelOpt = None,
     *,
     run: RunOptions,
     settings: dict[str, Any],
@@ -344,7 +337,7 @@ def screen(
         )
     except ValidationError as err:
         exit_with_reason(err)
-    _check_first(run, out, source, reference, model)
+    _check_first(run, out, source, reference)
     if "{" not in reference:
         try:
             flag_rule(load_reference(reference), policy)
@@ -354,7 +347,7 @@ def screen(
     def action() -> dict[str, str]:
         from flows.pipeline import screen_flow
 
-        return _flow(screen_flow, run)(source, reference, out, model, run, policy)
+        return _flow(screen_flow, run)(source, reference, out, run, policy)
 
     _print_summary(_run(action, on_alert=_print_summary))
 
@@ -416,25 +409,24 @@ def audit(
 ) -> None:
     """Rank every image of a set and estimate its contaminated fraction with an interval:
     against a trusted --reference, else by densities not fitted on each image."""
-    relocated = settings.pop("model", None)
     if reference and settings:
         exit_with_reason(
             ConfigError(f"--reference sets the feature config: drop {', '.join(sorted(settings))}")
         )
 
     try:
-        config = _feature_config(settings | ({"model": relocated} if relocated else {}))
+        config = _feature_config(settings)
         if not 0 < fdr < 1:
             raise ConfigError(f"--fdr {fdr}: give a false-discovery rate in (0, 1), as 0.1")
     except (ValidationError, DiffPathError) as err:
         exit_with_reason(err)
-    _check_first(run, out, source, reference, relocated)
+    _check_first(run, out, source, reference)
 
     def action() -> dict[str, str]:
         from flows.pipeline import audit_flow
 
         flow = _flow(audit_flow, run)
-        return flow(source, out, config, density, folds, run, reference, relocated, fdr)
+        return flow(source, out, config, density, folds, run, reference, fdr)
 
     outputs = _run(action)
     _print_summary(outputs)
@@ -456,7 +448,6 @@ def evaluate(
         str, typer.Option("--reference", help="reference.json from fit-reference")
     ],
     out: Annotated[str, typer.Option("--out", help="output URI")],
-    model: RefModelOpt = None,
     *,
     run: RunOptions,
     settings: dict[str, Any],
@@ -469,14 +460,12 @@ def evaluate(
         sources = {name: [uri] for name, uri in name_sources(ood).items()}
     except DiffPathError as err:
         exit_with_reason(err)
-    _check_first(
-        run, out, [*in_dist, *(u for uris in sources.values() for u in uris)], reference, model
-    )
+    _check_first(run, out, [*in_dist, *(u for uris in sources.values() for u in uris)], reference)
 
     def action() -> dict[str, str]:
         from flows.pipeline import evaluate_flow
 
-        return _flow(evaluate_flow, run)(in_dist, sources, reference, out, model, run)
+        return _flow(evaluate_flow, run)(in_dist, sources, reference, out, run)
 
     outputs = _run(action)
     _print_metrics(outputs["metrics"])
@@ -592,9 +581,6 @@ def benchmark(
     data_root: Annotated[
         str | None, typer.Option("--data-root", help="where the spec's relative paths live")
     ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="base model in place of the spec's own")
-    ] = None,
     sizes: Annotated[
         str | None,
         typer.Option(
@@ -612,7 +598,7 @@ def benchmark(
 
     try:
         parsed_sizes = _sizes(sizes)
-        load_spec(spec, data_root, model)
+        load_spec(spec, data_root, run.model)
     except (ValidationError, DiffPathError) as err:
         exit_with_reason(err)
     _check_first(run, out)
@@ -621,7 +607,7 @@ def benchmark(
         from flows.benchmark import benchmark_flow
 
         return _flow(benchmark_flow, run)(
-            spec, out, full, ablations, previous, data_root, run, model, parsed_sizes
+            spec, out, full, ablations, previous, data_root, run, parsed_sizes
         )
 
     _print_benchmark(_run(action, on_alert=_print_benchmark))

@@ -30,7 +30,7 @@ console = Console(stderr=True, soft_wrap=True)
 DEBUG = {"on": False}  # `diffpath --debug`: tracebacks too
 
 RUN_OPTIONS = tuple(name for name in RunOptions.model_fields if name != "progress")
-FEATURE_OPTIONS = ("model", "method", "timesteps", "image_size", "crop", "resize_via")
+FEATURE_OPTIONS = ("method", "timesteps", "image_size", "crop", "resize_via")
 FLAGS = {"features_root": "--features"}  # where a flag is not the field's name
 DEFAULT_METHOD = FeatureConfig.model_fields["method"].default
 HELP = {

@@ -32,7 +32,7 @@ from tasks.reference import (
     check_split_task,
     fit_reference_task,
     pin_reference_task,
-    reference_config_task,
+    reference_setup_task,
 )
 from tasks.reports import (
     audit_report_task,
@@ -134,24 +134,30 @@ class Featurized:
 
 
 def featurize(
-    source: list[str], config: FeatureConfig, out: str, run: RunOptions, allow_empty: bool = False
+    source: list[str],
+    config: FeatureConfig,
+    out: str,
+    run: RunOptions,
+    model: str | None = None,
+    allow_empty: bool = False,
 ) -> Featurized:
-    """List `source` and map one feature task over its shards. Listing runs on the task
-    runner (a Dask worker there), not in the flow: it holds ~400 bytes per image."""
+    """List `source` and map one feature task over its shards, on the weights at `model`
+    (default: the run's, else the bundled model).
+    Listing runs on the task runner (a Dask worker there), not in the flow: it holds ~400
+    bytes per image."""
     listing = list_images.submit(
         source, out, run.shard_size, run.max_images, config.seed, allow_empty
     ).result()
-    futures = submit_shards(listing, config, out, run)
+    futures = submit_shards(listing, config, out, run, model)
     return Featurized(listing=listing, shards=[future.result() for future in futures])
 
 
 def submit_shards(
-    listing: Listing, config: FeatureConfig, out: str, run: RunOptions
+    listing: Listing, config: FeatureConfig, out: str, run: RunOptions, model: str | None = None
 ) -> PrefectFutureList:
     """Compact the feature cache, then map one feature task over a stored listing's shards
-    (results: `ShardCounts`)."""
-    if run.batch_size is not None:
-        config = config.model_copy(update={"batch_size": run.batch_size})
+    on the weights at `model` (default: the run's, else the bundled model; results:
+    `ShardCounts`)."""
     cache_root = run.features_root or join(out, "features")
     compact_cache_task.submit(cache_root).result()  # on a worker: the index can be large
     return featurize_shard_task.map(
@@ -160,8 +166,10 @@ def submit_shards(
         unmapped(config),
         unmapped(cache_root),
         unmapped(out),
+        unmapped(model or run.model or "default"),
         unmapped(run.device),
         unmapped(run.compile),
+        unmapped(run.batches),
         unmapped(run.progress),
     )
 
@@ -181,9 +189,11 @@ def fit_reference_flow(
 
     A `grouping` (an identity column of Parquet sources, the images' folders) holds back
     whole groups for calibrating the threshold, so it holds for groups never seen; it is
-    checked on the listing before any feature is computed. Sources and `out` may
-    hold `{date}`/`{datetime}` (`run_time`); a dated `out` gets a `latest.json` beside it."""
+    checked on the listing before any feature is computed. The weights are `run.model`
+    (default: the bundled model). Sources and `out` may hold `{date}`/`{datetime}`
+    (`run_time`); a dated `out` gets a `latest.json` beside it."""
     check_fit_options(density, config.method, target_fpr, holdout)
+    model = run.model or "default"
     target = Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
     with output_lock(out):
@@ -191,8 +201,11 @@ def fit_reference_flow(
             source, out, run.shard_size, run.max_images, config.seed
         ).result()
         check_split_task(listing.uri, grouping, holdout, config.seed, target_fpr)
-        shards = [future.result().uri for future in submit_shards(listing, config, out, run)]
-        reference = fit_reference_task(shards, config, out, density, target_fpr, holdout, grouping)
+        futures = submit_shards(listing, config, out, run, model)
+        shards = [future.result().uri for future in futures]
+        reference = fit_reference_task(
+            shards, config, out, density, target_fpr, holdout, grouping, model
+        )
     target.point_latest()
     return reference
 
@@ -202,25 +215,25 @@ def screen_flow(
     source: list[str],
     reference: str,
     out: str,
-    model: str | None = None,
     run: RunOptions = DEFAULT_RUN,
     policy: ScreenPolicy = DEFAULT_POLICY,
 ) -> dict[str, str]:
     """Incoming images + reference → scores, errors, duplicates, summary and report URIs.
 
-    The feature config is the reference's; `model` says where its weights are when they
-    moved (checked by fingerprint before any feature is computed). Sources and `out` may
-    hold `{date}`/`{datetime}` (`run_time`); a dated `out` gets a `latest.json` beside it.
+    The feature config and weights are the reference's; `run.model` says where the weights
+    are when they moved (checked by fingerprint before any feature is computed). Sources
+    and `out` may hold `{date}`/`{datetime}` (`run_time`); a dated `out` gets a
+    `latest.json` beside it.
     The outputs are always written; then the run fails with `AlertError` if `policy` finds
     reasons to alert (which carries the output URIs)."""
     started, target = time.time(), Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
-    reference_config_task(reference, model)  # refused here: nothing written
+    reference_setup_task(reference, run.model)  # refused here: nothing written
     check_policy_task(reference, policy)
     with output_lock(out):
         given, reference = reference, pin_reference_task(reference, out)  # the run's copy
-        config = reference_config_task(reference, model)
-        features = featurize(source, config, out, run, allow_empty=True)  # an empty night alerts
+        config, model = reference_setup_task(reference, run.model)
+        features = featurize(source, config, out, run, model, allow_empty=True)  # empty: alert
         extra = {"reference_from": given, **features.counts()}
         outputs = screen_task(features.uris, reference, out, started, source, extra, policy)
         history = history_task(target.template)
@@ -242,23 +255,22 @@ def audit_flow(
     folds: int = 5,
     run: RunOptions = DEFAULT_RUN,
     reference: str | None = None,
-    model: str | None = None,
     fdr: float = 0.1,
 ) -> dict[str, str]:
     """A set with unknown contamination → scores, suspects, estimated fraction, report.
 
-    With a trusted `reference` the set is scored against it (its config; `model` relocates
-    the weights), the fraction estimated from conformal p-values and the suspects chosen
-    at false-discovery rate `fdr`; else cross-fitted.
+    With a trusted `reference` the set is scored against it (its config and weights;
+    `run.model` relocates them), the fraction estimated from conformal p-values and the
+    suspects chosen at false-discovery rate `fdr`; else cross-fitted.
     Dates in `source` and `out` as in `screen_flow`."""
     target = Dated.at_run_time(out)
     out, source = target.out, target.sources(source)
     with output_lock(out):
-        extra = {}
+        extra, model = {}, run.model or "default"
         if reference is not None:
             extra["reference_from"], reference = reference, pin_reference_task(reference, out)
-            config = reference_config_task(reference, model)
-        features = featurize(source, config, out, run)
+            config, model = reference_setup_task(reference, run.model)
+        features = featurize(source, config, out, run, model)
         extra |= features.counts()
         outputs = audit_task(
             features.uris, config, out, density, folds, source, extra, reference, fdr
@@ -274,19 +286,19 @@ def evaluate_flow(
     ood: dict[str, list[str]],
     reference: str,
     out: str,
-    model: str | None = None,
     run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, str]:
-    """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves.
-    Dates in sources and `out` as in `screen_flow`."""
+    """In-distribution test set vs named OOD sets → metrics JSON and a report with ROC curves,
+    on the reference's config and weights (`run.model` when they moved). Dates in sources
+    and `out` as in `screen_flow`."""
     target = Dated.at_run_time(out)
     out, in_dist = target.out, target.sources(in_dist)
     with output_lock(out):
         reference = pin_reference_task(reference, out)
-        config = reference_config_task(reference, model)
-        id_shards = featurize(in_dist, config, out, run).uris
+        config, model = reference_setup_task(reference, run.model)
+        id_shards = featurize(in_dist, config, out, run, model).uris
         ood_shards = {
-            name: featurize(target.sources(source), config, out, run).uris
+            name: featurize(target.sources(source), config, out, run, model).uris
             for name, source in ood.items()
         }
         metrics = evaluate_task(id_shards, ood_shards, reference, out)

@@ -7,7 +7,6 @@ from prefect import get_run_logger, task
 from diffpath.benchmark.run import write_benchmark
 from diffpath.benchmark.spec import BenchmarkSpec, MethodSpec, Sizes
 from diffpath.benchmark.splits import store_splits
-from diffpath.config import FeatureConfig
 from diffpath.io.sources import Listing
 from diffpath.io.storage import read_json
 from diffpath.reports.benchmark import benchmark_report
@@ -49,4 +48,4 @@ def benchmark_task(
 def benchmark_report_task(out: str, model: str, device: str | None = None) -> str:
     """results.md and report.html, error maps drawn by the benchmark's model (`model`: its
     source, as in the spec)."""
-    return benchmark_report(out, worker_model(FeatureConfig(model=model), device, compile=False))
+    return benchmark_report(out, worker_model(model, "float32", device, compile=False))

@@ -13,16 +13,21 @@ from diffpath.model.diffusion import DiffusionModel
 from diffpath.model.workers import cached_model
 from tasks.retry import RETRY, transient_failure
 
+Batches = tuple[int | None, int | None]
 
-def worker_model(config: FeatureConfig, device: str | None, compile: bool) -> DiffusionModel:
-    """This process's model of `config`, on its Dask worker's GPU when it is one."""
+
+def worker_model(
+    model: str, dtype: str, device: str | None, compile: bool, batches: Batches = (None, None)
+) -> DiffusionModel:
+    """This process's model at `model`, on its Dask worker's GPU when it is one, driven in
+    `batches` (images per batch, UNet rows per call; None: the device's default)."""
     try:
         from distributed import get_worker
 
         worker = get_worker().name
     except (ImportError, ValueError):  # not running on a Dask worker
         worker = None
-    return cached_model(config, device, compile, worker)
+    return cached_model(model, dtype, device, compile, worker, *batches)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
@@ -32,20 +37,22 @@ def featurize_shard_task(
     config: FeatureConfig,
     cache_root: str,
     out: str,
+    model: str = "default",
     device: str | None = None,
     compile: bool = False,
+    batches: Batches = (None, None),
     progress: bool = False,
 ) -> ShardCounts:
-    """Shard `index`: features of content not seen before are computed, the rest come from
-    the content-addressed cache under `cache_root`."""
-    model = worker_model(config, device, compile)
+    """Shard `index` on the weights at `model`: features of content not seen before are
+    computed, the rest come from the content-addressed cache under `cache_root`."""
+    unet = worker_model(model, config.dtype, device, compile, batches)
     n = min(listing.shard_size, listing.n_images - index * listing.shard_size)
     with tqdm(total=n, desc=f"shard {index}", unit="img", disable=not progress) as bar:
-        counts = featurize_shard(model, listing, index, config, cache_root, out, bar.update)
+        counts = featurize_shard(unet, listing, index, config, cache_root, out, bar.update)
     get_run_logger().info(
         "shard %d on %s: %d images, %d computed, %d from cache, %d unreadable -> %s",
         index,
-        model.device,
+        unet.device,
         counts.n_images,
         counts.n_computed,
         counts.n_cached,

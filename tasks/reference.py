@@ -10,7 +10,7 @@ from diffpath.scoring.reference import (
     check_split,
     fit_reference_shards,
     pin_reference,
-    reference_config,
+    reference_setup,
 )
 from tasks.retry import RETRY, transient_failure
 
@@ -24,9 +24,13 @@ def fit_reference_task(
     target_fpr: float,
     holdout: float,
     grouping: Grouping | None = None,
+    model: str = "default",
 ) -> str:
-    """Fit density + threshold on the shards' features; returns the reference JSON URI."""
-    uri = fit_reference_shards(shard_uris, config, out, density, target_fpr, holdout, grouping)
+    """Fit density + threshold on the shards' features (of the weights at `model`);
+    returns the reference JSON URI."""
+    uri = fit_reference_shards(
+        shard_uris, config, out, density, target_fpr, holdout, grouping, model
+    )
     get_run_logger().info("reference fitted (%s, %.0f%% FPR) -> %s", density, 100 * target_fpr, uri)
     return uri
 
@@ -50,6 +54,7 @@ def pin_reference_task(reference_uri: str, out: str) -> str:
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
-def reference_config_task(reference_uri: str, model: str | None) -> FeatureConfig:
-    """The reference's feature config, its weights checked at `model` (if given)."""
-    return reference_config(reference_uri, model)
+def reference_setup_task(reference_uri: str, model: str | None) -> tuple[FeatureConfig, str]:
+    """(the reference's feature config, where its weights are: `model` when given), the
+    weights checked by fingerprint."""
+    return reference_setup(reference_uri, model)

@@ -79,11 +79,19 @@ def prefect_harness():
 
 
 @pytest.fixture(scope="session")
-def tiny_config(tiny_model_dir: Path):
-    """A fast feature config on the tiny model at the samples' 32 px."""
+def tiny_config():
+    """A fast feature config at the samples' 32 px (run it on the tiny model: `tiny_run`)."""
     from diffpath.config import FeatureConfig
 
-    return FeatureConfig(method="diffpathv2", model=str(tiny_model_dir), timesteps=3, batch_size=32)
+    return FeatureConfig(method="diffpathv2", timesteps=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model_dir: Path):
+    """`RunOptions` on the tiny model, batches of 32, with the options given."""
+    from flows.run import RunOptions
+
+    return lambda **options: RunOptions(model=str(tiny_model_dir), batch_size=32, **options)
 
 
 # The hostile-input corpus: tests marked `hostile((input, outcome), ...)` are the rows of
@@ -130,16 +138,16 @@ def utc_day(offset_days: int = 0) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_reference(tmp_path_factory, tiny_config, prefect_harness) -> str:
+def tiny_reference(tmp_path_factory, tiny_config, tiny_run, prefect_harness) -> str:
     """A reference fitted by the flow on 40 bundled faces (half held back to calibrate)."""
-    from flows.pipeline import RunOptions, fit_reference_flow
+    from flows.pipeline import fit_reference_flow
 
     return fit_reference_flow(
         [str(SAMPLES / "reference.parquet")],
         str(tmp_path_factory.mktemp("tiny-reference")),
         tiny_config,
         holdout=0.5,
-        run=RunOptions(max_images=40),
+        run=tiny_run(max_images=40),
     )
 
 

@@ -127,9 +127,9 @@ class BenchmarkSpec(_Spec):
         return {**self.methods, **(self.ablations if ablations else {})}
 
     def feature_config(self, method: MethodSpec, dataset: str) -> FeatureConfig:
-        """The method's config on a dataset: the dataset's crop, the spec's model."""
+        """The method's config on a dataset: its settings with the dataset's crop."""
         crop = self.datasets[dataset].crop
-        return FeatureConfig.parse(**{"model": self.model, **method.config, "crop": crop})
+        return FeatureConfig.parse(**{**method.config, "crop": crop})
 
     def uri(self, path: str) -> str:
         """A dataset path: URIs and absolute paths as given, others under `data_root`."""

@@ -120,9 +120,11 @@ _LOADING = threading.Lock()
 
 @dataclass(frozen=True)
 class Lookup:
-    """What a lookup found: {hash: features (D,)}, and the segments it read for them."""
+    """What a lookup found ({hash: features (D,)}), the hashes it did not find (in the
+    order asked), and how many segments it read."""
 
-    features: dict[str, np.ndarray]
+    features: Mapping[str, np.ndarray]
+    missing: tuple[str, ...]
     segments: int
 
     @property
@@ -179,7 +181,7 @@ class FeatureCache:
         logged with its image's hash and left out (so it is recomputed)."""
         wanted = list(dict.fromkeys(hashes))
         if not wanted:
-            return Lookup({}, 0)
+            return Lookup({}, (), 0)
         names = self._index().segments_of(wanted)
         if hint is not None:
             names |= {join(hint, name) for name in find(self._segment_uri(hint))}
@@ -202,7 +204,7 @@ class FeatureCache:
                 len(bad),
                 _examples(bad),
             )
-        return Lookup(found, len(names))
+        return Lookup(found, tuple(h for h in wanted if h not in found), len(names))
 
     def put(self, features: Mapping[str, np.ndarray], hint: str) -> None:
         """Store {hash: features (D,)} with their checksums as one new segment under `hint`

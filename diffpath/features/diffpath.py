@@ -25,15 +25,13 @@ from diffpath.model.schedule import select_timesteps
 __all__ = ["ddim_inversion_eps", "diffpath1d_features", "diffpath6d_features"]
 
 
-def ddim_inversion_eps(
-    model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, chunk: int | None
-) -> torch.Tensor:
+def ddim_inversion_eps(model: DiffusionModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """ε_i along the DDIM inversion of x (B, C, H, W) over timesteps t (N,) → (B, N, C, H, W)."""
     x_t = x.to(model.device, torch.float32)
     a = model.alpha_bar(t)
     recorded = []
     for i in range(len(t)):
-        eps_hat = predict_stacked(model, x_t, t[i].repeat(len(x_t)), chunk)  # step 1
+        eps_hat = predict_stacked(model, x_t, t[i].repeat(len(x_t)))  # step 1
         x0_hat = ((x_t - (1 - a[i]).sqrt() * eps_hat) / a[i].sqrt()).clamp(-1, 1)
         eps = (x_t - a[i].sqrt() * x0_hat) / (1 - a[i]).sqrt()  # step 2
         recorded.append(eps)
@@ -47,7 +45,7 @@ def _eps_and_derivative(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ε_i (B, N, C·H·W) along the inversion and D_i = N · (ε_{i+1} − ε_i), in float64."""
     t = select_timesteps(config, model.num_train_timesteps)
-    eps = ddim_inversion_eps(model, x, t, config.forward_batch).flatten(2).double()
+    eps = ddim_inversion_eps(model, x, t).flatten(2).double()
     return eps, len(t) * (eps[:, 1:] - eps[:, :-1])
 
 

@@ -28,8 +28,8 @@ def extract_features(
     config: FeatureConfig,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Features (N, D) of images (N, C, H, W) in [−1, 1], in `config.batch_size` batches
-    (default: the model's device default, `DiffusionModel.batch_sizes`).
+    """Features (N, D) of images (N, C, H, W) in [−1, 1], in batches of the model's
+    `batch_size` (`DiffusionModel.batch_sizes`).
 
     `image_ids` are the images' content hashes (they seed each image's noise, so a feature
     depends on the bytes only); `progress(n)` is called
@@ -62,7 +62,7 @@ def extract_features(
     method = get_method(config.method)
     compute = method.function()
     out = np.empty((len(images), len(method.feature_names)), dtype=np.float32)
-    size = config.batch_size or model.batch_sizes[0]
+    size = model.batch_sizes[0]
     for start in range(0, len(images), size):
         batch = images[start : start + size]
         batch_ids = image_ids[start : start + size]

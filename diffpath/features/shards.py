@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 
 import numpy as np
@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigMismatchError, StorageError
-from diffpath.features.cache import FeatureCache
+from diffpath.features.cache import FeatureCache, Lookup
 from diffpath.features.extract import extract_features, feature_names
 from diffpath.io.identity import content_hash, feature_key
 from diffpath.io.images import decode_batches
@@ -75,6 +75,35 @@ def shard_hint(refs: Sequence[ImageRef]) -> str:
     return hashlib.sha256(locators.encode()).hexdigest()[:32]
 
 
+@dataclass
+class _Part:
+    """One part of a shard's features (a combination's method, or the method itself): what
+    the cache held, what this shard computed, and what is computed but not yet stored."""
+
+    cache: FeatureCache
+    config: FeatureConfig
+    found: Lookup
+    computed: dict[str, np.ndarray] = field(default_factory=dict)
+    unsaved: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def has(self, sha256: str) -> bool:
+        return sha256 in self.found.features or sha256 in self.computed
+
+    def add(self, fresh: dict[str, np.ndarray]) -> None:
+        self.computed |= fresh
+        self.unsaved |= fresh
+
+    def save(self, hint: str, regroup: bool = False) -> None:
+        """Store the unsaved features as one segment; with `regroup`, the found ones too
+        when they were scattered over many segments, so the next lookup reads one."""
+        found = self.found.features if regroup and self.found.scattered else {}
+        self.cache.put({**found, **self.unsaved}, hint)
+        self.unsaved = {}
+
+    def value(self, sha256: str) -> np.ndarray:
+        return self.found.features.get(sha256, self.computed.get(sha256))
+
+
 def compute_shard(
     model: DiffusionModel,
     refs: Sequence[ImageRef],
@@ -93,55 +122,48 @@ def compute_shard(
     contents = read_refs(refs)
     hashes = [content_hash(c) if isinstance(c, bytes) else None for c in contents]
     errors = {i: c for i, c in enumerate(contents) if isinstance(c, str)}
-    parts, hint = config.parts(), shard_hint(refs)
-    caches = [FeatureCache(cache_root, part, model.model_id) for part in parts]
-    lookups = [cache.get([h for h in hashes if h is not None], hint) for cache in caches]
-    known = [lookup.features for lookup in lookups]
-    n_cached = sum(h is not None and all(h in k for k in known) for h in hashes)
-    todo = {}  # one decode per distinct content with a part missing: {hash: (name, bytes)}
+    readable, hint = [h for h in hashes if h is not None], shard_hint(refs)
+    parts = []
+    for part in config.parts():
+        cache = FeatureCache(cache_root, part, model.model_id)
+        parts.append(_Part(cache, part, cache.get(readable, hint)))
+    lacking = set().union(*(p.found.missing for p in parts))
+    todo = {}  # one decode per distinct content some part lacks: {hash: (name, bytes)}
     for ref, h, c in zip(refs, hashes, contents, strict=True):
-        if h is not None and h not in todo and not all(h in k for k in known):
+        if h in lacking and h not in todo:
             todo[h] = (ref.locator, c)
     if progress:
         progress(len(refs) - len(todo))
-    todo_hashes, failed = list(todo), {}
-    computed: list[dict[str, np.ndarray]] = [{} for _ in parts]
-    pending: list[dict[str, np.ndarray]] = [{} for _ in parts]
-    flushed = time.monotonic()
-    size = config.batch_size or model.batch_sizes[0]
-    batches = decode_batches(list(todo.values()), size, **config.geometry)
+    todo_hashes, failed, flushed = list(todo), {}, time.monotonic()
+    batches = decode_batches(list(todo.values()), model.batch_sizes[0], **config.geometry)
     for images, decoded, decode_errors in batches:  # decoding runs ahead on threads
         ids = [todo_hashes[i] for i in decoded]
-        for part, have, new, waiting in zip(parts, known, computed, pending, strict=True):
-            missing = [j for j, h in enumerate(ids) if h not in have]
+        for part in parts:
+            missing = [j for j, h in enumerate(ids) if not part.has(h)]
             if missing:
-                values = extract_features(model, images[missing], [ids[j] for j in missing], part)
-                fresh = dict(zip([ids[j] for j in missing], values, strict=True))
-                new |= fresh
-                waiting |= fresh
+                values = extract_features(
+                    model, images[missing], [ids[j] for j in missing], part.config
+                )
+                part.add(dict(zip([ids[j] for j in missing], values, strict=True)))
         if time.monotonic() - flushed >= FLUSH_SECONDS:
-            for cache, waiting in zip(caches, pending, strict=True):
-                cache.put(waiting, hint)
-                waiting.clear()
+            for part in parts:
+                part.save(hint)
             flushed = time.monotonic()
         if progress:
             progress(len(ids))
         failed |= {todo_hashes[i]: message for i, message in decode_errors.items()}
-    for cache, lookup, waiting in zip(caches, lookups, pending, strict=True):
-        cache.put((lookup.features if lookup.scattered else {}) | waiting, hint)
-    for have, new in zip(known, computed, strict=True):
-        have |= new
+    for part in parts:
+        part.save(hint, regroup=True)
     if progress and failed:
         progress(len(failed))
-    for i, h in enumerate(hashes):
-        if h in failed:
-            errors[i] = failed[h]
+    errors |= {i: failed[h] for i, h in enumerate(hashes) if h in failed}
     names = feature_names(config.method)
     matrix = np.full((len(refs), len(names)), np.nan)
     for i, h in enumerate(hashes):
         if i not in errors:
-            matrix[i] = np.concatenate([have[h] for have in known])
-    n_computed = len(set().union(*computed))
+            matrix[i] = np.concatenate([part.value(h) for part in parts])
+    n_cached = sum(h is not None and h not in lacking for h in hashes)
+    n_computed = len(set().union(*(p.computed for p in parts)))
     return _frame(refs, hashes, names, matrix, errors), n_computed, n_cached
 
 

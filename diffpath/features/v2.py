@@ -27,12 +27,10 @@ from diffpath.model.schedule import image_noise, select_timesteps
 __all__ = ["error_maps", "predict_stacked", "v2_features", "weighted_errors"]
 
 
-def predict_stacked(
-    model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor, chunk: int | None
-) -> torch.Tensor:
-    """ε̂ for every (image, timestep) pair: x_t (N, C, H, W), t (N,), `chunk` rows per call
-    (default `DiffusionModel.batch_sizes`: larger calls measured slower on a CPU)."""
-    chunk = chunk or model.batch_sizes[1]
+def predict_stacked(model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """ε̂ for every (image, timestep) pair: x_t (N, C, H, W), t (N,), in calls of the
+    model's `forward_batch` rows (`DiffusionModel.batch_sizes`)."""
+    chunk = model.batch_sizes[1]
     chunks = zip(x_t.split(chunk), t.split(chunk), strict=True)
     return torch.cat([model.predict_noise(xs, ts) for xs, ts in chunks])
 
@@ -60,7 +58,7 @@ def weighted_errors(
     a = model.alpha_bar(t).repeat(n).view(1, n * k, 1, 1, 1)
     x0 = x.unsqueeze(1)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # step 1
-    eps_hat = predict_stacked(model, x_t.flatten(0, 1), t.repeat(b * n), config.forward_batch)
+    eps_hat = predict_stacked(model, x_t.flatten(0, 1), t.repeat(b * n))
     eps_hat = eps_hat.view(b, n * k, c, h, w)  # step 2
     error = eps_hat - eps  # step 3
     if config.ssim_weighting:

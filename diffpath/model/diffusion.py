@@ -54,6 +54,9 @@ class DiffusionModel:
     object with ``.sample``; with C' = 2C (learned variance) the first C channels are ε̂.
     Weights stay float32; `dtype` is the compute dtype (bfloat16/float16 run under autocast).
     `sample_size` is the image side it was trained on, where its config says.
+    `batch_size` (images per batch) and `forward_batch` (UNet rows per call) are how a run
+    drives it (`dataclasses.replace` sets them; the UNet is shared): they change speed and
+    memory, never a feature.
     """
 
     unet: nn.Module
@@ -62,6 +65,8 @@ class DiffusionModel:
     device: torch.device = CPU
     dtype: torch.dtype = torch.float32
     sample_size: int | None = None
+    batch_size: int | None = None
+    forward_batch: int | None = None
 
     @property
     def num_train_timesteps(self) -> int:
@@ -73,9 +78,10 @@ class DiffusionModel:
 
     @property
     def batch_sizes(self) -> tuple[int, int]:
-        """Default (images per batch, UNet rows per call) on this device: small calls on a
-        CPU (cache-bound, see benchmarks/throughput.py), large ones on a GPU."""
-        return (512, 8192) if self.device.type == "cuda" else (64, 32)
+        """(images per batch, UNet rows per call): the run's, else this device's defaults:
+        small calls on a CPU (cache-bound, see benchmarks/throughput.py), large on a GPU."""
+        images, rows = (512, 8192) if self.device.type == "cuda" else (64, 32)
+        return self.batch_size or images, self.forward_batch or rows
 
     @torch.inference_mode()
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

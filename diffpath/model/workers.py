@@ -4,9 +4,9 @@ their models here."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
-from diffpath.config import FeatureConfig
 from diffpath.model.diffusion import DiffusionModel, gpu_count, load_model
 
 __all__ = ["cached_model", "worker_device"]
@@ -25,15 +25,24 @@ def worker_device(device: str | None, worker: object, gpus: int) -> str | None:
 
 
 def cached_model(
-    config: FeatureConfig, device: str | None, compile: bool = False, worker: object = None
+    model: str,
+    dtype: str,
+    device: str | None,
+    compile: bool = False,
+    worker: object = None,
+    batch_size: int | None = None,
+    forward_batch: int | None = None,
 ) -> DiffusionModel:
-    """The model of `config` on this worker's device (`worker`: its name, e.g. a Dask
-    worker's), loaded once per process."""
+    """The model at `model` in `dtype` on this worker's device (`worker`: its name, e.g. a
+    Dask worker's), loaded once per process, driven in the run's batch sizes."""
+    import torch
+
     device = worker_device(device, worker, gpu_count())
-    key = (config.model, device, config.dtype, compile)
+    key = (model, device, dtype, compile)
     with _lock:
         if key not in _models:
             _models[key] = load_model(
-                config.model, device=device, dtype=config.torch_dtype, compile=compile
+                model, device=device, dtype=getattr(torch, dtype), compile=compile
             )
-        return _models[key]
+        loaded = _models[key]
+    return dataclasses.replace(loaded, batch_size=batch_size, forward_batch=forward_batch)

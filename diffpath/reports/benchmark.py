@@ -198,7 +198,7 @@ def benchmark_report(out: str, model: DiffusionModel) -> str:
         ax.hist(np.clip(ood_s, low, high), bins, density=True, alpha=0.5, label=b)
         ax.legend(fontsize=6)
 
-    config = FeatureConfig(method="diffpathv2", model=spec.model)  # the paper's V2 maps
+    config = FeatureConfig(method="diffpathv2")  # the paper's V2 maps
     header = fragment(
         "benchmark_header",
         regressions=summary["regressions"],

@@ -21,6 +21,7 @@ from diffpath.io.identity import feature_key
 from diffpath.io.sources import Grouping, read_listing, refs_table
 from diffpath.io.storage import join, read_bytes, write_bytes
 from diffpath.model.diffusion import PREVIOUS_DEFAULTS, model_fingerprint
+from diffpath.model.location import model_location
 from diffpath.scoring.conformal import calibrate_threshold, conformal_rank
 from diffpath.scoring.density import DensityModel, density_from_dict, density_to_dict, make_density
 
@@ -32,7 +33,7 @@ __all__ = [
     "fit_reference_shards",
     "load_reference",
     "pin_reference",
-    "reference_config",
+    "reference_setup",
     "save_reference",
     "split_holdout",
 ]
@@ -54,6 +55,7 @@ class Reference:
     split: str = "random"  # how they were held back: "random" or "group:<column or by>"
     checksum: str | None = None  # of the saved JSON, once saved
     calibration_groups: np.ndarray | None = None  # group code of each calibration score
+    model: str = "default"  # where the weights were at the fit: a folder, a hub id, 'default'
 
     @property
     def feature_key(self) -> str:
@@ -125,6 +127,7 @@ def fit_reference(
     seed: int = 0,
     groups: np.ndarray | None = None,
     split: str | None = None,
+    model: str = "default",
 ) -> Reference:
     """Fit the density on (1 − holdout) of `features`, calibrate the threshold on the rest.
 
@@ -132,17 +135,17 @@ def fit_reference(
     so calibration images share no group with the fitted ones — as new images will not —
     and the reference keeps which group each calibration score came from. `split` names
     how (default "group" with groups, else "random"; "random" for groups that are only
-    copies of one image)."""
+    copies of one image). `model` is where the weights are, for the runs that screen with it."""
     split = split or ("random" if groups is None else "group")
     fit_rows, cal_rows = split_holdout(len(features), holdout, seed, groups)
-    model = make_density(density, config.method).fit(features[fit_rows])
-    calibration = model.anomaly_score(features[cal_rows])
+    fitted = make_density(density, config.method).fit(features[fit_rows])
+    calibration = fitted.anomaly_score(features[cal_rows])
     order = np.argsort(calibration, kind="stable")
     codes = None
     if groups is not None and split != "random":  # whole groups held back: keep which
         codes = np.unique(np.asarray(groups, str)[cal_rows], return_inverse=True)[1][order]
     return Reference(
-        density=model,
+        density=fitted,
         threshold=calibrate_threshold(calibration, target_fpr),
         target_fpr=target_fpr,
         config=config,
@@ -151,6 +154,7 @@ def fit_reference(
         calibration_scores=calibration[order],
         split=split,
         calibration_groups=codes,
+        model=model,
     )
 
 
@@ -184,8 +188,10 @@ def fit_reference_shards(
     target_fpr: float = 0.05,
     holdout: float = 0.2,
     grouping: Grouping | None = None,
+    model: str = "default",
 ) -> str:
-    """Fit a reference on a run's feature shards and save it as `out/reference.json`;
+    """Fit a reference on a run's feature shards (of the weights at `model`) and save it as
+    `out/reference.json`;
     with a `grouping` whole groups are held back, else images are split by content, so
     copies of one image never land on both sides (and calibrate too low)."""
     frame, model_id = read_shards(shard_uris, config)
@@ -193,7 +199,16 @@ def fit_reference_shards(
     groups = rows.column("sha256").to_numpy() if grouping is None else grouping.labels(rows)
     split = "random" if grouping is None else f"group:{grouping}"
     reference = fit_reference(
-        features, config, model_id, density, target_fpr, holdout, config.seed, groups, split
+        features,
+        config,
+        model_id,
+        density,
+        target_fpr,
+        holdout,
+        config.seed,
+        groups,
+        split,
+        model=model,
     )
     return save_reference(reference, join(out, "reference.json"))
 
@@ -203,6 +218,7 @@ def reference_to_dict(reference: Reference) -> dict[str, Any]:
         "format": FORMAT,
         "config": reference.config.model_dump(mode="json"),
         "config_hash": reference.config.config_hash(),
+        "model": reference.model,
         "model_id": reference.model_id,
         "feature_key": reference.feature_key,
         "threshold": reference.threshold,
@@ -260,11 +276,12 @@ def _parse_reference(raw: bytes, uri: str) -> Reference:
     if data.get("checksum") != _checksum(data):
         raise ConfigError(f"{uri} was changed after it was fitted (checksum mismatch); refit it")
     try:
+        config, model = FeatureConfig.stored(data["config"])  # before 0.4: model in config
         reference = Reference(
             density=density_from_dict(data["density"], data["config_hash"]),
             threshold=float(data["threshold"]),
             target_fpr=float(data["target_fpr"]),
-            config=FeatureConfig.parse(**data["config"]),
+            config=config,
             model_id=str(data["model_id"]),
             n_fit=int(data["n_fit"]),
             split=str(data["split"]),
@@ -275,6 +292,7 @@ def _parse_reference(raw: bytes, uri: str) -> Reference:
                 if data.get("calibration_groups") is None
                 else np.asarray(data["calibration_groups"], dtype=int)
             ),
+            model=str(data.get("model", model or "default")),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{uri} is not a valid reference: {err!r}; refit it") from err
@@ -301,21 +319,19 @@ def _validate(reference: Reference, data: dict[str, Any], uri: str) -> None:
         raise ConfigError(f"{uri} is not a valid reference: {'; '.join(problems)}; refit it")
 
 
-def reference_config(uri: str, model: str | None = None) -> FeatureConfig:
-    """The feature config a reference was fitted with, its model read from `model` (a path
-    or hub id) when given. Fails before any feature work if the weights found there are
-    not the ones the reference was fitted with."""
+def reference_setup(uri: str, model: str | None = None) -> tuple[FeatureConfig, str]:
+    """(the feature config a reference was fitted with, where its weights are): where the
+    fit found them, or `model` (a folder or hub id) when they moved. Fails before any
+    feature work if the weights found there are not the ones the reference was fitted with."""
     reference = load_reference(uri)
-    config = reference.config
-    if model is not None:
-        config = config.model_copy(update={"model": model})
-    found = model_fingerprint(config.model)
+    weights = model_location(model) if model is not None else reference.model
+    found = model_fingerprint(weights)
     if found != reference.model_id:
         known = PREVIOUS_DEFAULTS.get(reference.model_id)
         raise ConfigMismatchError(
             f"reference {uri} was fitted with model {reference.model_id}"
             + (f" ({known})" if known else "")
-            + f", but the weights at {config.model!r} are model {found}; refit the reference, "
+            + f", but the weights at {weights!r} are model {found}; refit the reference, "
             "or pass --model with the weights it was fitted with"
         )
-    return config
+    return reference.config, weights

@@ -129,11 +129,11 @@ def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_reference, monkeypatch) ->
     ("a Parquet source without an `image` column", "one line naming it"),
     ("an empty Parquet source", "one line: it holds no images"),
 )
-def test_odd_parquet_sources(tmp_path, tiny_config) -> None:
+def test_odd_parquet_sources(tmp_path, tiny_config, tiny_run) -> None:
     from prefect import flow
 
     from diffpath.errors import StorageError
-    from flows.pipeline import RunOptions, featurize
+    from flows.pipeline import featurize
 
     good = encoded(picture(), "PNG")
     pq.write_table(  # duplicate and null keys, a null image, a non-image
@@ -145,7 +145,7 @@ def test_odd_parquet_sources(tmp_path, tiny_config) -> None:
 
     @flow
     def run(source: str):
-        return featurize([source], tiny_config, str(tmp_path / "out"), RunOptions())
+        return featurize([source], tiny_config, str(tmp_path / "out"), tiny_run())
 
     from diffpath.features.shards import read_shards
 

@@ -157,13 +157,12 @@ def test_the_prefect_free_path_is_the_flows_own(spec, tmp_path) -> None:
     """`run_benchmark` with plain steps (a machine without Prefect) writes the flow's tables."""
     from diffpath.benchmark.run import Steps, featurize_here, run_benchmark
     from diffpath.benchmark.spec import load_spec
-    from diffpath.config import FeatureConfig
     from diffpath.model.workers import cached_model
     from diffpath.reports.benchmark import benchmark_report
 
     assert _run(spec, tmp_path / "flow").exit_code == 0
     bench = load_spec(spec)
-    model = cached_model(FeatureConfig(model=bench.model), "cpu")
+    model = cached_model(bench.model, "float32", "cpu")
     here = str(tmp_path / "here")
     steps = Steps(featurize_here(model, f"{here}/features", here), lambda out: out)
     outputs = run_benchmark(bench, here, steps)

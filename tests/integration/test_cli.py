@@ -70,8 +70,8 @@ def test_fit_from_a_config_file_then_screen_and_other_weights(tmp_path, tiny_mod
     assert fit.exit_code == 0, fit.output
     assert len(json.loads((ref / "reference.json").read_text())["calibration_scores"]) == 20
     assert "calibration: 20 held-back images (random split); p-values down to 1/21" in fit.output
-    fitted = json.loads((ref / "reference.json").read_text())["config"]
-    assert (fitted["model"], fitted["timesteps"]) == (str(tiny_model_dir), 4)
+    fitted = json.loads((ref / "reference.json").read_text())
+    assert (fitted["model"], fitted["config"]["timesteps"]) == (str(tiny_model_dir), 4)
     screen = runner.invoke(
         app,
         [

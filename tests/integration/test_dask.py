@@ -12,16 +12,18 @@ from tests.conftest import SAMPLES
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
-def test_screen_on_a_dask_cluster_equals_threads(tmp_path, tiny_config, monkeypatch) -> None:
+def test_screen_on_a_dask_cluster_equals_threads(
+    tmp_path, tiny_config, tiny_run, monkeypatch
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import get_current_settings
 
-    from flows.pipeline import RunOptions, fit_reference_flow, screen_flow, task_runner
+    from flows.pipeline import fit_reference_flow, screen_flow, task_runner
 
     # worker processes reach the session's Prefect test server through the environment
     monkeypatch.setenv("PREFECT_API_URL", str(get_current_settings().api.url))
-    run = RunOptions(shard_size=32, max_images=96)
+    run = tiny_run(shard_size=32, max_images=96)
     reference = fit_reference_flow(
         [str(SAMPLES / "reference.parquet")], str(tmp_path / "ref"), tiny_config, run=run
     )

@@ -22,8 +22,8 @@ INCOMING = str(SAMPLES / "incoming.parquet")
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_config) -> str:
-    from flows.pipeline import RunOptions, fit_reference_flow
+def reference(tmp_path_factory, tiny_config, tiny_run) -> str:
+    from flows.pipeline import fit_reference_flow
 
     out = tmp_path_factory.mktemp("ref")
     return fit_reference_flow(
@@ -31,7 +31,7 @@ def reference(tmp_path_factory, tiny_config) -> str:
         str(out),
         tiny_config,
         holdout=0.5,
-        run=RunOptions(max_images=40),
+        run=tiny_run(max_images=40),
     )
 
 

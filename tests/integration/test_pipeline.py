@@ -41,8 +41,8 @@ def summary_of(outputs: dict[str, str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory, tiny_config) -> tuple[Path, str]:
-    from flows.pipeline import RunOptions, fit_reference_flow
+def fitted(tmp_path_factory, tiny_config, tiny_run) -> tuple[Path, str]:
+    from flows.pipeline import fit_reference_flow
 
     out = tmp_path_factory.mktemp("run")
     reference = fit_reference_flow(
@@ -50,7 +50,7 @@ def fitted(tmp_path_factory, tiny_config) -> tuple[Path, str]:
         str(out / "ref"),
         tiny_config,
         holdout=0.25,  # 20 calibration images: the fewest that flag at 5%
-        run=RunOptions(max_images=80, shard_size=32),
+        run=tiny_run(max_images=80, shard_size=32),
     )
     return out, reference
 
@@ -250,8 +250,7 @@ def test_same_weights_at_two_paths_share_one_feature_key(tmp_path, fitted, tiny_
         [INCOMING],
         reference,
         str(tmp_path / "o2"),
-        model=str(moved_model),
-        run=RunOptions(features_root=str(cache), max_images=8),
+        run=RunOptions(model=str(moved_model), features_root=str(cache), max_images=8),
     )
     assert summary_of(second)["features_computed"] == 0
     assert [p.name for p in cache.iterdir()] == [
@@ -266,7 +265,7 @@ def test_other_weights_are_refused_before_any_feature_work(tmp_path, fitted) -> 
     _, reference = fitted
     other = save_tiny_model(tmp_path / "other-model", out_channels=6)
     with pytest.raises(ConfigMismatchError, match="fitted with model"):
-        screen_flow([INCOMING], reference, str(tmp_path / "o"), model=str(other), run=RunOptions())
+        screen_flow([INCOMING], reference, str(tmp_path / "o"), run=RunOptions(model=str(other)))
     assert not (tmp_path / "o").exists()
 
 
@@ -283,11 +282,11 @@ def test_unreadable_images_are_recorded_not_fatal(tmp_path, fitted) -> None:
     assert summary_of(outputs)["n_images"] == 6
 
 
-def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config) -> None:
+def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config, tiny_run) -> None:
     from prefect import flow
 
     from diffpath.features.shards import read_shards
-    from flows.pipeline import RunOptions, featurize
+    from flows.pipeline import featurize
 
     refs = list_source(INCOMING)[:12]
     write_folder(
@@ -296,7 +295,7 @@ def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config
 
     @flow
     def both() -> tuple[list[str], list[str]]:
-        run = RunOptions(shard_size=64)
+        run = tiny_run(shard_size=64)
         folder = featurize([str(tmp_path / "folder")], tiny_config, str(tmp_path / "a"), run)
         parquet = featurize(
             [INCOMING],
@@ -315,11 +314,11 @@ def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config
     np.testing.assert_array_equal(a.select(features).to_numpy(), b.select(features).to_numpy())
 
 
-def test_audit_and_evaluate(tmp_path, fitted, tiny_config) -> None:
+def test_audit_and_evaluate(tmp_path, fitted, tiny_config, tiny_run) -> None:
     from diffpath.scoring.conformal import benjamini_hochberg
     from flows.pipeline import RunOptions, audit_flow, evaluate_flow
 
-    audit = audit_flow([INCOMING], str(tmp_path / "audit"), tiny_config, folds=3)
+    audit = audit_flow([INCOMING], str(tmp_path / "audit"), tiny_config, folds=3, run=tiny_run())
     summary = json.loads(Path(audit["summary"]).read_text())
     scores = pl.read_parquet(audit["scores"])
     assert summary["n_scored"] == N_INCOMING == len(scores)
@@ -441,11 +440,13 @@ def test_an_empty_night_alerts_like_a_night_of_junk(tmp_path, fitted) -> None:
     assert (tmp_path / "out" / "report.html").exists()
 
 
-def test_reference_held_back_by_group_and_said_in_the_summary(tmp_path, tiny_config) -> None:
+def test_reference_held_back_by_group_and_said_in_the_summary(
+    tmp_path, tiny_config, tiny_run
+) -> None:
     from diffpath.errors import ConfigError
-    from flows.pipeline import RunOptions, fit_reference_flow
+    from flows.pipeline import fit_reference_flow
 
-    run = RunOptions(features_root=str(tmp_path / "cache"))
+    run = tiny_run(features_root=str(tmp_path / "cache"))
     by_label = Grouping(column="label")
     grouped = fit_reference_flow(
         [REFERENCE], str(tmp_path / "by-identity"), tiny_config, run=run, grouping=by_label
@@ -455,7 +456,11 @@ def test_reference_held_back_by_group_and_said_in_the_summary(tmp_path, tiny_con
     assert summary["calibration_split"] == "group:label" and summary["warnings"] == []
     with pytest.raises(ConfigError, match="no column 'identity'"):
         fit_reference_flow(
-            [REFERENCE], str(tmp_path / "x"), tiny_config, grouping=Grouping(column="identity")
+            [REFERENCE],
+            str(tmp_path / "x"),
+            tiny_config,
+            run=run,
+            grouping=Grouping(column="identity"),
         )
     assert not (tmp_path / "x" / "features").exists()  # refused before any feature work
 
@@ -467,10 +472,10 @@ def test_reference_held_back_by_group_and_said_in_the_summary(tmp_path, tiny_con
     ),
 )
 def test_image_files_grouped_by_folder_or_pattern_before_any_feature_work(
-    tmp_path, tiny_config
+    tmp_path, tiny_config, tiny_run
 ) -> None:
     from diffpath.errors import ConfigError
-    from flows.pipeline import RunOptions, fit_reference_flow
+    from flows.pipeline import fit_reference_flow
 
     faces = sample_bytes("faces/", 12)
     folder = write_folder(
@@ -484,7 +489,7 @@ def test_image_files_grouped_by_folder_or_pattern_before_any_feature_work(
     with pytest.raises(ConfigError, match=r"'nobody' does not match 'person0/img0\.jpg'"):
         fit_reference_flow([folder], str(tmp_path / "r"), tiny_config, grouping=nobody)
     assert not any((tmp_path / name / "features").exists() for name in ("c", "r"))
-    run = RunOptions(features_root=str(tmp_path / "cache"))
+    run = tiny_run(features_root=str(tmp_path / "cache"))
     for i, by in enumerate(["parent", r"^(person\d)/"]):
         grouped = fit_reference_flow(
             [folder],

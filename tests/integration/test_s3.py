@@ -12,7 +12,7 @@ from tests.conftest import N_INCOMING
 pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.usefixtures("prefect_harness")]
 
 
-def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
+def test_fit_and_screen_on_s3(s3_endpoint, tiny_config, tiny_run) -> None:
     from s3fs import S3FileSystem
 
     from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
@@ -23,7 +23,7 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
         f"{bucket}/runs/ref",
         tiny_config,
         holdout=0.5,
-        run=RunOptions(max_images=60),
+        run=tiny_run(max_images=60),
     )
     assert reference == f"{bucket}/runs/ref/reference.json"
     outputs = screen_flow(
@@ -65,19 +65,19 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config) -> None:
     ("a mistyped output bucket", "fails at once; no bucket is created"),
 )
 def test_a_mistyped_output_bucket_fails_at_once_and_is_not_created(
-    s3_endpoint, tiny_config
+    s3_endpoint, tiny_config, tiny_run
 ) -> None:
     from s3fs import S3FileSystem
 
     from diffpath.errors import StorageError
-    from flows.pipeline import RunOptions, fit_reference_flow
+    from flows.pipeline import fit_reference_flow
 
     with pytest.raises(StorageError, match="nobucket"):
         fit_reference_flow(
             ["s3://diffpath-test/data/reference.parquet"],
             "s3://nobucket/ref",
             tiny_config,
-            run=RunOptions(max_images=10),
+            run=tiny_run(max_images=10),
         )
     S3FileSystem.clear_instance_cache()
     assert "nobucket" not in S3FileSystem().ls("")

@@ -4,12 +4,19 @@ from diffpath.config import FeatureConfig, read_config_file
 from diffpath.errors import ConfigError
 
 
-def test_hash_is_stable_and_ignores_execution_fields_and_model_location() -> None:
+def test_hash_is_stable() -> None:
     base = FeatureConfig()
     assert base.config_hash() == FeatureConfig().config_hash()
-    assert base.config_hash() == FeatureConfig(batch_size=7, forward_batch=3).config_hash()
-    assert base.config_hash() == FeatureConfig(model="/elsewhere/same-weights").config_hash()
     assert len(base.config_hash()) == 16
+
+
+def test_run_settings_are_not_feature_settings() -> None:
+    """Where the weights are and how big a batch is belong to the run (RunOptions)."""
+    for run_setting in ({"model": "default"}, {"batch_size": 7}, {"forward_batch": 3}):
+        with pytest.raises(ConfigError, match=next(iter(run_setting))):
+            FeatureConfig.parse(**run_setting)
+    stored = {"method": "diffpathv2", "model": "/m", "batch_size": 7, "forward_batch": None}
+    assert FeatureConfig.stored(stored) == (FeatureConfig(method="diffpathv2"), "/m")
 
 
 def test_config_files_in_json_and_yaml(tmp_path) -> None:
@@ -106,12 +113,3 @@ def test_a_combination_is_its_methods_side_by_side() -> None:
     assert ddim.config_hash() == FeatureConfig(method="diffpath6d", timesteps=5).config_hash()
     assert combined.unet_evals == 5 * 4 + 5
     assert FeatureConfig(method="diffpathv2").parts() == (FeatureConfig(method="diffpathv2"),)
-
-
-def test_a_local_model_folder_is_kept_absolute(tmp_path, monkeypatch) -> None:
-    """fit-reference --model runs/model-tex, then screen from another directory (cron)."""
-    (tmp_path / "runs" / "model-tex").mkdir(parents=True)
-    monkeypatch.chdir(tmp_path)
-    assert FeatureConfig(model="runs/model-tex").model == str(tmp_path / "runs" / "model-tex")
-    assert FeatureConfig(model="acme/tiny-ddpm").model == "acme/tiny-ddpm"  # a hub id
-    assert FeatureConfig().model == "default"

@@ -18,7 +18,9 @@ def test_each_method_computes_the_columns_it_names(tiny_model, name: str) -> Non
     x = images(3)
     values = extract_features(tiny_model, x, keys(3), config(method=name, timesteps=2))
     assert values.shape == (3, len(get_method(name).feature_names))
-    assert FeatureConfig(method=name).unet_evals == get_method(name).evals(FeatureConfig(method=name))
+    assert FeatureConfig(method=name).unet_evals == get_method(name).evals(
+        FeatureConfig(method=name)
+    )
 
 
 def test_a_combination_is_built_from_its_parts() -> None:

@@ -9,10 +9,10 @@ from prefect.logging import disable_run_logger
 from tests.conftest import SAMPLES
 
 
-def test_list_featurize_and_screen_tasks(tmp_path, tiny_config) -> None:
+def test_list_featurize_and_screen_tasks(tmp_path, tiny_config, tiny_model_dir) -> None:
     from diffpath.scoring.reference import fit_reference_shards
     from tasks.features import featurize_shard_task
-    from tasks.reference import reference_config_task
+    from tasks.reference import reference_setup_task
     from tasks.scoring import screen_task
     from tasks.sources import list_images
 
@@ -20,13 +20,17 @@ def test_list_featurize_and_screen_tasks(tmp_path, tiny_config) -> None:
     with disable_run_logger():
         listing = list_images.fn([str(SAMPLES / "incoming.parquet")], out, 16, 40, 0)
         assert (listing.n_images, listing.n_shards) == (40, 3)
-        shards = [featurize_shard_task.fn(listing, i, tiny_config, cache, out) for i in range(3)]
+        where = str(tiny_model_dir)
+        shards = [
+            featurize_shard_task.fn(listing, i, tiny_config, cache, out, where) for i in range(3)
+        ]
         assert [s.n_images for s in shards] == [16, 16, 8]
         assert sum(s.n_computed for s in shards) == 40
-        again = featurize_shard_task.fn(listing, 0, tiny_config, cache, out)
+        again = featurize_shard_task.fn(listing, 0, tiny_config, cache, out, where)
         assert (again.n_computed, again.n_cached) == (0, 16)
-        reference = fit_reference_shards([s.uri for s in shards], tiny_config, out, holdout=0.5)
-        assert reference_config_task.fn(reference, None) == tiny_config
+        uris = [s.uri for s in shards]
+        reference = fit_reference_shards(uris, tiny_config, out, holdout=0.5, model=where)
+        assert reference_setup_task.fn(reference, None) == (tiny_config, where)
         outputs = screen_task.fn([s.uri for s in shards], reference, out, 0.0, ["x"], {})
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert outputs["summary"].endswith("summary.json") and summary["n_scored"] == 40

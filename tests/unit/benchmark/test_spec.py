@@ -43,6 +43,6 @@ def test_method_spec_builds_each_sets_config(tmp_path) -> None:
         }
     )
     config = spec.feature_config(MethodSpec(config={"method": "diffpathv2+6d", "draws": 3}), "b")
-    assert (config.model, config.crop, config.unet_evals) == ("/weights", "celeba-face", 3 * 5 + 5)
+    assert (spec.model, config.crop, config.unet_evals) == ("/weights", "celeba-face", 3 * 5 + 5)
     with pytest.raises(ConfigError, match="timesteps"):
         spec.feature_config(MethodSpec(config={"timesteps": 1}), "a")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -52,16 +54,17 @@ def test_constant_error_gives_zero_derivative_features(tiny_model) -> None:
 @pytest.mark.parametrize("method", ["diffpathv2", "diffpath6d", "diffpath1d"])
 def test_features_do_not_depend_on_batch_size_or_order(tiny_model, method) -> None:
     x, k = images(20), keys(20)
-    reference = extract_features(tiny_model, x, k, config(method=method, batch_size=64))
+    cfg = config(method=method)
+    reference = extract_features(replace(tiny_model, batch_size=64), x, k, cfg)
     # signed power sums cancel, so float32 noise is judged against each column's scale
     scale = np.abs(reference).max(0)
     for batch_size in (1, 7):
-        cfg = config(method=method, batch_size=batch_size, forward_batch=9)
-        got = extract_features(tiny_model, x, k, cfg)
+        batched = replace(tiny_model, batch_size=batch_size, forward_batch=9)
+        got = extract_features(batched, x, k, cfg)
         np.testing.assert_allclose(got / scale, reference / scale, atol=1e-4)
     order = torch.randperm(20, generator=torch.Generator().manual_seed(1))
-    cfg = config(method=method, batch_size=7)
-    shuffled = extract_features(tiny_model, x[order], [k[i] for i in order], cfg)
+    batched = replace(tiny_model, batch_size=7)
+    shuffled = extract_features(batched, x[order], [k[i] for i in order], cfg)
     np.testing.assert_allclose(shuffled / scale, reference[order.numpy()] / scale, atol=1e-4)
 
 

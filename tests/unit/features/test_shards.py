@@ -120,7 +120,7 @@ def test_a_shard_that_fails_midway_keeps_the_batches_it_finished(
             return self.unet(x, t)
 
     refs = list_source(str(SAMPLES / "incoming.parquet"))[:12]
-    config = tiny_config.model_copy(update={"batch_size": 4, "forward_batch": 10**6})
+    config, tiny_model = tiny_config, replace(tiny_model, batch_size=4, forward_batch=10**6)
     flaky = replace(tiny_model, unet=FailsOnThirdCall(tiny_model.unet))
     cache = str(tmp_path / "cache")
     with pytest.raises(RuntimeError, match="the worker died"):

@@ -13,7 +13,7 @@ from tests.unit.features import SIZE, config, images, keys
 
 def test_v2_matches_per_timestep_reference(tiny_model) -> None:
     """The stacked (B·K) forward equals K separate forwards, and each step follows the paper."""
-    cfg = config(timesteps=4, batch_size=64)
+    cfg = config(timesteps=4)
     x, k = images(3), keys(3)
     t = select_timesteps(cfg, tiny_model.num_train_timesteps)
     eps = image_noise(k, cfg.seed, (3, SIZE, SIZE), 1)[:, 0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from diffpath.config import FeatureConfig
 from diffpath.model.workers import cached_model, worker_device
 
 
@@ -23,8 +22,11 @@ def test_each_local_worker_takes_its_own_gpu(device, worker, gpus, expected) -> 
     assert worker_device(device, worker, gpus) == expected
 
 
-def test_a_model_is_loaded_once_per_process_and_config(tiny_model_dir) -> None:
-    config = FeatureConfig(model=str(tiny_model_dir))
-    model = cached_model(config, "cpu")
-    assert cached_model(config, "cpu", worker=3) is model  # one GPU-less machine: same device
-    assert cached_model(config.model_copy(update={"dtype": "bfloat16"}), "cpu") is not model
+def test_a_model_is_loaded_once_per_process_and_dtype(tiny_model_dir) -> None:
+    where = str(tiny_model_dir)
+    model = cached_model(where, "float32", "cpu")
+    assert cached_model(where, "float32", "cpu", worker=3).unet is model.unet  # one device
+    assert cached_model(where, "bfloat16", "cpu").unet is not model.unet
+    batched = cached_model(where, "float32", "cpu", batch_size=5, forward_batch=7)
+    assert batched.unet is model.unet and batched.batch_sizes == (5, 7)
+    assert model.batch_sizes == (64, 32)  # the run's sizes never stick to the shared model

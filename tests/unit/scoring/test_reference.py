@@ -15,30 +15,47 @@ from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigError, ConfigMismatchError
 from diffpath.model.diffusion import model_fingerprint
 from diffpath.scoring.reference import (
+    _checksum,
     fit_reference,
     load_reference,
-    reference_config,
+    reference_setup,
+    reference_to_dict,
     save_reference,
     split_holdout,
 )
 
 
 def test_reference_follows_its_weights_not_their_location(tmp_path, tiny_model_dir) -> None:
-    config = FeatureConfig(model=str(tiny_model_dir), timesteps=3)
+    config, where = FeatureConfig(timesteps=3), str(tiny_model_dir)
     features = np.random.default_rng(0).normal(size=(100, 6))
-    fitted = fit_reference(features, config, model_fingerprint(str(tiny_model_dir)))
+    fitted = fit_reference(features, config, model_fingerprint(where), model=where)
     uri = save_reference(fitted, str(tmp_path / "reference.json"))
     loaded = load_reference(uri)
     np.testing.assert_array_equal(loaded.anomaly_score(features), fitted.anomaly_score(features))
     assert loaded.feature_key == fitted.feature_key
-    assert reference_config(uri) == config
+    assert reference_setup(uri) == (config, where)
     moved = shutil.copytree(tiny_model_dir, tmp_path / "moved")
-    assert reference_config(uri, str(moved)).model == str(moved)
-    assert reference_config(uri, str(moved)).config_hash() == config.config_hash()
+    assert reference_setup(uri, str(moved)) == (config, str(moved))
     weights = moved / "unet" / "diffusion_pytorch_model.safetensors"
     save_file({k: v * 1.001 for k, v in load_file(weights).items()}, weights)
     with pytest.raises(ConfigMismatchError, match="fitted with model"):
-        reference_config(uri, str(moved))
+        reference_setup(uri, str(moved))
+
+
+def test_a_reference_saved_before_run_settings_left_the_config_still_loads(
+    tmp_path, tiny_model_dir
+) -> None:
+    """0.3 kept the model folder and batch sizes in the config: same hash, same weights."""
+    config, where = FeatureConfig(timesteps=3), str(tiny_model_dir)
+    fitted = fit_reference(np.random.default_rng(0).normal(size=(100, 6)), config, "x")
+    data = reference_to_dict(fitted)
+    del data["model"]
+    data["config"] |= {"model": where, "batch_size": 32, "forward_batch": None}
+    data["model_id"] = model_fingerprint(where)
+    data["feature_key"] = f"{config.config_hash()}-{data['model_id']}"
+    data["checksum"] = _checksum(data)
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert reference_setup(str(tmp_path / "old.json")) == (config, where)
 
 
 def test_a_reference_of_the_previous_default_says_so_in_one_line(tmp_path) -> None:
@@ -49,7 +66,7 @@ def test_a_reference_of_the_previous_default_says_so_in_one_line(tmp_path) -> No
     fitted = fit_reference(features, FeatureConfig(method="diffpathv2"), v1)
     uri = save_reference(fitted, str(tmp_path / "reference.json"))
     with pytest.raises(ConfigMismatchError) as raised:
-        reference_config(uri)  # the bundled default is another model now
+        reference_setup(uri)  # the bundled default is another model now
     message = str(raised.value)
     assert "\n" not in message and "base model v1" in message and "refit the reference" in message
 
