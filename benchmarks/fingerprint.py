@@ -52,7 +52,7 @@ def _digest(array: np.ndarray) -> str:
 def _cli(*args: str, home: str) -> str:
     env = {**os.environ, "PREFECT_HOME": home}
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "diffpath_flows.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

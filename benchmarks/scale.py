@@ -36,8 +36,8 @@ from prefect import flow
 from s3_stand_in import requests_since, start_server
 
 from diffpath.config import FeatureConfig
-from flows.pipeline import RUNNER, RunOptions, submit_shards
-from tasks.sources import list_images
+from diffpath_flows.pipeline import RUNNER, RunOptions, submit_shards
+from diffpath_tasks.sources import list_images
 
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 

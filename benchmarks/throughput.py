@@ -170,7 +170,7 @@ def pipeline_flow(source: Path, config: FeatureConfig, device: str, work: Path) 
     """Seconds for the same through the Prefect flow and its task runner (server warm)."""
     from prefect import flow
 
-    from flows.pipeline import RunOptions, featurize
+    from diffpath_flows.pipeline import RunOptions, featurize
 
     @flow
     def run(out: str) -> None:

@@ -1,4 +1,4 @@
-"""Prefect flows and the `diffpath` CLI.
+"""Prefect flows and the `diffpath` CLI (installed as diffpath_flows).
 
 Core records (`logging.getLogger("diffpath…")`) reach Prefect's run logs, and are simply
 not sent when logged outside a run: the settings must be in the environment before Prefect

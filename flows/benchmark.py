@@ -14,8 +14,8 @@ from diffpath.benchmark.spec import Sizes, load_spec
 from diffpath.errors import AlertError
 from diffpath.io.lock import output_lock
 from diffpath.io.storage import read_json
-from flows.pipeline import DEFAULT_RUN, RUNNER, Dated, RunOptions, submit_shards
-from tasks.benchmark import benchmark_report_task, benchmark_task, split_task
+from diffpath_flows.pipeline import DEFAULT_RUN, RUNNER, Dated, RunOptions, submit_shards
+from diffpath_tasks.benchmark import benchmark_report_task, benchmark_task, split_task
 
 
 @flow(name="benchmark", task_runner=RUNNER)

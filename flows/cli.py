@@ -24,8 +24,8 @@ from diffpath.config import (
     FeatureConfig,
 )
 from diffpath.errors import AlertError, ConfigError, DiffPathError
-from flows.options import DEBUG, RUN_OPTIONS, console, exit_with_reason, with_options
-from flows.run import RunOptions
+from diffpath_flows.options import DEBUG, RUN_OPTIONS, console, exit_with_reason, with_options
+from diffpath_flows.run import RunOptions
 
 # Flows, Prefect and torch are imported inside the commands: `--help` stays fast.
 
@@ -151,7 +151,7 @@ def _check_first(
 
 def _flow(flow: Any, run: RunOptions) -> Any:
     """The flow on the task runner `run` asks for."""
-    from flows.pipeline import task_runner
+    from diffpath_flows.pipeline import task_runner
 
     return flow.with_options(task_runner=task_runner(run.runner, run.dask_address))
 
@@ -163,7 +163,7 @@ def _run(
     that alerts shows its outputs (the URIs the flow resolved) with `on_alert` first."""
     from prefect.settings import temporary_settings
 
-    from flows.server import ensure_api
+    from diffpath_flows.server import ensure_api
 
     if not DEBUG["on"]:
         _quiet_console()
@@ -226,7 +226,7 @@ def fit_reference(
     model was trained on (the same face at every resolution).
     """
 
-    from diffpath.io.sources import Grouping
+    from diffpath.scoring.grouping import Grouping
     from diffpath.scoring.reference import check_fit_options
 
     grouping = None
@@ -240,7 +240,7 @@ def fit_reference(
     _check_first(run, out, source)
 
     def action() -> str:
-        from flows.pipeline import fit_reference_flow
+        from diffpath_flows.pipeline import fit_reference_flow
 
         flow = _flow(fit_reference_flow, run)
         return flow(source, out, config, density, target_fpr, holdout, run, grouping)
@@ -345,7 +345,7 @@ def screen(
             exit_with_reason(err)
 
     def action() -> dict[str, str]:
-        from flows.pipeline import screen_flow
+        from diffpath_flows.pipeline import screen_flow
 
         return _flow(screen_flow, run)(source, reference, out, run, policy)
 
@@ -423,7 +423,7 @@ def audit(
     _check_first(run, out, source, reference)
 
     def action() -> dict[str, str]:
-        from flows.pipeline import audit_flow
+        from diffpath_flows.pipeline import audit_flow
 
         flow = _flow(audit_flow, run)
         return flow(source, out, config, density, folds, run, reference, fdr)
@@ -454,7 +454,7 @@ def evaluate(
 ) -> None:
     """AUROC, FPR@95 and AUPR of OOD sets against an in-distribution set, with ROC curves."""
 
-    from diffpath.io.sources import name_sources
+    from diffpath_flows.options import name_sources
 
     try:
         sources = {name: [uri] for name, uri in name_sources(ood).items()}
@@ -463,7 +463,7 @@ def evaluate(
     _check_first(run, out, [*in_dist, *(u for uris in sources.values() for u in uris)], reference)
 
     def action() -> dict[str, str]:
-        from flows.pipeline import evaluate_flow
+        from diffpath_flows.pipeline import evaluate_flow
 
         return _flow(evaluate_flow, run)(in_dist, sources, reference, out, run)
 
@@ -549,7 +549,7 @@ def train(
     _check_first(run, sources=[s.uri for s in (*config.data, *config.val_data)])
 
     def action() -> str:
-        from flows.train import train_flow
+        from diffpath_flows.train import train_flow
 
         return train_flow(config, out, resume, run.device, minutes, progress=True)
 
@@ -604,7 +604,7 @@ def benchmark(
     _check_first(run, out)
 
     def action() -> dict[str, str]:
-        from flows.benchmark import benchmark_flow
+        from diffpath_flows.benchmark import benchmark_flow
 
         return _flow(benchmark_flow, run)(
             spec, out, full, ablations, previous, data_root, run, parsed_sizes
@@ -681,8 +681,8 @@ def demo(
     _check_first(run)
 
     def action() -> dict[str, str]:
-        from diffpath.io.sources import Grouping
-        from flows.pipeline import fit_reference_flow, screen_flow
+        from diffpath.scoring.grouping import Grouping
+        from diffpath_flows.pipeline import fit_reference_flow, screen_flow
 
         # half the 120 faces, whole identities, calibrate: p-values down to 1/61
         by_identity = Grouping(column="label")

@@ -1,5 +1,6 @@
 """The options commands share, each declared once: the run options (`RunOptions` fields),
-the feature options (`FeatureConfig` fields) and `--config FILE`, which may hold either.
+the feature options (`FeatureConfig` fields) and `--config FILE`, which may hold either;
+and the names of sources given as `NAME=URI` or URIs (`name_sources`).
 Help texts and shown defaults come from the fields themselves.
 
 Flags override the file, the file overrides the defaults; a file key a command does not
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -22,7 +25,7 @@ from rich.console import Console
 from diffpath.config import FeatureConfig, read_config_file
 from diffpath.errors import ConfigError, DiffPathError
 from diffpath.methods import METHODS
-from flows.run import RunOptions
+from diffpath_flows.run import RunOptions
 
 __all__ = ["DEBUG", "FEATURE_OPTIONS", "RUN_OPTIONS", "console", "exit_with_reason", "with_options"]
 
@@ -157,3 +160,47 @@ def exit_with_reason(err: Exception) -> NoReturn:
         line, code = str(err).splitlines()[0], 2 if isinstance(err, ConfigError) else 1
     console.print(f"[red]error:[/red] {line}")
     raise typer.Exit(code) from None
+
+
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def name_sources(items: Sequence[str]) -> dict[str, str]:
+    """Names for sources given as `NAME=URI` or as URIs, in order; a URI is named by its
+    stem, or by the part of its path that differs from the others' when stems repeat.
+    `=` splits only after a plain word (so `s3://b/date=2026-12-01/` is a URI) and not in
+    an existing local path. Two sources with one name are a `ConfigError`."""
+    given: list[tuple[str | None, str]] = []
+    for item in items:
+        name, sep, uri = item.partition("=")
+        named = sep and SOURCE_NAME.fullmatch(name) and uri and not Path(item).exists()
+        given.append((name, uri) if named else (None, item))
+    derived = iter(_distinct_names([uri for name, uri in given if name is None]))
+    names = [name or next(derived) for name, _ in given]
+    for name, count in Counter(names).items():
+        if count > 1:
+            raise ConfigError(
+                f"{count} sources are named {name!r}: name each one NAME=URI, "
+                "or drop the repeated source"
+            )
+    return {name: uri for name, (_, uri) in zip(names, given, strict=True)}
+
+
+def _distinct_names(uris: Sequence[str]) -> list[str]:
+    """Stems when they differ, else the path parts where the URIs differ, joined by '/'."""
+    from diffpath.io.images import IMAGE_EXTENSIONS  # torch: not for every --help
+
+    paths = [PurePosixPath(uri.rstrip("/")) for uri in uris]
+    known = {".parquet", *IMAGE_EXTENSIONS}
+    parts = [(p.with_suffix("") if p.suffix.lower() in known else p).parts for p in paths]
+    stems = [p[-1] if p else uri for p, uri in zip(parts, uris, strict=True)]
+    if len(set(stems)) == len(stems):
+        return stems
+    lead = trail = 0
+    shortest = min(map(len, parts))
+    while lead < shortest and len({p[lead] for p in parts}) == 1:
+        lead += 1
+    while trail < shortest - lead and len({p[-1 - trail] for p in parts}) == 1:
+        trail += 1
+    middles = ["/".join(p[lead : len(p) - trail]) for p in parts]
+    return [middle or stem for middle, stem in zip(middles, stems, strict=True)]

@@ -21,20 +21,22 @@ from diffpath.config import FeatureConfig
 from diffpath.errors import AlertError, ConfigError
 from diffpath.features.shards import ShardCounts
 from diffpath.io.lock import output_lock
-from diffpath.io.sources import Grouping, Listing
-from diffpath.io.storage import dated, join
+from diffpath.io.runs import dated
+from diffpath.io.sources import Listing
+from diffpath.io.storage import join
 from diffpath.model.diffusion import gpu_count
 from diffpath.scoring.alerts import ScreenPolicy
+from diffpath.scoring.grouping import Grouping
 from diffpath.scoring.reference import check_fit_options
-from flows.run import RunOptions
-from tasks.features import compact_cache_task, featurize_shard_task
-from tasks.reference import (
+from diffpath_flows.run import RunOptions
+from diffpath_tasks.features import compact_cache_task, featurize_shard_task
+from diffpath_tasks.reference import (
     check_split_task,
     fit_reference_task,
     pin_reference_task,
     reference_setup_task,
 )
-from tasks.reports import (
+from diffpath_tasks.reports import (
     audit_report_task,
     evaluate_report_task,
     history_task,
@@ -42,8 +44,8 @@ from tasks.reports import (
     publish_task,
     screen_report_task,
 )
-from tasks.scoring import audit_task, check_policy_task, evaluate_task, screen_task
-from tasks.sources import list_images
+from diffpath_tasks.scoring import audit_task, check_policy_task, evaluate_task, screen_task
+from diffpath_tasks.sources import list_images
 
 RUNNER = ThreadPoolTaskRunner(max_workers=1)  # one model per process; shards queue on it
 
@@ -237,7 +239,7 @@ def screen_flow(
         extra = {"reference_from": given, **features.counts()}
         outputs = screen_task(features.uris, reference, out, started, source, extra, policy)
         history = history_task(target.template)
-        report = screen_report_task(out, reference, config, run.device, history)
+        report = screen_report_task(out, reference, config, model, run.device, history)
         outputs = {**outputs, "report": report} | ({"history": history} if history else {})
         alerts = publish_task(out)
     target.point_latest()

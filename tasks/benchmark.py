@@ -10,8 +10,8 @@ from diffpath.benchmark.splits import store_splits
 from diffpath.io.sources import Listing
 from diffpath.io.storage import read_json
 from diffpath.reports.benchmark import benchmark_report
-from tasks.features import worker_model
-from tasks.retry import RETRY, transient_failure
+from diffpath_tasks.features import worker_model
+from diffpath_tasks.retry import RETRY, transient_failure
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

@@ -11,7 +11,7 @@ from diffpath.features.shards import ShardCounts, featurize_shard
 from diffpath.io.sources import Listing
 from diffpath.model.diffusion import DiffusionModel
 from diffpath.model.workers import cached_model
-from tasks.retry import RETRY, transient_failure
+from diffpath_tasks.retry import RETRY, transient_failure
 
 Batches = tuple[int | None, int | None]
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from diffpath.config import FeatureConfig
-from diffpath.io.sources import Grouping
+from diffpath.scoring.grouping import Grouping
 from diffpath.scoring.reference import (
     check_split,
     fit_reference_shards,
     pin_reference,
     reference_setup,
 )
-from tasks.retry import RETRY, transient_failure
+from diffpath_tasks.retry import RETRY, transient_failure
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

@@ -8,11 +8,12 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from diffpath.config import FeatureConfig
-from diffpath.io.storage import join, point_latest, read_json
+from diffpath.io.runs import point_latest
+from diffpath.io.storage import join, read_json
 from diffpath.reports import pages
 from diffpath.reports.history import write_history
-from tasks.features import worker_model
-from tasks.retry import RETRY, transient_failure
+from diffpath_tasks.features import worker_model
+from diffpath_tasks.retry import RETRY, transient_failure
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
@@ -20,13 +21,14 @@ def screen_report_task(
     out: str,
     reference_uri: str,
     config: FeatureConfig,
+    model: str,
     device: str | None = None,
     history: str | None = None,
 ) -> str:
-    """The screening report, with error maps of the top flagged images from the model and
-    the trend of a dated screen's nights."""
-    model = worker_model(config, device, compile=False)
-    return pages.screen_report(out, reference_uri, model, history)
+    """The screening report, with error maps of the top flagged images from the model at
+    `model` and the trend of a dated screen's nights."""
+    unet = worker_model(model, config.dtype, device, compile=False)
+    return pages.screen_report(out, reference_uri, unet, history)
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

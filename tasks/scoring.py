@@ -11,7 +11,7 @@ from diffpath.io.storage import read_json
 from diffpath.scoring import score
 from diffpath.scoring.alerts import ScreenPolicy, flag_rule
 from diffpath.scoring.reference import load_reference
-from tasks.retry import RETRY, transient_failure
+from diffpath_tasks.retry import RETRY, transient_failure
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from diffpath.io.sources import Listing, store_listing
-from tasks.retry import RETRY, transient_failure
+from diffpath_tasks.retry import RETRY, transient_failure
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)

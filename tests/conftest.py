@@ -89,7 +89,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_run(tiny_model_dir: Path):
     """`RunOptions` on the tiny model, batches of 32, with the options given."""
-    from flows.run import RunOptions
+    from diffpath_flows.run import RunOptions
 
     return lambda **options: RunOptions(model=str(tiny_model_dir), batch_size=32, **options)
 
@@ -140,7 +140,7 @@ def utc_day(offset_days: int = 0) -> str:
 @pytest.fixture(scope="session")
 def tiny_reference(tmp_path_factory, tiny_config, tiny_run, prefect_harness) -> str:
     """A reference fitted by the flow on 40 bundled faces (half held back to calibrate)."""
-    from flows.pipeline import fit_reference_flow
+    from diffpath_flows.pipeline import fit_reference_flow
 
     return fit_reference_flow(
         [str(SAMPLES / "reference.parquet")],

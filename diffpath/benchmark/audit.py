@@ -11,10 +11,8 @@ import pyarrow as pa
 from diffpath.benchmark.matrix import Features
 from diffpath.benchmark.spec import BenchmarkSpec
 from diffpath.errors import ConfigError
-from diffpath.io.sources import (
-    Grouping,
-)
 from diffpath.scoring.contamination import audit_scores
+from diffpath.scoring.grouping import Grouping
 from diffpath.scoring.metrics import auroc
 from diffpath.scoring.reference import fit_reference
 

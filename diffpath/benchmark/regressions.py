@@ -7,12 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diffpath.errors import ConfigError
-from diffpath.io.storage import (
-    exists,
-    join,
-    latest_pointer,
-    read_json,
-)
+from diffpath.io.runs import latest_pointer
+from diffpath.io.storage import exists, join, read_json
 
 LATEST = "latest"
 

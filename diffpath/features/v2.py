@@ -86,11 +86,11 @@ def v2_features(
 @torch.inference_mode()
 def error_maps(
     model: DiffusionModel, x: torch.Tensor, image_ids: Sequence[str], config: FeatureConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the model disagrees: |u| averaged over channels at each image's most telling
-    timestep (largest ‖u_k‖₂) → (maps (B, H, W), timesteps (B,)), on the CPU."""
-    error = weighted_errors(model, x, image_ids, config)[:, 0]  # the first noise draw
-    k = torch.linalg.vector_norm(error.flatten(2), dim=-1).argmax(1)
-    maps = error[torch.arange(len(error)), k].abs().mean(1)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the model cannot explain each image: |u_k| averaged over channels at every
+    timestep, of the first noise draw → (maps (B, K, H, W), timesteps (K,), each image's
+    most telling k (B,): its largest ‖u_k‖₂), on the CPU."""
+    error = weighted_errors(model, x, image_ids, config)[:, 0].cpu()  # the first noise draw
+    telling = torch.linalg.vector_norm(error.flatten(2), dim=-1).argmax(1)
     t = select_timesteps(config, model.num_train_timesteps)
-    return maps.cpu(), t[k.cpu()]
+    return error.abs().mean(2), t.cpu(), telling

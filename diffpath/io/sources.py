@@ -11,19 +11,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from pydantic import BaseModel, ConfigDict, model_validator
 
-from diffpath.errors import ConfigError, StorageError
+from diffpath.errors import StorageError
 from diffpath.io.identity import content_hash
 from diffpath.io.images import IMAGE_EXTENSIONS, CropBox, decode_images
 from diffpath.io.storage import (
@@ -37,14 +34,12 @@ from diffpath.io.storage import (
 )
 
 __all__ = [
-    "Grouping",
     "ImageRef",
     "Listing",
     "check_source",
     "list_source",
     "listing_id",
     "load_images",
-    "name_sources",
     "read_listing",
     "read_refs",
     "refs_table",
@@ -277,70 +272,6 @@ def read_refs(refs: Sequence[ImageRef]) -> list[bytes | str]:
     return [results[i] for i in range(len(refs))]
 
 
-class Grouping(BaseModel):
-    """How images fall into groups (an identity, a source) held back together: a Parquet
-    `column`, or `by` their path: "parent" (the folder above each file) or a regular
-    expression (its first capture group if it has one, else the whole match)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    column: str | None = None
-    by: str | None = None
-
-    @model_validator(mode="after")
-    def _one_way(self) -> Grouping:
-        if (self.column is None) == (self.by is None):
-            raise ValueError("group by a column or by path, not both")
-        if self.by not in (None, "parent"):
-            try:
-                re.compile(self.by)
-            except re.error as err:
-                reason = f"--group-by {self.by!r} is not a regular expression: {err}"
-                raise ValueError(reason) from err
-        return self
-
-    def __str__(self) -> str:
-        return self.column or self.by or ""
-
-    def labels(self, rows: pa.Table) -> np.ndarray:
-        """One group label per row of a table with `uri`, `row` and `path` (a listing or
-        feature rows); a `ConfigError` naming the first row that has none."""
-        if self.column is not None:
-            return _column_labels(rows, self.column)
-        paths = rows["path"].to_pylist()
-        if self.by == "parent":
-            return np.array([str(PurePosixPath(p).parent) for p in paths])
-        pattern = re.compile(self.by or "")
-        labels = []
-        for path in paths:
-            match = pattern.search(path)
-            if match is None:
-                raise ConfigError(
-                    f"--group-by {pattern.pattern!r} does not match {path!r}: give a pattern "
-                    "every path matches"
-                )
-            labels.append(match.group(1) if pattern.groups else match.group(0))
-        return np.array(labels)
-
-
-def _column_labels(rows: pa.Table, column: str) -> np.ndarray:
-    """The `column` value of each (uri, row), read from its Parquet source (that column)."""
-    uris, indices = rows["uri"].to_pylist(), rows["row"].to_pylist()
-    if None in indices:
-        raise ConfigError(
-            f"--group-column needs Parquet sources; {uris[indices.index(None)]} is an image "
-            "file: group files with --group-by parent or --group-by REGEX"
-        )
-    values: dict[str, list] = {}
-    for uri in dict.fromkeys(uris):
-        fs, path = filesystem(uri)
-        schema = pq.read_schema(fs.open(path, "rb"))
-        if column not in schema.names:
-            raise ConfigError(f"{uri} has no column {column!r} (it has {', '.join(schema.names)})")
-        values[uri] = pq.read_table(fs.open(path, "rb"), columns=[column]).column(0).to_pylist()
-    return np.array([str(values[u][i]) for u, i in zip(uris, indices, strict=True)])
-
-
 def load_images(
     refs: Sequence[ImageRef],
     size: int = 32,
@@ -356,48 +287,6 @@ def load_images(
     images, decoded, decode_errors = decode_images(readable, size, crop, center_crop, via)
     errors |= {readable[i][0]: message for i, message in decode_errors.items()}
     return images, [content_hash(readable[i][1]) for i in decoded], errors
-
-
-SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
-
-def name_sources(items: Sequence[str]) -> dict[str, str]:
-    """Names for sources given as `NAME=URI` or as URIs, in order; a URI is named by its
-    stem, or by the part of its path that differs from the others' when stems repeat.
-    `=` splits only after a plain word (so `s3://b/date=2026-12-01/` is a URI) and not in
-    an existing local path. Two sources with one name are a `ConfigError`."""
-    given: list[tuple[str | None, str]] = []
-    for item in items:
-        name, sep, uri = item.partition("=")
-        named = sep and SOURCE_NAME.fullmatch(name) and uri and not Path(item).exists()
-        given.append((name, uri) if named else (None, item))
-    derived = iter(_distinct_names([uri for name, uri in given if name is None]))
-    names = [name or next(derived) for name, _ in given]
-    for name, count in Counter(names).items():
-        if count > 1:
-            raise ConfigError(
-                f"{count} sources are named {name!r}: name each one NAME=URI, "
-                "or drop the repeated source"
-            )
-    return {name: uri for name, (_, uri) in zip(names, given, strict=True)}
-
-
-def _distinct_names(uris: Sequence[str]) -> list[str]:
-    """Stems when they differ, else the path parts where the URIs differ, joined by '/'."""
-    paths = [PurePosixPath(uri.rstrip("/")) for uri in uris]
-    known = {".parquet", *IMAGE_EXTENSIONS}
-    parts = [(p.with_suffix("") if p.suffix.lower() in known else p).parts for p in paths]
-    stems = [p[-1] if p else uri for p, uri in zip(parts, uris, strict=True)]
-    if len(set(stems)) == len(stems):
-        return stems
-    lead = trail = 0
-    shortest = min(map(len, parts))
-    while lead < shortest and len({p[lead] for p in parts}) == 1:
-        lead += 1
-    while trail < shortest - lead and len({p[-1 - trail] for p in parts}) == 1:
-        trail += 1
-    middles = ["/".join(p[lead : len(p) - trail]) for p in parts]
-    return [middle or stem for middle, stem in zip(middles, stems, strict=True)]
 
 
 def subsample(refs: Sequence[ImageRef], n: int | None, seed: int = 0) -> list[ImageRef]:

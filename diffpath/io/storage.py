@@ -14,7 +14,6 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import fsspec
@@ -29,7 +28,6 @@ from diffpath.errors import StorageError
 
 __all__ = [
     "create_exclusive",
-    "dated",
     "exists",
     "explain",
     "filesystem",
@@ -38,11 +36,9 @@ __all__ = [
     "guard_writes",
     "is_transient",
     "join",
-    "latest_pointer",
     "listdir",
     "numbered",
     "parquet_bytes",
-    "point_latest",
     "protocol_prefix",
     "read_bytes",
     "read_each",
@@ -211,38 +207,6 @@ def numbered(folder: str, suffix: str) -> list[int]:
 def join(uri: str, *parts: str) -> str:
     """Join path parts onto a URI with '/'."""
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
-
-
-def dated(uri: str, when: datetime) -> str:
-    """`uri` with `{date}` (YYYY-MM-DD) and `{datetime}` (YYYY-MM-DDTHHMMSSZ) of `when`
-    (in UTC) filled in: scheduled runs read their night's dump and write side by side."""
-    moment = when.astimezone(timezone.utc)
-    return uri.replace("{date}", f"{moment:%Y-%m-%d}").replace(
-        "{datetime}", f"{moment:%Y-%m-%dT%H%M%SZ}"
-    )
-
-
-def latest_pointer(template: str) -> str | None:
-    """The `latest.json` beside the dated folders of an output URI with a date
-    placeholder; None for an undated one."""
-    if "{date" not in template:
-        return None
-    return join(template[: template.index("{")].rsplit("/", 1)[0], "latest.json")
-
-
-def point_latest(template: str, resolved: str, when: datetime) -> str | None:
-    """For an output URI with a date placeholder, point `latest.json` beside the dated
-    folders at the newest run time ({"out": resolved, "run_time": …}): a backfill of an
-    older night leaves it where it is. Returns its URI; an undated `out` has none."""
-    pointer = latest_pointer(template)
-    if pointer is None:
-        return None
-    moment = when.astimezone(timezone.utc)
-    if exists(pointer):
-        newest = datetime.fromisoformat(read_json(pointer)["run_time"])
-        if newest > moment:
-            return pointer
-    return write_json({"out": resolved, "run_time": moment.isoformat()}, pointer)
 
 
 @_explained

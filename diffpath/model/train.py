@@ -2,9 +2,9 @@
 
 One code path for CPU and GPU: bf16 autocast where the hardware has it (CUDA, or a CPU with
 AVX-512 BF16/AMX), channels-last, diffusers' `EMAModel` and `get_scheduler`. Checkpoints
-(model, EMA, optimizer, schedule and RNG state) and the EMA model itself are written every
-`checkpoint_minutes`, so a stopped run leaves its latest weights; `resume=True` continues
-exactly where a run stopped and refuses a changed config.
+(`model/checkpoint.py`) and the EMA model itself are written every `checkpoint_minutes`,
+so a stopped run leaves its latest weights; `resume=True` continues exactly where a run
+stopped and refuses a changed config.
 """
 
 from __future__ import annotations
@@ -13,25 +13,22 @@ import copy
 import io
 import json
 import logging
-import math
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from diffpath.config import DEFAULT_UNET_CHANNELS, Crop, CropOrBox
 from diffpath.errors import ConfigError
 from diffpath.io.sources import list_source, load_images
-from diffpath.io.storage import exists, join, read_bytes, write_bytes
+from diffpath.io.storage import join, write_bytes
+from diffpath.model.checkpoint import load_checkpoint, save_checkpoint, save_model
 from diffpath.model.diffusion import load_model
+from diffpath.model.sampling import sample_grid
 
 __all__ = [
     "TrainConfig",
@@ -40,13 +37,11 @@ __all__ = [
     "build_unet",
     "denoising_loss",
     "load_image_tensor",
+    "noise_scheduler",
     "train",
 ]
 
 log = logging.getLogger(__name__)
-
-# Fields a resumed run may change: they decide when to stop or save, not what is learned.
-RESUMABLE = frozenset({"steps", "checkpoint_every", "checkpoint_minutes", "compile"})
 
 
 class TrainSource(BaseModel):
@@ -155,7 +150,8 @@ def build_unet(config: TrainConfig) -> nn.Module:
     )
 
 
-def _scheduler(config: TrainConfig):
+def noise_scheduler(config: TrainConfig):
+    """The DDPM noise schedule the model is trained on (and saved with)."""
     from diffusers import DDPMScheduler
 
     beta_schedule = "squaredcos_cap_v2" if config.schedule == "cosine" else "linear"
@@ -198,7 +194,7 @@ def denoising_loss(
     return F.mse_loss(pred.float(), noise.to(device))
 
 
-class _Run:
+class TrainingRun:
     """Mutable state of a training run: model, EMA, optimizer, LR schedule, RNG, step, history."""
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
@@ -232,79 +228,6 @@ class _Run:
         self.ema.copy_to(unet.parameters())
         return unet
 
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """(tensors, JSON-able metadata) of everything a resumed run needs."""
-        ema = self.ema.state_dict()
-        tensors = {f"model.{k}": v for k, v in self.unet.state_dict().items()}
-        tensors |= {f"ema.{i}": p for i, p in enumerate(ema.pop("shadow_params"))}
-        for index, state in self.optimizer.state_dict()["state"].items():
-            tensors |= {f"optim.{index}.{k}": v for k, v in state.items()}
-        tensors["rng"] = self.generator.get_state()
-        meta = {
-            "step": self.step,
-            "param_groups": self.optimizer.state_dict()["param_groups"],
-            "lr_schedule": self.lr_schedule.state_dict(),
-            "ema": ema,
-            "history": self.history,
-            "config": self.config.model_dump(mode="json"),
-        }
-        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
-
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        def part(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-        self.unet.load_state_dict(part("model."))
-        device = next(self.unet.parameters()).device
-        shadow = part("ema.")
-        shadow_params = [shadow[str(i)].to(device) for i in range(len(shadow))]
-        self.ema.load_state_dict(meta["ema"] | {"shadow_params": shadow_params})
-        optim_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in part("optim.").items():
-            index, name = key.split(".", 1)
-            optim_state.setdefault(int(index), {})[name] = value
-        self.optimizer.load_state_dict({"state": optim_state, "param_groups": meta["param_groups"]})
-        self.lr_schedule.load_state_dict(meta["lr_schedule"])
-        self.generator.set_state(tensors["rng"])
-        self.step = meta["step"]
-        self.history = meta["history"]
-
-
-def _checkpoint_uri(out: str) -> str:
-    return join(out, "checkpoints")
-
-
-def _save_checkpoint(run: _Run, out: str) -> None:
-    """Write the checkpoint files, then the `latest.json` pointer: a torn write is never used."""
-    name = f"step-{run.step:08d}"
-    base = join(_checkpoint_uri(out), name)
-    tensors, meta = run.state()
-    write_bytes(join(base, "state.safetensors"), save_safetensors(tensors))
-    write_bytes(join(base, "state.json"), json.dumps(meta).encode())
-    write_bytes(join(_checkpoint_uri(out), "latest.json"), json.dumps({"name": name}).encode())
-    log.info("checkpoint %s written", base)
-
-
-def _load_checkpoint(run: _Run, out: str) -> bool:
-    """Restore the latest checkpoint under `out`; a config that changed more than
-    `RESUMABLE` fields is refused (ConfigError naming them)."""
-    pointer = join(_checkpoint_uri(out), "latest.json")
-    if not exists(pointer):
-        return False
-    base = join(_checkpoint_uri(out), json.loads(read_bytes(pointer))["name"])
-    meta = json.loads(read_bytes(join(base, "state.json")))
-    saved, now = meta["config"], run.config.model_dump(mode="json")
-    fields = (saved.keys() | now.keys()) - RESUMABLE
-    changed = sorted(k for k in fields if saved.get(k) != now.get(k))
-    if changed:
-        raise ConfigError(
-            f"cannot resume {out}: its checkpoint was trained with other {', '.join(changed)}; "
-            "train into a new --out, or resume with the same config"
-        )
-    run.load_state(load_safetensors(read_bytes(join(base, "state.safetensors"))), meta)
-    log.info("resumed from %s at step %d", base, run.step)
-    return True
-
 
 @torch.no_grad()
 def validation_loss(
@@ -322,77 +245,25 @@ def validation_loss(
     return float(sum(losses) / max(1, len(losses)))
 
 
-@torch.no_grad()
-def sample_grid(unet: nn.Module, config: TrainConfig, n: int = 64, steps: int = 50):
-    """Generate `n` images with DDIM (seeded) and tile them into a PIL image."""
-    from diffusers import DDIMScheduler
-    from PIL import Image
-
-    scheduler = DDIMScheduler.from_config(_scheduler(config).config)
-    scheduler.set_timesteps(steps)
-    device = next(unet.parameters()).device
-    generator = torch.Generator().manual_seed(config.seed)
-    x = torch.randn(n, 3, config.image_size, config.image_size, generator=generator).to(device)
-    for t in scheduler.timesteps:
-        x = scheduler.step(unet(x, t.to(device)).sample, t, x).prev_sample
-    pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
-    side = math.ceil(math.sqrt(n))
-    size = config.image_size
-    grid = torch.zeros(3, side * size, side * size, dtype=torch.uint8)
-    for i, image in enumerate(pixels):
-        r, c = divmod(i, side)
-        grid[:, r * size : (r + 1) * size, c * size : (c + 1) * size] = image
-    return Image.fromarray(grid.permute(1, 2, 0).numpy())
-
-
-def _plot_loss(history: list[dict[str, float]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(
-        [h["step"] for h in history],
-        [h["loss"] for h in history],
-        label="train (EMA of batch loss)",
-    )
-    for key, label in (("val_loss", "validation (unseen identities)"), ("seen_loss", "seen")):
-        points = [h for h in history if key in h]
-        if points:
-            ax.plot([h["step"] for h in points], [h[key] for h in points], "o-", label=label)
-    ax.set(xlabel="step", ylabel="denoising MSE", yscale="log")
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def save_model(unet: nn.Module, config: TrainConfig, out: str) -> str:
-    """Save `unet` and its schedule in the diffusers pipeline layout under `out`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        saved = copy.deepcopy(unet).to(getattr(torch, config.save_dtype))
-        saved.save_pretrained(Path(tmp) / "unet", safe_serialization=True)
-        _scheduler(config).save_pretrained(Path(tmp) / "scheduler")
-        (Path(tmp) / "train_config.json").write_text(config.model_dump_json(indent=2))
-        for local in sorted(Path(tmp).rglob("*")):
-            if local.is_file():
-                write_bytes(join(out, local.relative_to(tmp).as_posix()), local.read_bytes())
-    return out
-
-
-def _save_outputs(run: _Run, out: str, samples: int) -> None:
-    """The EMA model, its history and loss plot (and `samples` DDIM samples) under `out`."""
+def _save_outputs(
+    run: TrainingRun,
+    out: str,
+    samples: int,
+    on_save: Callable[[str, list[dict[str, float]]], None] | None,
+) -> None:
+    """The EMA model and its history (and `samples` DDIM samples) under `out`."""
     ema = run.ema_unet()
-    save_model(ema, run.config, out)
-    write_bytes(join(out, "loss.png"), _plot_loss(run.history))
+    save_model(ema, run.config, noise_scheduler(run.config), out)
     write_bytes(join(out, "history.json"), json.dumps(run.history, indent=1).encode())
     if samples:
         buffer = io.BytesIO()
-        sample_grid(ema, run.config, samples).save(buffer, format="PNG")
+        grid = sample_grid(
+            ema, noise_scheduler(run.config), run.config.image_size, run.config.seed, samples
+        )
+        grid.save(buffer, format="PNG")
         write_bytes(join(out, "samples.png"), buffer.getvalue())
+    if on_save:
+        on_save(out, run.history)
 
 
 def train(
@@ -403,10 +274,12 @@ def train(
     max_minutes: float | None = None,
     samples: int = 64,
     progress: Callable[[int, int, float], None] | None = None,
+    on_save: Callable[[str, list[dict[str, float]]], None] | None = None,
 ) -> str:
     """Train for `config.steps` steps (or `max_minutes`), saving checkpoints and the EMA model
     every `checkpoint_minutes`. Samples are drawn at the end, and at every checkpoint on a
-    GPU, where they take seconds. `progress(step, total, loss)` is called after every step."""
+    GPU, where they take seconds. `progress(step, total, loss)` is called after every step,
+    `on_save(out, history)` after every save (the CLI draws the loss curve there)."""
     began = time.monotonic()  # --minutes counts everything, loading and the final save too
     torch.manual_seed(config.seed)
     device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -428,10 +301,10 @@ def train(
         device_,
         autocast or torch.float32,
     )
-    run = _Run(config, device_)
-    if resume and not _load_checkpoint(run, out):
+    run = TrainingRun(config, device_)
+    if resume and not load_checkpoint(run, out):
         log.info("no checkpoint under %s; starting fresh", out)
-    alphas_cumprod = _scheduler(config).alphas_cumprod
+    alphas_cumprod = noise_scheduler(config).alphas_cumprod
     n_checked = len(seen) + (0 if val_images is None else len(val_images))
     finish = _finish_seconds(run.unet, config, n_checked, samples, device_)
     start = last_save = time.monotonic()
@@ -475,8 +348,8 @@ def train(
             if val_images is not None:
                 record["val_loss"] = validation_loss(ema, alphas_cumprod, val_images, autocast)
             run.history.append(record)
-            _save_checkpoint(run, out)
-            _save_outputs(run, out, samples if done else checkpoint_samples)
+            save_checkpoint(run, out)
+            _save_outputs(run, out, samples if done else checkpoint_samples, on_save)
             last_save = time.monotonic()
         if out_of_time:
             log.info("time budget of %.1f min reached at step %d", max_minutes, run.step)

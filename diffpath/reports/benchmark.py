@@ -11,11 +11,10 @@ import pyarrow.compute as pc
 
 from diffpath.benchmark.spec import BenchmarkSpec
 from diffpath.config import FeatureConfig
-from diffpath.features.v2 import weighted_errors
+from diffpath.features.v2 import error_maps
 from diffpath.io.sources import ImageRef, load_images
 from diffpath.io.storage import join, read_json, read_parquet, write_bytes
 from diffpath.model.diffusion import DiffusionModel
-from diffpath.model.schedule import select_timesteps
 from diffpath.reports.html import fragment, page, table
 from diffpath.reports.render import error_maps_png, figure, pixels, png
 from diffpath.scoring.metrics import roc
@@ -158,12 +157,11 @@ def error_map_png(
         cfg = config.model_copy(update={"crop": spec.datasets[name].crop})
         images, hashes, _ = load_images(refs, **cfg.geometry)
         if len(images):
-            maps = weighted_errors(model, images, hashes, cfg)[:, 0].abs().mean(2).cpu()
-            rows += [(name, image, heat) for image, heat in zip(images, maps, strict=True)]
-    t = select_timesteps(config, model.num_train_timesteps).tolist()
+            maps, t, _ = error_maps(model, images, hashes, cfg)
+            rows += [(name, image, heat, t) for image, heat in zip(images, maps, strict=True)]
     panels = [
-        (name, pixels(image), [(f"t = {step}", heat[k].numpy()) for k, step in enumerate(t)])
-        for name, image, heat in rows
+        (name, pixels(image), [(f"t = {int(s)}", heat[k].numpy()) for k, s in enumerate(t)])
+        for name, image, heat, t in rows
     ]
     return error_maps_png(panels, shared_scale=True)
 

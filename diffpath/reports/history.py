@@ -13,7 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from diffpath.io.storage import glob, join, latest_pointer, read_many, write_parquet
+from diffpath.io.runs import latest_pointer
+from diffpath.io.storage import glob, join, read_many, write_parquet
 from diffpath.reports.render import trend_png
 
 __all__ = ["history_uri", "night_row", "trend", "write_history"]

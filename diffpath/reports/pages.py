@@ -122,10 +122,10 @@ def why_png(scores: pl.DataFrame, model: DiffusionModel, config: FeatureConfig) 
     if not len(images):
         return None
     decoded = [ref for ref in refs if ref.locator not in failed]  # the images, in order
-    maps, timesteps = error_maps(model, images, hashes, config)
+    maps, timesteps, telling = error_maps(model, images, hashes, config)
     rows = [
-        (ref.path, pixels(image), [(f"weighted error, t = {int(t)}", heat.numpy())])
-        for image, heat, t, ref in zip(images, maps, timesteps, decoded, strict=True)
+        (ref.path, pixels(image), [(f"weighted error, t = {int(timesteps[k])}", heat[k].numpy())])
+        for image, heat, k, ref in zip(images, maps, telling, decoded, strict=True)
     ]
     return error_maps_png(rows, shared_scale=False)
 

@@ -7,7 +7,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["error_maps_png", "figure", "histogram_png", "pixels", "png", "roc_png", "trend_png"]
+__all__ = [
+    "error_maps_png",
+    "figure",
+    "histogram_png",
+    "loss_curve_png",
+    "pixels",
+    "png",
+    "roc_png",
+    "trend_png",
+]
 
 
 def figure(**subplots: object):
@@ -140,4 +149,22 @@ def error_maps_png(rows: Sequence[tuple[str, np.ndarray, Panels]], shared_scale:
                 fig.colorbar(shown, ax=axes[r, k + 1], fraction=0.046)
         for ax in axes[r]:
             ax.axis("off")
+    return png(plt, fig)
+
+
+def loss_curve_png(history: Sequence[Mapping[str, float]]) -> bytes:
+    """A training run's denoising loss over steps: the smoothed batch loss, and the EMA
+    model's loss on seen and on validation images at each checkpoint."""
+    plt, fig, ax = figure(figsize=(6, 3.5))
+    ax.plot(
+        [h["step"] for h in history],
+        [h["loss"] for h in history],
+        label="train (EMA of batch loss)",
+    )
+    for key, label in (("val_loss", "validation (unseen identities)"), ("seen_loss", "seen")):
+        points = [h for h in history if key in h]
+        if points:
+            ax.plot([h["step"] for h in points], [h[key] for h in points], "o-", label=label)
+    ax.set(xlabel="step", ylabel="denoising MSE", yscale="log")
+    ax.legend()
     return png(plt, fig)

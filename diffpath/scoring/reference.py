@@ -18,12 +18,13 @@ from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigError, ConfigMismatchError
 from diffpath.features.shards import feature_matrix, read_shards
 from diffpath.io.identity import feature_key
-from diffpath.io.sources import Grouping, read_listing, refs_table
+from diffpath.io.sources import read_listing, refs_table
 from diffpath.io.storage import join, read_bytes, write_bytes
 from diffpath.model.diffusion import PREVIOUS_DEFAULTS, model_fingerprint
 from diffpath.model.location import model_location
 from diffpath.scoring.conformal import calibrate_threshold, conformal_rank
 from diffpath.scoring.density import DensityModel, density_from_dict, density_to_dict, make_density
+from diffpath.scoring.grouping import Grouping
 
 __all__ = [
     "Reference",

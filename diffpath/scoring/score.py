@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from diffpath.config import FeatureConfig
 from diffpath.features.shards import LOCATOR, empty_frame, feature_matrix, read_shards
@@ -42,7 +43,7 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 def score_table(
-    rows: pl.DataFrame,
+    rows: pa.Table,
     scores: np.ndarray,
     flagged: np.ndarray,
     p_values: np.ndarray | None = None,
@@ -58,7 +59,8 @@ def score_table(
     results = results.with_columns(
         flagged=pl.Series(flagged, dtype=pl.Boolean), rank=pl.Series(rank, dtype=pl.Int64)
     )
-    return pl.concat([rows.select(LOCATOR), results], how="horizontal").sort("rank")
+    locators = pl.from_arrow(rows.select(LOCATOR))
+    return pl.concat([locators, results], how="horizontal").sort("rank")
 
 
 def errors_table(features: pl.DataFrame) -> pl.DataFrame:
@@ -125,21 +127,21 @@ def flagged_by_folder(scores: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def screen_table(
-    reference: Reference, features: pl.DataFrame, model_id: str, threshold: float | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Score features against a reference → (scores with conformal p-values, errors);
+    reference: Reference, shards: pa.Table, model_id: str, threshold: float | None = None
+) -> pl.DataFrame:
+    """Score a run's feature rows against a reference → scores with conformal p-values;
     flags scores above `threshold` (default: the reference's); refuses another model's
     features."""
     reference.check_model(model_id)
-    rows, matrix = feature_matrix(features.to_arrow(), reference.config)
+    rows, matrix = feature_matrix(shards, reference.config)
     scores = reference.anomaly_score(matrix) if len(rows) else np.empty(0)
     flagged = scores > (reference.threshold if threshold is None else threshold)
     p_values = conformal_p_values(scores, reference.calibration_scores)
-    return score_table(pl.from_arrow(rows), scores, flagged, p_values), errors_table(features)
+    return score_table(rows, scores, flagged, p_values)
 
 
 def audit_table(
-    features: pl.DataFrame,
+    shards: pa.Table,
     config: FeatureConfig,
     density: str,
     folds: int,
@@ -151,11 +153,11 @@ def audit_table(
     against a trusted `reference` (conformal p-values, Storey's estimate, suspects by
     Benjamini–Hochberg at `fdr`) when given, else out-of-fold (trimmed cross-fitting, a
     two-component mixture; suspects the estimated number of highest scores)."""
-    rows, matrix = feature_matrix(features.to_arrow(), config)
+    rows, matrix = feature_matrix(shards, config)
     scores, p_values, estimate = audit_scores(
         matrix, config.method, density, folds, seed, reference, fdr
     )
-    return score_table(pl.from_arrow(rows), scores, estimate.suspects, p_values), estimate
+    return score_table(rows, scores, estimate.suspects, p_values), estimate
 
 
 def _write_outputs(
@@ -199,8 +201,8 @@ def screen(
     )
     features = pl.from_arrow(shards)
     rule = flag_rule(reference, policy)
-    scores, errors = screen_table(reference, features, model_id, rule.threshold)
-    duplicates = duplicates_table(features)
+    scores = screen_table(reference, shards, model_id, rule.threshold)
+    errors, duplicates = errors_table(features), duplicates_table(features)
     summary = summarize(
         scores,
         errors,
@@ -249,7 +251,7 @@ def audit(
     if reference is not None:
         reference.check_model(model_id)
     features = pl.from_arrow(shards)
-    scores, estimate = audit_table(features, config, density, folds, config.seed, reference, fdr)
+    scores, estimate = audit_table(shards, config, density, folds, config.seed, reference, fdr)
     errors, duplicates = errors_table(features), duplicates_table(features)
     summary = summarize(
         scores,
@@ -288,7 +290,7 @@ def evaluate(
 
     def scores_of(uris: Sequence[str]) -> np.ndarray:
         shards, model_id = read_shards(uris, reference.config)
-        return screen_table(reference, pl.from_arrow(shards), model_id)[0]["score"].to_numpy()
+        return screen_table(reference, shards, model_id)["score"].to_numpy()
 
     id_scores = scores_of(in_dist)
     results: dict[str, Any] = {"in_dist": {"n": len(id_scores), "scores": id_scores.tolist()}}

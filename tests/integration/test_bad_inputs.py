@@ -93,7 +93,7 @@ MAX_BYTES = 400_000
 def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_reference, monkeypatch) -> None:
     from diffpath.io.identity import content_hash
     from diffpath.scoring.alerts import ScreenPolicy
-    from flows.pipeline import screen_flow
+    from diffpath_flows.pipeline import screen_flow
 
     folder = tmp_path / "dump"
     folder.mkdir()
@@ -133,7 +133,7 @@ def test_odd_parquet_sources(tmp_path, tiny_config, tiny_run) -> None:
     from prefect import flow
 
     from diffpath.errors import StorageError
-    from flows.pipeline import featurize
+    from diffpath_flows.pipeline import featurize
 
     good = encoded(picture(), "PNG")
     pq.write_table(  # duplicate and null keys, a null image, a non-image

@@ -13,7 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from flows.cli import ALERT_EXIT, app
+from diffpath_flows.cli import ALERT_EXIT, app
 from tests.conftest import SAMPLES
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

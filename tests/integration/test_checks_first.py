@@ -32,7 +32,7 @@ def run_without_prefect(
     path = os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "PREFECT_HOME": str(tmp_path / "home"), **(env or {})}
     env = {name: value for name, value in env.items() if value is not None}
-    command = [sys.executable, "-m", "flows.cli", *args]
+    command = [sys.executable, "-m", "diffpath_flows.cli", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 

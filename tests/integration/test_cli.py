@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from diffpath.methods import METHODS
-from flows.cli import app
-from flows.options import RUN_OPTIONS
-from flows.run import RunOptions
+from diffpath_flows.cli import app
+from diffpath_flows.options import RUN_OPTIONS
+from diffpath_flows.run import RunOptions
 from tests.conftest import SAMPLES, save_tiny_model, utc_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -304,7 +304,7 @@ def test_version_and_a_help_that_loads_no_heavy_module() -> None:
     import diffpath
 
     assert runner.invoke(app, ["--version"]).output.strip() == f"diffpath {diffpath.__version__}"
-    probe = "import sys, flows.cli; print(sorted({'torch', 'prefect'} & set(sys.modules)))"
+    probe = "import sys, diffpath_flows.cli; print(sorted({'torch', 'prefect'} & set(sys.modules)))"
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
@@ -450,7 +450,7 @@ def test_failures_print_their_reason_once_and_debug_shows_the_traceback(
 
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
-    command = [sys.executable, "-m", "flows.cli"]
+    command = [sys.executable, "-m", "diffpath_flows.cli"]
     args = [*args, "--out", str(tmp_path / "o"), "--max-images", "4"]
     quiet = subprocess.run([*command, *args], env=env, capture_output=True, text=True)
     assert quiet.returncode == 1
@@ -470,7 +470,7 @@ def test_simultaneous_first_runs_on_a_fresh_prefect_home_all_start(tmp_path, n_r
 
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "fresh-home")}
     env.pop("PREFECT_API_URL", None)
-    command = [sys.executable, "-m", "flows.cli", "fit-reference"]
+    command = [sys.executable, "-m", "diffpath_flows.cli", "fit-reference"]
     runs = [
         subprocess.Popen(
             [*command, str(tmp_path / f"none{i}"), "--out", str(tmp_path / f"o{i}")],
@@ -500,11 +500,11 @@ def test_the_server_of_a_killed_run_is_stopped_by_the_next(tmp_path) -> None:
     import sys
     import time
 
-    from flows.server import SERVERS, _is_prefect_server
+    from diffpath_flows.server import SERVERS, _is_prefect_server
 
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
     env.pop("PREFECT_API_URL", None)
-    cli = [sys.executable, "-m", "flows.cli", "fit-reference"]
+    cli = [sys.executable, "-m", "diffpath_flows.cli", "fit-reference"]
     long_run = subprocess.Popen(
         [*cli, str(SAMPLES / "reference.parquet"), "--out", str(tmp_path / "o")],
         env=env,

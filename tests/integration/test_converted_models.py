@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from diffpath_flows.cli import app
 from tests.conftest import SAMPLES, SHARED_DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

@@ -19,7 +19,7 @@ def test_screen_on_a_dask_cluster_equals_threads(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import get_current_settings
 
-    from flows.pipeline import fit_reference_flow, screen_flow, task_runner
+    from diffpath_flows.pipeline import fit_reference_flow, screen_flow, task_runner
 
     # worker processes reach the session's Prefect test server through the environment
     monkeypatch.setenv("PREFECT_API_URL", str(get_current_settings().api.url))
@@ -53,7 +53,7 @@ def test_screen_on_a_dask_cluster_equals_threads(
 def test_a_local_cluster_has_one_worker_per_gpu(monkeypatch) -> None:
     """Never two processes on one GPU, nor two torch processes fighting for a CPU's cores."""
     from diffpath.model.diffusion import gpu_count
-    from flows.pipeline import task_runner
+    from diffpath_flows.pipeline import task_runner
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     assert task_runner("dask").cluster_kwargs["n_workers"] == max(1, gpu_count())
@@ -62,7 +62,7 @@ def test_a_local_cluster_has_one_worker_per_gpu(monkeypatch) -> None:
 
 def test_dask_runner_needs_a_reachable_prefect_server(monkeypatch) -> None:
     from diffpath.errors import ConfigError
-    from flows.pipeline import task_runner
+    from diffpath_flows.pipeline import task_runner
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with pytest.raises(ConfigError, match="PREFECT_API_URL"):
@@ -92,7 +92,7 @@ def test_a_separate_scheduler_survives_a_killed_worker(tmp_path, tiny_reference,
     from distributed import Client
     from prefect.settings import get_current_settings
 
-    from flows.pipeline import RunOptions, screen_flow, task_runner
+    from diffpath_flows.pipeline import RunOptions, screen_flow, task_runner
 
     monkeypatch.setenv("PREFECT_API_URL", str(get_current_settings().api.url))
     address = f"tcp://127.0.0.1:{_free_port()}"

@@ -23,7 +23,7 @@ INCOMING = str(SAMPLES / "incoming.parquet")
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_config, tiny_run) -> str:
-    from flows.pipeline import fit_reference_flow
+    from diffpath_flows.pipeline import fit_reference_flow
 
     out = tmp_path_factory.mktemp("ref")
     return fit_reference_flow(
@@ -36,7 +36,7 @@ def reference(tmp_path_factory, tiny_config, tiny_run) -> str:
 
 
 def uninterrupted(reference: str, out: Path) -> pl.DataFrame:
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     outputs = screen_flow([INCOMING], reference, str(out), run=RunOptions(shard_size=16))
     return pl.read_parquet(outputs["scores"]).sort("uri", "row")
@@ -52,7 +52,7 @@ def test_sigkill_during_features_then_rerun_equals_an_uninterrupted_run(
     command = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "diffpath_flows.cli",
         "screen",
         INCOMING,
         "--reference",
@@ -91,7 +91,7 @@ def test_sigkill_during_features_then_rerun_equals_an_uninterrupted_run(
 )
 def test_a_damaged_shard_segment_or_index_is_recomputed_not_trusted(tmp_path, reference) -> None:
     from diffpath.features.cache import compact_caches
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     run = RunOptions(shard_size=16, features_root=str(tmp_path / "cache"), max_images=48)
     first = screen_flow([INCOMING], reference, str(tmp_path / "out"), run=run)
@@ -116,7 +116,7 @@ def test_a_damaged_shard_segment_or_index_is_recomputed_not_trusted(tmp_path, re
 )
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, reference) -> None:
     from diffpath.io.lock import LOCK, LockedError
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
     from tests.unit.io.test_lock import write_lease
 
     out = tmp_path / "out"

@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from diffpath.errors import ConfigMismatchError
-from diffpath.io.sources import Grouping, list_source, read_refs
+from diffpath.io.sources import list_source, read_refs
+from diffpath.scoring.grouping import Grouping
 from diffpath.scoring.metrics import auroc
 from tests.conftest import N_INCOMING, SAMPLES, save_tiny_model, utc_day
 
@@ -42,7 +43,7 @@ def summary_of(outputs: dict[str, str]) -> dict:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, tiny_config, tiny_run) -> tuple[Path, str]:
-    from flows.pipeline import fit_reference_flow
+    from diffpath_flows.pipeline import fit_reference_flow
 
     out = tmp_path_factory.mktemp("run")
     reference = fit_reference_flow(
@@ -56,7 +57,7 @@ def fitted(tmp_path_factory, tiny_config, tiny_run) -> tuple[Path, str]:
 
 
 def screen(sources: list[str], reference: str, out: Path, **run) -> dict[str, str]:
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     return screen_flow(sources, reference, str(out), run=RunOptions(**run))
 
@@ -83,7 +84,7 @@ def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
 def test_the_report_leads_with_a_headline_and_shows_every_flagged_image(tmp_path, fitted) -> None:
     from diffpath.scoring.alerts import ScreenPolicy
     from diffpath.scoring.reference import load_reference
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     everything = ScreenPolicy(threshold=-1e9)
     outputs = screen_flow([INCOMING], fitted[1], str(tmp_path), run=RunOptions(), policy=everything)
@@ -104,7 +105,7 @@ def test_the_report_leads_with_a_headline_and_shows_every_flagged_image(tmp_path
 )
 def test_a_file_name_with_dollar_signs_renders_in_the_report(tmp_path, fitted) -> None:
     from diffpath.scoring.alerts import ScreenPolicy
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     folder = write_folder(tmp_path / "in", [("price $5 or $6.jpg", sample_bytes("faces/", 1)[0])])
     everything = ScreenPolicy(threshold=-1e9)
@@ -244,7 +245,7 @@ def test_same_weights_at_two_paths_share_one_feature_key(tmp_path, fitted, tiny_
     moved_model = shutil.copytree(tiny_model_dir, tmp_path / "moved-model")
     cache = tmp_path / "cache"
     first = screen([INCOMING], reference, tmp_path / "o1", features_root=str(cache), max_images=8)
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     second = screen_flow(
         [INCOMING],
@@ -260,7 +261,7 @@ def test_same_weights_at_two_paths_share_one_feature_key(tmp_path, fitted, tiny_
 
 
 def test_other_weights_are_refused_before_any_feature_work(tmp_path, fitted) -> None:
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     _, reference = fitted
     other = save_tiny_model(tmp_path / "other-model", out_channels=6)
@@ -286,7 +287,7 @@ def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config
     from prefect import flow
 
     from diffpath.features.shards import read_shards
-    from flows.pipeline import featurize
+    from diffpath_flows.pipeline import featurize
 
     refs = list_source(INCOMING)[:12]
     write_folder(
@@ -316,7 +317,7 @@ def test_parquet_and_folder_sources_give_the_same_features(tmp_path, tiny_config
 
 def test_audit_and_evaluate(tmp_path, fitted, tiny_config, tiny_run) -> None:
     from diffpath.scoring.conformal import benjamini_hochberg
-    from flows.pipeline import RunOptions, audit_flow, evaluate_flow
+    from diffpath_flows.pipeline import RunOptions, audit_flow, evaluate_flow
 
     audit = audit_flow([INCOMING], str(tmp_path / "audit"), tiny_config, folds=3, run=tiny_run())
     summary = json.loads(Path(audit["summary"]).read_text())
@@ -363,7 +364,7 @@ def test_audit_and_evaluate(tmp_path, fitted, tiny_config, tiny_run) -> None:
 
 def test_p_values_and_flags_chosen_at_screening_time(tmp_path, fitted) -> None:
     from diffpath.scoring.alerts import ScreenPolicy
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     _, reference = fitted
     cache = str(tmp_path / "cache")
@@ -387,7 +388,7 @@ def test_an_alert_fails_the_run_after_its_outputs_are_written(tmp_path, fitted) 
 
     from diffpath.errors import AlertError
     from diffpath.scoring.alerts import ScreenPolicy
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     _, reference = fitted
     state = screen_flow(
@@ -444,7 +445,7 @@ def test_reference_held_back_by_group_and_said_in_the_summary(
     tmp_path, tiny_config, tiny_run
 ) -> None:
     from diffpath.errors import ConfigError
-    from flows.pipeline import fit_reference_flow
+    from diffpath_flows.pipeline import fit_reference_flow
 
     run = tiny_run(features_root=str(tmp_path / "cache"))
     by_label = Grouping(column="label")
@@ -475,7 +476,7 @@ def test_image_files_grouped_by_folder_or_pattern_before_any_feature_work(
     tmp_path, tiny_config, tiny_run
 ) -> None:
     from diffpath.errors import ConfigError
-    from flows.pipeline import fit_reference_flow
+    from diffpath_flows.pipeline import fit_reference_flow
 
     faces = sample_bytes("faces/", 12)
     folder = write_folder(

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.usefixtures("
 def test_fit_and_screen_on_s3(s3_endpoint, tiny_config, tiny_run) -> None:
     from s3fs import S3FileSystem
 
-    from flows.pipeline import RunOptions, fit_reference_flow, screen_flow
+    from diffpath_flows.pipeline import RunOptions, fit_reference_flow, screen_flow
 
     bucket = "s3://diffpath-test"
     reference = fit_reference_flow(
@@ -70,7 +70,7 @@ def test_a_mistyped_output_bucket_fails_at_once_and_is_not_created(
     from s3fs import S3FileSystem
 
     from diffpath.errors import StorageError
-    from flows.pipeline import fit_reference_flow
+    from diffpath_flows.pipeline import fit_reference_flow
 
     with pytest.raises(StorageError, match="nobucket"):
         fit_reference_flow(

@@ -51,7 +51,7 @@ def test_a_run_survives_an_s3_outage(tmp_path, tiny_reference, monkeypatch) -> N
     from s3fs import S3FileSystem
 
     from diffpath.errors import DiffPathError
-    from flows.pipeline import RunOptions, screen_flow
+    from diffpath_flows.pipeline import RunOptions, screen_flow
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

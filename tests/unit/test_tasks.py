@@ -11,10 +11,10 @@ from tests.conftest import SAMPLES
 
 def test_list_featurize_and_screen_tasks(tmp_path, tiny_config, tiny_model_dir) -> None:
     from diffpath.scoring.reference import fit_reference_shards
-    from tasks.features import featurize_shard_task
-    from tasks.reference import reference_setup_task
-    from tasks.scoring import screen_task
-    from tasks.sources import list_images
+    from diffpath_tasks.features import featurize_shard_task
+    from diffpath_tasks.reference import reference_setup_task
+    from diffpath_tasks.scoring import screen_task
+    from diffpath_tasks.sources import list_images
 
     out, cache = str(tmp_path / "run"), str(tmp_path / "cache")
     with disable_run_logger():

@@ -31,3 +31,18 @@ def test_v2_matches_per_timestep_reference(tiny_model) -> None:
     expected += [d.norm(p=p, dim=-1).sum(1) for p in (1, 2, 3)]
     got = extract_features(tiny_model, x, k, cfg)
     np.testing.assert_allclose(got, torch.stack(expected, 1).detach().numpy(), rtol=1e-4)
+
+
+def test_error_maps_are_the_weighted_error_at_every_timestep(tiny_model) -> None:
+    """One function draws every error map: the screen's (each image's most telling
+    timestep) and the benchmark's (all of them)."""
+    from diffpath.features.v2 import error_maps, weighted_errors
+
+    cfg, x, k = config(timesteps=4, draws=2), images(3), keys(3)
+    maps, timesteps, telling = error_maps(tiny_model, x, k, cfg)
+    u = weighted_errors(tiny_model, x, k, cfg)[:, 0]  # the first draw
+    assert maps.shape == (3, 4, SIZE, SIZE) and timesteps.shape == (4,)
+    torch.testing.assert_close(maps, u.abs().mean(2))
+    norms = torch.linalg.vector_norm(u.flatten(2), dim=-1)
+    assert telling.tolist() == norms.argmax(1).tolist()
+    assert timesteps.tolist() == select_timesteps(cfg, tiny_model.num_train_timesteps).tolist()

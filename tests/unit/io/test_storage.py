@@ -83,35 +83,11 @@ def test_permanent_failures_are_not_retried(err) -> None:
 def test_task_retry_condition_uses_the_exception_type(tmp_path) -> None:
     from prefect.states import Completed, Failed
 
-    from tasks.retry import transient_failure
+    from diffpath_tasks.retry import transient_failure
 
     assert transient_failure(None, None, Failed(data=TimeoutError("slow")))
     assert not transient_failure(None, None, Failed(data=PermissionError("AccessDenied")))
     assert not transient_failure(None, None, Completed(data=1))
-
-
-def test_dated_uris_and_the_latest_pointer(tmp_path) -> None:
-    import json
-    from datetime import datetime, timedelta, timezone
-
-    from diffpath.io.storage import dated, point_latest
-
-    when = datetime(2026, 11, 26, 2, 0, 5, tzinfo=timezone(timedelta(hours=1)))
-    assert dated("s3://b/incoming/{date}/", when) == "s3://b/incoming/2026-11-26/"
-    assert dated("out/{datetime}", when) == "out/2026-11-26T010005Z"
-    template = str(tmp_path / "screen" / "{date}")
-    uri = point_latest(template, dated(template, when), when)
-    assert json.loads((tmp_path / "screen" / "latest.json").read_text())["out"].endswith(
-        "screen/2026-11-26"
-    ) and uri.endswith("latest.json")
-    assert point_latest(str(tmp_path / "fixed"), str(tmp_path / "fixed"), when) is None
-    backfill = when - timedelta(days=3)  # an older night rerun: latest stays the newest
-    point_latest(template, dated(template, backfill), backfill)
-    latest = json.loads((tmp_path / "screen" / "latest.json").read_text())
-    assert latest["out"].endswith("2026-11-26")
-    later = when + timedelta(days=1)
-    point_latest(template, dated(template, later), later)
-    assert json.loads((tmp_path / "screen" / "latest.json").read_text())["out"].endswith("11-27")
 
 
 @pytest.mark.hostile(

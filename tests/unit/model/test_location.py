@@ -7,7 +7,7 @@ from diffpath.model.location import model_location
 
 def test_a_local_model_folder_is_kept_absolute(tmp_path, monkeypatch) -> None:
     """fit-reference --model runs/model-tex, then screen from another directory (cron)."""
-    from flows.run import RunOptions
+    from diffpath_flows.run import RunOptions
 
     (tmp_path / "runs" / "model-tex").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)

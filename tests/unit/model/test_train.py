@@ -60,10 +60,13 @@ def test_precision_is_bf16_only_where_the_device_has_it() -> None:
 
 
 def test_three_steps_save_a_loadable_model(tmp_path: Path) -> None:
-    out = train(config(), str(tmp_path / "run"), samples=4)
+    from diffpath_tasks.train import draw_loss
+
+    out = train(config(), str(tmp_path / "run"), samples=4, on_save=draw_loss)
     folder = Path(out)
     for name in ("loss.png", "samples.png", "history.json", "train_config.json"):
         assert (folder / name).exists()
+    assert (folder / "loss.png").read_bytes().startswith(b"\x89PNG")
     history = json.loads((folder / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2, 3]
     assert all("val_loss" in h and "seen_loss" in h for h in history)

@@ -50,7 +50,7 @@ def test_screen_table_ranks_every_readable_row_and_refuses_other_models() -> Non
     rng = np.random.default_rng(1)
     config = FeatureConfig(method="diffpathv2")
     reference = fit_reference(rng.normal(size=(100, 6)), config, "m1")
-    scores, errors = screen_table(reference, frame, "m1")
+    scores, errors = screen_table(reference, frame.to_arrow(), "m1"), errors_table(frame)
     assert len(scores) == 4 and len(errors) == 1
     assert scores["rank"].to_list() == [1, 2, 3, 4] and scores["score"].is_sorted(descending=True)
     by_uri = {(r["uri"], r["row"]): r["score"] for r in scores.iter_rows(named=True)}
@@ -59,4 +59,4 @@ def test_screen_table_ranks_every_readable_row_and_refuses_other_models() -> Non
     assert (summary["n_images"], summary["n_scored"], summary["n_errors"]) == (5, 4, 1)
     assert (summary["n_duplicate_groups"], summary["n_duplicates"]) == (1, 2)
     with pytest.raises(ConfigMismatchError):
-        screen_table(reference, frame, "m2")
+        screen_table(reference, frame.to_arrow(), "m2")
