@@ -32,15 +32,9 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config, tiny_run) -> None:
         f"{bucket}/runs/screen",
         run=RunOptions(shard_size=64),
     )
-    options = {
-        "aws_endpoint_url": s3_endpoint,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-        "aws_region": "us-east-1",
-    }
-    scores = pl.read_parquet(outputs["scores"], storage_options=options)
-    assert len(scores) == N_INCOMING and scores["score"].is_finite().all()
     fs = S3FileSystem()
+    scores = pl.read_parquet(fs.open(outputs["scores"]))
+    assert len(scores) == N_INCOMING and scores["score"].is_finite().all()
     summary = json.loads(fs.cat_file(outputs["summary"]))
     assert summary["n_scored"] == N_INCOMING
     assert summary["features_computed"] == N_INCOMING
@@ -49,7 +43,7 @@ def test_fit_and_screen_on_s3(s3_endpoint, tiny_config, tiny_run) -> None:
     key = f"{tiny_config.config_hash()}-{summary['model_id']}"
     segments = fs.glob(f"{bucket}/runs/screen/features/{key}/segments/*/*.parquet")
     assert len(segments) == len(shards)  # one write per shard
-    rows = pl.concat(pl.read_parquet(f"s3://{s}", storage_options=options) for s in segments)
+    rows = pl.concat(pl.read_parquet(fs.open(s)) for s in segments)
     assert rows["sha256"].sort().to_list() == scores["sha256"].unique().sort().to_list()
     again = screen_flow(
         [f"{bucket}/data/incoming.parquet"],
