@@ -1,5 +1,12 @@
 """diffpath: zero-shot image OOD screening with a pretrained diffusion model.
 
+>>> import diffpath
+>>> ref = diffpath.fit_reference("trusted/")          # folders, Parquet, s3://, images
+>>> result = ref.screen("incoming/", fpr=0.01)        # a table of scores, errors, alerts
+>>> result.write("out/")                              # the CLI's outputs and report
+
+The building blocks underneath (`diffpath.api` composes them as the CLI's flows do):
+
 >>> from diffpath import FeatureConfig, GMMDensity, extract_features, load_model
 >>> config = FeatureConfig()          # V2 (K=5, 2 draws) ⧺ DiffPath-6D (K=5): 12-D
 >>> model = load_model("default", dtype=config.torch_dtype)  # or a folder, a hub id
@@ -21,6 +28,14 @@ except PackageNotFoundError:  # run from a source tree that was not installed
     __version__ = "0+unknown"
 
 _WHERE = {
+    "fit_reference": "api",
+    "load_reference": "api",
+    "evaluate": "api",
+    "Run": "api",
+    "TrustedReference": "api",
+    "ScreenResult": "api",
+    "AuditResult": "api",
+    "EvaluateResult": "api",
     "FeatureConfig": "config",
     "GaussianDensity": "scoring.density",
     "GMMDensity": "scoring.density",

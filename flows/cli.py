@@ -315,13 +315,22 @@ def screen(
             "--max-errors", help="alert (exit 3) when more than this fraction is unreadable"
         ),
     ] = None,
+    leak_check: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--leak-check",
+            help="a protected set (folder, Parquet, s3://; repeatable) that must not leak in: "
+            "near copies of its images go to leaks.parquet and alert (exit 3)",
+        ),
+    ] = None,
     *,
     run: RunOptions,
     settings: dict[str, Any],
 ) -> None:
     """Score incoming images against a reference (with the reference's feature config):
-    scores, p-values, flags, duplicates, summary and HTML report. Exits 3 after writing
-    them when the run alerts (--alert-p, --fail-above, --max-errors, or nothing scored)."""
+    scores, p-values, flags, flagged.txt/.csv, near duplicates, leaks, summary and HTML
+    report. Exits 3 after writing them when the run alerts (--alert-p, --fail-above,
+    --max-errors, a leak, or nothing scored)."""
 
     from diffpath.scoring.alerts import ScreenPolicy, flag_rule
     from diffpath.scoring.reference import load_reference
@@ -337,7 +346,7 @@ def screen(
         )
     except ValidationError as err:
         exit_with_reason(err)
-    _check_first(run, out, source, reference)
+    _check_first(run, out, [*source, *(leak_check or [])], reference)
     if "{" not in reference:
         try:
             flag_rule(load_reference(reference), policy)
@@ -347,7 +356,7 @@ def screen(
     def action() -> dict[str, str]:
         from diffpath_flows.pipeline import screen_flow
 
-        return _flow(screen_flow, run)(source, reference, out, run, policy)
+        return _flow(screen_flow, run)(source, reference, out, run, policy, leak_check)
 
     _print_summary(_run(action, on_alert=_print_summary))
 
@@ -361,9 +370,16 @@ def _print_summary(outputs: dict[str, str]) -> None:
     console.print(
         f"{summary['n_images']} images: {summary['n_flagged']} flagged "
         f"({100 * summary['flagged_fraction']:.1f}%{chance}), {summary['n_errors']} unreadable, "
-        f"{summary['n_duplicates']} exact duplicates; features computed for "
+        f"{summary['n_duplicates']} near duplicates "
+        f"({summary['n_identical_duplicates']} identical); features computed for "
         f"{summary['features_computed']}, {summary['features_from_cache']} from the cache"
     )
+    if "n_leaks" in summary:
+        check = summary["leak_check"]
+        console.print(
+            f"leak check: {summary['n_leaks']} near copies of {check['n_protected']:,} "
+            f"protected images ({check['n_unreadable']} of them unreadable)"
+        )
     if summary.get("contamination_undetermined"):
         console.print(f"contamination undetermined: {summary['contamination_undetermined']}")
     elif "estimated_contamination" in summary:

@@ -44,7 +44,13 @@ from diffpath_tasks.reports import (
     publish_task,
     screen_report_task,
 )
-from diffpath_tasks.scoring import audit_task, check_policy_task, evaluate_task, screen_task
+from diffpath_tasks.scoring import (
+    audit_task,
+    check_policy_task,
+    evaluate_task,
+    protected_index_task,
+    screen_task,
+)
 from diffpath_tasks.sources import list_images
 
 RUNNER = ThreadPoolTaskRunner(max_workers=1)  # one model per process; shards queue on it
@@ -219,8 +225,11 @@ def screen_flow(
     out: str,
     run: RunOptions = DEFAULT_RUN,
     policy: ScreenPolicy = DEFAULT_POLICY,
+    leak_check: list[str] | None = None,
 ) -> dict[str, str]:
-    """Incoming images + reference → scores, errors, duplicates, summary and report URIs.
+    """Incoming images + reference → scores, errors, near duplicates, flagged lists,
+    summary and report URIs; with `leak_check` (a protected set's sources), the images
+    that are near copies of it (leaks.parquet), which always alert.
 
     The feature config and weights are the reference's; `run.model` says where the weights
     are when they moved (checked by fingerprint before any feature is computed). Sources
@@ -235,9 +244,15 @@ def screen_flow(
     with output_lock(out):
         given, reference = reference, pin_reference_task(reference, out)  # the run's copy
         config, model = reference_setup_task(reference, run.model)
+        protected = None
+        if leak_check:
+            cache_root = run.features_root or join(out, "features")
+            protected = protected_index_task(target.sources(leak_check), cache_root, out)
         features = featurize(source, config, out, run, model, allow_empty=True)  # empty: alert
         extra = {"reference_from": given, **features.counts()}
-        outputs = screen_task(features.uris, reference, out, started, source, extra, policy)
+        outputs = screen_task(
+            features.uris, reference, out, started, source, extra, policy, protected
+        )
         history = history_task(target.template)
         report = screen_report_task(out, reference, config, model, run.device, history)
         outputs = {**outputs, "report": report} | ({"history": history} if history else {})

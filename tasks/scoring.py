@@ -7,9 +7,10 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from diffpath.config import FeatureConfig
-from diffpath.io.storage import read_json
+from diffpath.io.storage import join, read_json
 from diffpath.scoring import score
 from diffpath.scoring.alerts import ScreenPolicy, flag_rule
+from diffpath.scoring.nearcopy import protected_index
 from diffpath.scoring.reference import load_reference
 from diffpath_tasks.retry import RETRY, transient_failure
 
@@ -29,6 +30,20 @@ def check_policy_task(reference_uri: str, policy: ScreenPolicy) -> float:
 
 
 @task(**RETRY, retry_condition_fn=transient_failure)
+def protected_index_task(source: list[str], cache_root: str, out: str) -> str:
+    """Index a protected set (perceptual hashes cached by content under `cache_root`) →
+    `out`/protected.parquet."""
+    index = protected_index(source, cache_root)
+    get_run_logger().info(
+        "protected set %s: %d images indexed, %d unreadable left out",
+        source,
+        len(index.images),
+        index.n_unreadable,
+    )
+    return index.save(join(out, "protected.parquet"))
+
+
+@task(**RETRY, retry_condition_fn=transient_failure)
 def screen_task(
     shard_uris: list[str],
     reference_uri: str,
@@ -37,12 +52,16 @@ def screen_task(
     sources: list[str],
     counts: dict[str, Any],
     policy: ScreenPolicy | None = None,
+    protected_uri: str | None = None,
 ) -> dict[str, str]:
-    """scores, errors, duplicates and summary of a screening run under `out` → their URIs."""
-    outputs = score.screen(shard_uris, reference_uri, out, started, sources, policy, **counts)
+    """scores, errors, duplicates, flagged lists, leaks and summary of a screening run under
+    `out` → their URIs."""
+    outputs = score.screen(
+        shard_uris, reference_uri, out, started, sources, policy, protected_uri, **counts
+    )
     summary = read_json(outputs["summary"])
     get_run_logger().info(
-        "screened %d images: %d flagged, %d unreadable, %d duplicates",
+        "screened %d images: %d flagged, %d unreadable, %d near duplicates",
         summary["n_images"],
         summary["n_flagged"],
         summary["n_errors"],

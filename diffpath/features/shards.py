@@ -3,7 +3,8 @@
 A shard task reads its slice of the listing, hashes each image's bytes, takes what it can
 from the content-addressed `FeatureCache`, computes the rest (each distinct content once,
 however many names it has), stores those in the cache and writes the shard: one row per
-listed image — ``uri, row, path, sha256, <features…>, error`` — to
+listed image — ``uri, row, path, sha256, <features…>, phash, error`` (``phash``: its
+perceptual hash, for near copies) — to
 ``<out>/shards/<listing-id>-<config-hash>/shard-NNNNN.parquet`` (one folder per listing
 and config: two configs over one listing never overwrite each other), with the feature
 key, config and model fingerprint in the Parquet metadata. A shard is always rebuilt from
@@ -29,6 +30,7 @@ from diffpath.features.cache import FeatureCache, Lookup
 from diffpath.features.extract import extract_features, feature_names
 from diffpath.io.identity import content_hash, feature_key
 from diffpath.io.images import decode_batches
+from diffpath.io.phash import perceptual_hashes
 from diffpath.io.sources import ImageRef, Listing, read_listing, read_refs
 from diffpath.io.storage import join, read_parquet, write_parquet
 from diffpath.model.diffusion import DiffusionModel
@@ -122,6 +124,7 @@ def compute_shard(
     contents = read_refs(refs)
     hashes = [content_hash(c) if isinstance(c, bytes) else None for c in contents]
     errors = {i: c for i, c in enumerate(contents) if isinstance(c, str)}
+    phashes = _phashes(contents)
     readable, hint = [h for h in hashes if h is not None], shard_hint(refs)
     parts = []
     for part in config.parts():
@@ -164,7 +167,18 @@ def compute_shard(
             matrix[i] = np.concatenate([part.value(h) for part in parts])
     n_cached = sum(h is not None and h not in lacking for h in hashes)
     n_computed = len(set().union(*(p.computed for p in parts)))
-    return _frame(refs, hashes, names, matrix, errors), n_computed, n_cached
+    return _frame(refs, hashes, names, matrix, phashes, errors), n_computed, n_cached
+
+
+def _phashes(contents: Sequence[bytes | str]) -> pa.Array:
+    """Each content's perceptual hash; null where it was not read or does not decode."""
+    readable = [i for i, c in enumerate(contents) if isinstance(c, bytes)]
+    values, decoded = perceptual_hashes([contents[i] for i in readable])
+    mask = np.ones(len(contents), dtype=bool)
+    mask[readable] = ~decoded
+    hashes = np.zeros(len(contents), dtype=np.uint64)
+    hashes[readable] = values
+    return pa.array(hashes, pa.uint64(), mask=mask)
 
 
 def _frame(
@@ -172,9 +186,10 @@ def _frame(
     hashes: Sequence[str | None],
     names: Sequence[str],
     matrix: np.ndarray,
+    phashes: pa.Array,
     errors: dict[int, str],
 ) -> pa.Table:
-    """A shard's table: each ref's locator, content hash, features and error."""
+    """A shard's table: each ref's locator, content hash, features, perceptual hash, error."""
     columns = {
         "uri": pa.array([r.uri for r in refs], pa.string()),
         "row": pa.array([r.row for r in refs], pa.int64()),
@@ -184,6 +199,7 @@ def _frame(
             n: pa.array(v, pa.float64(), mask=np.isnan(v))
             for n, v in zip(names, matrix.T, strict=True)
         },
+        "phash": phashes,
         "error": pa.array([errors.get(i) for i in range(len(refs))], pa.string()),
     }
     return pa.table(columns)
@@ -192,7 +208,7 @@ def _frame(
 def empty_frame(config: FeatureConfig) -> pa.Table:
     """The table of a run that listed no image: its columns, no rows."""
     names = feature_names(config.method)
-    return _frame([], [], names, np.empty((0, len(names))), {})
+    return _frame([], [], names, np.empty((0, len(names))), pa.array([], pa.uint64()), {})
 
 
 def featurize_shard(

@@ -26,6 +26,7 @@ __all__ = [
     "decode_batches",
     "decode_image",
     "decode_images",
+    "open_rgb",
     "to_rgb",
 ]
 
@@ -86,21 +87,10 @@ def _crop_and_resize(
     return square
 
 
-def decode_image(
-    data: bytes,
-    key: str,
-    size: int = 32,
-    crop: str | CropBox | None = None,
-    center_crop: int | None = None,
-    via: int | None = None,
-) -> torch.Tensor:
-    """Decode encoded image bytes to a (3, size, size) float tensor in [-1, 1].
-
-    EXIF orientation is applied, any mode is converted to RGB, the first frame of an
-    animation is used; `crop`, `center_crop` and `via` are `_crop_and_resize`'s (a config's
-    are `FeatureConfig.geometry`). Raises `DecodeError` naming `key` when the bytes are not
-    an image.
-    """
+def open_rgb(data: bytes, key: str) -> Image.Image:
+    """Encoded image bytes → an 8-bit RGB image, EXIF orientation applied, the first frame of
+    an animation. Raises `DecodeError` naming `key` when the bytes are not an image or hold
+    more than `MAX_PIXELS` (checked on the header, before any pixel is decoded)."""
     if not data:
         raise DecodeError(f"cannot decode image {key!r}: empty file (0 bytes)")
     try:
@@ -113,13 +103,30 @@ def decode_image(
             opened.seek(0)
             image = ImageOps.exif_transpose(opened)
             image.load()
-            image = to_rgb(image)
+            return to_rgb(image)
     except DecodeError:
         raise
     except UnidentifiedImageError as err:
         raise DecodeError(f"cannot decode image {key!r}: not a known image format") from err
     except Exception as err:  # Pillow raises many unrelated types for bad bytes
         raise DecodeError(f"cannot decode image {key!r}: {err}") from err
+
+
+def decode_image(
+    data: bytes,
+    key: str,
+    size: int = 32,
+    crop: str | CropBox | None = None,
+    center_crop: int | None = None,
+    via: int | None = None,
+) -> torch.Tensor:
+    """Decode encoded image bytes to a (3, size, size) float tensor in [-1, 1].
+
+    Any mode is converted to RGB (`open_rgb`); `crop`, `center_crop` and `via` are
+    `_crop_and_resize`'s (a config's are `FeatureConfig.geometry`). Raises `DecodeError`
+    naming `key` when the bytes are not an image.
+    """
+    image = open_rgb(data, key)
     pixels = np.asarray(_crop_and_resize(image, size, crop, center_crop, via), dtype=np.float32)
     return torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1.0
 

@@ -11,7 +11,7 @@ import polars as pl
 from diffpath.config import FeatureConfig
 from diffpath.features.v2 import error_maps
 from diffpath.io.sources import ImageRef, load_images, read_refs
-from diffpath.io.storage import join, read_json, read_parquet, write_bytes
+from diffpath.io.storage import exists, join, read_json, read_parquet, write_bytes
 from diffpath.model.diffusion import DiffusionModel
 from diffpath.reports.history import trend
 from diffpath.reports.html import Markup, fragment, page, table, thumbnail, thumbnails
@@ -41,6 +41,67 @@ def _unreadable(out: str, max_rows: int = 1000) -> tuple[str, Markup] | None:
     rows = [{"path": r["path"], "error": r["error"]} for r in errors.head(max_rows).to_dicts()]
     more = [f"{len(errors) - max_rows} more in errors.parquet."] if len(errors) > max_rows else []
     return f"Unreadable images ({len(errors)})", table(rows) + fragment("notes", notes=more)
+
+
+def _near_copies(out: str, max_rows: int = 200) -> list[tuple[str, Markup]]:
+    """Leaks (each image beside the protected image it copies) and near-duplicate groups
+    (each member with its distance from the group's first), as thumbnails and locations."""
+    sections = []
+    if exists(join(out, "leaks.parquet")):
+        leaks = pl.from_arrow(read_parquet(join(out, "leaks.parquet")))
+        shown = leaks.head(max_rows)
+        ours = read_refs(_refs(shown))
+        theirs = read_refs(
+            [
+                ImageRef(r["protected_uri"], r["protected_row"], r["protected_path"])
+                for r in shown.iter_rows(named=True)
+            ]
+        )
+        rows = [
+            {
+                "image": thumbnail(ours[i], 48, r["path"]),
+                "protected": thumbnail(theirs[i], 48, r["protected_path"]),
+                "bits apart": r["distance"],
+                "mirrored": "yes" if r["mirrored"] else "",
+                "path": r["path"],
+                "protected path": r["protected_path"],
+            }
+            for i, r in enumerate(shown.iter_rows(named=True))
+        ]
+        more = [f"{len(leaks) - max_rows} more in leaks.parquet."] if len(leaks) > max_rows else []
+        sections.append(
+            (
+                f"Near copies of the protected set ({len(leaks)})",
+                table(rows) + fragment("notes", notes=more),
+            )
+        )
+    duplicates = pl.from_arrow(read_parquet(join(out, "duplicates.parquet")))
+    if len(duplicates):
+        shown = duplicates.head(max_rows)
+        pictures = read_refs(_refs(shown))
+        rows = [
+            {
+                "group": r["group"],
+                "image": thumbnail(pictures[i], 48, r["path"]),
+                "bits from the first": r["distance"],
+                "same bytes": "yes" if r["identical"] else "",
+                "path": r["path"],
+            }
+            for i, r in enumerate(shown.iter_rows(named=True))
+        ]
+        n_groups = duplicates["group"].n_unique()
+        more = (
+            [f"{len(duplicates) - max_rows} more in duplicates.parquet."]
+            if len(duplicates) > max_rows
+            else []
+        )
+        sections.append(
+            (
+                f"Near-duplicate groups ({n_groups})",
+                table(rows, sortable=True) + fragment("notes", notes=more),
+            )
+        )
+    return sections
 
 
 def _summary_rows(summary: dict) -> list[dict[str, object]]:
@@ -180,6 +241,7 @@ def screen_report(
         )
     sections = [("Summary", _summary_html(summary)), listing]
     sections += [section for section in [_unreadable(out)] if section]
+    sections += _near_copies(out)
     why = (
         why_png(flagged.head(explain), model, reference.config) if model and len(flagged) else None
     )
@@ -235,6 +297,7 @@ def audit_report(out: str, top: int = 48) -> str:
         ("Summary", Markup("<p><strong>{}</strong></p>").format(audit_headline(summary))),
         (f"The {top} highest-scoring images", _thumbnails(scores, top)),
         *[section for section in [_unreadable(out)] if section],
+        *_near_copies(out),
         ("Every field", table(_summary_rows(summary))),
     ]
     html = page(

@@ -5,7 +5,8 @@ from the reference's calibration scores (`fpr`) or given outright (`threshold`).
 summary compares the number flagged with the number expected of in-distribution images
 (the Beta-Binomial law of `diffpath.scoring.conformal`) and lists the reasons to alert: nothing
 could be scored, too many unreadable images (`max_errors`), more flagged than chance
-explains (`alert_p`), more than a fixed fraction flagged (`fail_above`).
+explains (`alert_p`), more than a fixed fraction flagged (`fail_above`), images that are near
+copies of a protected set (`--leak-check`: always).
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ def alert_reasons(summary: dict[str, Any], policy: ScreenPolicy) -> list[str]:
         reasons.append(
             f"{summary['n_flagged']:,} flagged where in-distribution images give "
             f"{low:,}–{high:,} (95%): p = {p:.2g}, at most --alert-p {policy.alert_p}"
+        )
+    if leaks := summary.get("n_leaks"):
+        sources = ", ".join(summary["leak_check"]["sources"])
+        reasons.append(
+            f"{leaks:,} images are near copies of the protected set {sources}: see leaks.parquet"
         )
     flagged = summary["flagged_fraction"]
     if policy.fail_above is not None and flagged > policy.fail_above:

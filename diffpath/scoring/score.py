@@ -19,20 +19,20 @@ import pyarrow as pa
 
 from diffpath.config import FeatureConfig
 from diffpath.features.shards import LOCATOR, empty_frame, feature_matrix, read_shards
-from diffpath.io.sources import ImageRef
-from diffpath.io.storage import join, remove, write_json, write_parquet
+from diffpath.io.storage import join, remove, write_bytes, write_json, write_parquet
 from diffpath.scoring.alerts import ScreenPolicy, alert_reasons, flag_rule
 from diffpath.scoring.conformal import conformal_p_values
 from diffpath.scoring.contamination import FDR, Estimate, audit_scores
 from diffpath.scoring.metrics import auroc_interval, ood_metrics, roc
+from diffpath.scoring.nearcopy import ProtectedIndex, duplicate_groups, leak_matches
 from diffpath.scoring.reference import Reference, load_reference
 
 __all__ = [
     "audit",
     "audit_table",
-    "duplicates_table",
     "errors_table",
     "evaluate",
+    "flagged_table",
     "score_table",
     "screen",
     "screen_table",
@@ -68,23 +68,11 @@ def errors_table(features: pl.DataFrame) -> pl.DataFrame:
     return features.filter(pl.col("error").is_not_null()).select(*LOCATOR, "error")
 
 
-def duplicates_table(features: pl.DataFrame) -> pl.DataFrame:
-    """Groups of identical images (same sha256) in a run: sha256, count, uris (locators)."""
-    repeated = features.filter(pl.col("sha256").is_not_null() & pl.col("sha256").is_duplicated())
-    locators = [ImageRef(r["uri"], r["row"], "").locator for r in repeated.iter_rows(named=True)]
-    return (
-        repeated.select("sha256")
-        .with_columns(uris=pl.Series(locators, dtype=pl.String))
-        .group_by("sha256")
-        .agg(pl.len().cast(pl.Int64).alias("count"), pl.col("uris").sort())
-        .sort("count", "sha256", descending=[True, False])
-    )
-
-
 def summarize(
     scores: pl.DataFrame, errors: pl.DataFrame, duplicates: pl.DataFrame, **extra: Any
 ) -> dict[str, Any]:
-    """Counts (n_images = n_scored + n_errors), flagged fraction, duplicates, score quantiles."""
+    """Counts (n_images = n_scored + n_errors), flagged fraction, near-duplicate groups,
+    score quantiles."""
     values = scores["score"].to_numpy()
     quantiles = np.quantile(values, QUANTILES) if len(values) else [None] * len(QUANTILES)
     n_flagged = int(scores["flagged"].sum())
@@ -96,8 +84,9 @@ def summarize(
         "error_fraction": len(errors) / max(1, n_images),
         "n_flagged": n_flagged,
         "flagged_fraction": n_flagged / max(1, len(scores)),
-        "n_duplicate_groups": len(duplicates),
-        "n_duplicates": int((duplicates["count"] - 1).sum()),
+        "n_duplicate_groups": duplicates["group"].n_unique(),
+        "n_duplicates": len(duplicates) - duplicates["group"].n_unique(),
+        "n_identical_duplicates": len(duplicates) - duplicates["sha256"].n_unique(),
         "score_quantiles": {
             str(q): None if v is None else float(v)
             for q, v in zip(QUANTILES, quantiles, strict=True)
@@ -160,25 +149,43 @@ def audit_table(
     return score_table(rows, scores, estimate.suspects, p_values), estimate
 
 
+def flagged_table(scores: pl.DataFrame) -> pl.DataFrame:
+    """The flagged rows, most anomalous first, with `locator` (`uri`, or `uri#row` of a
+    Parquet row): what flagged.csv holds and flagged.txt lists."""
+    flagged = scores.filter("flagged").drop("flagged")
+    locator = pl.when(pl.col("row").is_null()).then(pl.col("uri"))
+    locator = locator.otherwise(pl.format("{}#{}", "uri", "row"))
+    return flagged.select(locator.alias("locator"), pl.all())
+
+
 def _write_outputs(
     out: str,
     scores: pl.DataFrame,
     errors: pl.DataFrame,
     duplicates: pl.DataFrame,
     summary: dict[str, Any],
+    leaks: pl.DataFrame | None = None,
 ) -> dict[str, str]:
-    """scores.parquet, errors.parquet, duplicates.parquet and summary.json → their URIs.
+    """scores.parquet, errors.parquet, duplicates.parquet, flagged.txt and flagged.csv
+    (the flagged images, for `xargs`, `aws s3 cp`, spreadsheets), leaks.parquet (with a
+    protected set) and summary.json → their URIs.
 
     The previous run's summary and report go first and the summary is written last, so a
     summary.json beside the tables says they are one complete run's."""
-    for stale in ("summary.json", "report.html"):
+    for stale in ("summary.json", "report.html", "leaks.parquet"):
         remove(join(out, stale))
-    return {
+    flagged = flagged_table(scores)
+    lines = "".join(f"{locator}\n" for locator in flagged["locator"])
+    outputs = {
         "scores": write_parquet(scores.to_arrow(), join(out, "scores.parquet")),
         "errors": write_parquet(errors.to_arrow(), join(out, "errors.parquet")),
         "duplicates": write_parquet(duplicates.to_arrow(), join(out, "duplicates.parquet")),
-        "summary": write_json(summary, join(out, "summary.json")),
+        "flagged_txt": write_bytes(join(out, "flagged.txt"), lines.encode()),
+        "flagged_csv": write_bytes(join(out, "flagged.csv"), flagged.write_csv().encode()),
     }
+    if leaks is not None:
+        outputs["leaks"] = write_parquet(leaks.to_arrow(), join(out, "leaks.parquet"))
+    return outputs | {"summary": write_json(summary, join(out, "summary.json"))}
 
 
 def screen(
@@ -188,10 +195,12 @@ def screen(
     started: float,
     sources: list[str],
     policy: ScreenPolicy | None = None,
+    protected_uri: str | None = None,
     **extra: Any,
 ) -> dict[str, str]:
     """Score a run's shards against a reference and write its outputs under `out`; the
-    summary holds the alert reasons of `policy` and `extra` fields."""
+    summary holds the alert reasons of `policy` and `extra` fields. With `protected_uri`
+    (a `ProtectedIndex`) the images that are near copies of it go to leaks.parquet."""
     policy = policy or ScreenPolicy()
     reference = load_reference(reference_uri)
     shards, model_id = (
@@ -202,7 +211,11 @@ def screen(
     features = pl.from_arrow(shards)
     rule = flag_rule(reference, policy)
     scores = screen_table(reference, shards, model_id, rule.threshold)
-    errors, duplicates = errors_table(features), duplicates_table(features)
+    errors, duplicates = errors_table(features), duplicate_groups(features)
+    leaks, protected = None, None
+    if protected_uri is not None:
+        protected = ProtectedIndex.load(protected_uri)
+        leaks = leak_matches(features, protected)
     summary = summarize(
         scores,
         errors,
@@ -222,6 +235,9 @@ def screen(
         **extra,
     )
     summary["warnings"] = reference.warnings
+    if protected is not None and leaks is not None:
+        summary["leak_check"] = protected.describe()
+        summary["n_leaks"] = len(leaks)
     mean, low, high = rule.expected(summary["n_scored"])
     summary["expected_flagged"], summary["expected_flagged_range"] = mean, [low, high]
     summary["flagged_p_value"] = (
@@ -230,7 +246,7 @@ def screen(
         else None
     )
     summary["alerts"] = alert_reasons(summary, policy)
-    return _write_outputs(out, scores, errors, duplicates, summary)
+    return _write_outputs(out, scores, errors, duplicates, summary, leaks)
 
 
 def audit(
@@ -252,7 +268,7 @@ def audit(
         reference.check_model(model_id)
     features = pl.from_arrow(shards)
     scores, estimate = audit_table(shards, config, density, folds, config.seed, reference, fdr)
-    errors, duplicates = errors_table(features), duplicates_table(features)
+    errors, duplicates = errors_table(features), duplicate_groups(features)
     summary = summarize(
         scores,
         errors,

@@ -3,6 +3,7 @@ every listed image is one row, results follow the bytes, features are reused by 
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from PIL import Image, ImageOps
 
-from diffpath.errors import ConfigMismatchError
+from diffpath.errors import AlertError, ConfigMismatchError
+from diffpath.io.identity import content_hash
 from diffpath.io.sources import list_source, read_refs
 from diffpath.scoring.grouping import Grouping
 from diffpath.scoring.metrics import auroc
@@ -28,6 +31,17 @@ def sample_bytes(prefix: str, n: int) -> list[bytes]:
     """Encoded bytes of the first `n` bundled incoming images whose path starts with `prefix`."""
     refs = [ref for ref in list_source(INCOMING) if ref.path.startswith(prefix)][:n]
     return read_refs(refs)
+
+
+def reencode(data: bytes, scale: float = 1.0, quality: int = 80, mirror: bool = False) -> bytes:
+    """A near copy of an image: resized by `scale`, mirrored, saved as JPEG at `quality`."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    size = (round(image.width * scale), round(image.height * scale))
+    image = image.resize(size, Image.Resampling.BICUBIC)
+    image = ImageOps.mirror(image) if mirror else image
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def write_folder(folder: Path, names_and_bytes: list[tuple[str, bytes]]) -> str:
@@ -72,7 +86,16 @@ def test_fit_then_screen_writes_readable_outputs(fitted, tiny_config) -> None:
     assert scores["rank"].to_list() == list(range(1, N_INCOMING + 1))
     assert scores["score"].is_sorted(descending=True)
     assert pl.read_parquet(outputs["errors"]).columns == [*LOCATOR, "error"]
-    assert pl.read_parquet(outputs["duplicates"]).columns == ["sha256", "count", "uris"]
+    assert pl.read_parquet(outputs["duplicates"]).columns == [
+        "group",
+        *LOCATOR,
+        "distance",
+        "identical",
+    ]
+    flagged = scores.filter("flagged")
+    lines = Path(outputs["flagged_txt"]).read_text().splitlines()
+    assert lines == [f"{INCOMING}#{row}" for row in flagged["row"]]
+    assert pl.read_csv(outputs["flagged_csv"])["rank"].to_list() == flagged["rank"].to_list()
     summary = summary_of(outputs)
     assert summary["n_images"] == N_INCOMING and summary["config_hash"] == tiny_config.config_hash()
     assert summary["n_flagged"] == scores["flagged"].sum()
@@ -222,22 +245,71 @@ def test_one_new_file_computes_one_feature_and_a_rewrite_is_recomputed(tmp_path,
     assert row["score"][0] == scores.filter(pl.col("path") == "00.jpg")["score"][0]
 
 
-def test_exact_duplicates_are_grouped_and_scored_identically(tmp_path, fitted) -> None:
+def test_near_duplicates_are_grouped_and_copies_scored_identically(tmp_path, fitted) -> None:
     _, reference = fitted
     face, texture = sample_bytes("faces/", 1)[0], sample_bytes("textures/", 1)[0]
     folder = write_folder(
         tmp_path / "dump",
-        [("a.jpg", face), ("copy/a.jpg", face), ("b.png", face), ("t.jpg", texture)],
+        [
+            ("a.jpg", face),
+            ("copy/a.jpg", face),
+            ("b.png", face),
+            ("small.jpg", reencode(face, scale=0.5, quality=70)),
+            ("t.jpg", texture),
+        ],
     )
     outputs = screen([folder], reference, tmp_path / "out")
     duplicates = pl.read_parquet(outputs["duplicates"])
-    assert duplicates["count"].to_list() == [3]
-    assert sorted(Path(u).name for u in duplicates["uris"][0]) == ["a.jpg", "a.jpg", "b.png"]
+    assert duplicates["group"].to_list() == [1, 1, 1, 1]
+    names = sorted(Path(u).name for u in duplicates["uri"])
+    assert names == ["a.jpg", "a.jpg", "b.png", "small.jpg"]
+    resized = duplicates.filter(pl.col("uri").str.ends_with("small.jpg"))
+    assert not resized["identical"][0] and resized["distance"][0] <= 6
     summary = summary_of(outputs)
-    assert (summary["n_duplicate_groups"], summary["n_duplicates"]) == (1, 2)
-    assert summary["features_computed"] == 2  # each distinct content once
+    assert (summary["n_duplicate_groups"], summary["n_duplicates"]) == (1, 3)
+    assert summary["n_identical_duplicates"] == 2
+    assert summary["features_computed"] == 3  # each distinct content once
     scores = pl.read_parquet(outputs["scores"])
-    assert scores.filter(pl.col("sha256") == duplicates["sha256"][0])["score"].n_unique() == 1
+    assert scores.filter(pl.col("sha256") == content_hash(face))["score"].n_unique() == 1
+
+
+def test_near_copies_of_a_protected_set_are_leaks_that_alert(tmp_path, fitted) -> None:
+    from diffpath_flows.pipeline import RunOptions, screen_flow
+
+    _, reference = fitted
+    faces, textures = sample_bytes("faces/", 3), sample_bytes("textures/", 2)
+    protected = write_folder(tmp_path / "test-set", [(f"{i}.jpg", f) for i, f in enumerate(faces)])
+    dump = write_folder(
+        tmp_path / "dump",
+        [
+            ("resized.jpg", reencode(faces[0], scale=2.0, quality=60)),
+            ("flipped.jpg", reencode(faces[1], mirror=True)),
+            ("t0.jpg", textures[0]),
+            ("t1.jpg", textures[1]),
+        ],
+    )
+    out = tmp_path / "out"
+    with pytest.raises(AlertError, match="2 images are near copies of the protected set"):
+        screen_flow([dump], reference, str(out), leak_check=[protected])
+    leaks = pl.read_parquet(out / "leaks.parquet")
+    found = {
+        Path(u).name: (Path(p).name, m)
+        for u, p, m in leaks.select("uri", "protected_uri", "mirrored").iter_rows()
+    }
+    assert found == {"resized.jpg": ("0.jpg", False), "flipped.jpg": ("1.jpg", True)}
+    summary = summary_of({"summary": str(out / "summary.json")})
+    assert summary["n_leaks"] == 2 and summary["leak_check"]["n_protected"] == 3
+    assert "Near copies" in (out / "report.html").read_text()
+    cached = list((out / "features" / "phash").glob("*.parquet"))
+    with pytest.raises(AlertError):  # the protected set's hashes are cached: none added
+        screen_flow(
+            [dump],
+            reference,
+            str(tmp_path / "again"),
+            leak_check=[protected],
+            run=RunOptions(features_root=str(out / "features")),
+        )
+    assert list((out / "features" / "phash").glob("*.parquet")) == cached
 
 
 def test_same_weights_at_two_paths_share_one_feature_key(tmp_path, fitted, tiny_model_dir) -> None:

@@ -1,0 +1,282 @@
+"""Near copies: groups of near-duplicate images within a run, and leaks from a protected set.
+
+Two images are near copies when their perceptual hashes (`diffpath.io.phash`) differ in
+at most `NEAR_BITS` of 64 bits: measured on CIFAR-10 and CelebA (benchmarks/nearcopy.py,
+docs/nearcopy.md), re-encoded, resized and brightness-shifted copies fall within it and
+distinct images almost never do. Pairs are found without comparing all of them: the hash
+is cut into four 16-bit bands, and two hashes within 7 bits agree on some band up to one
+bit (pigeonhole), so joining each band on its value and its 16 one-bit neighbours finds
+every pair within 7 bits, however many images there are (exact, not approximate).
+
+A protected set (a test set, another customer's data) is indexed once: its images' hashes,
+and those of their mirror images, so a flipped copy matches too. The hashes are cached by
+content under the feature cache (`PhashStore`), so tomorrow's check decodes only new files.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from diffpath.io.identity import content_hash
+from diffpath.io.phash import hamming, perceptual_hashes
+from diffpath.io.sources import list_source, read_refs
+from diffpath.io.storage import find, join, read_parquet, write_parquet
+
+__all__ = [
+    "NEAR_BITS",
+    "PhashStore",
+    "ProtectedIndex",
+    "duplicate_groups",
+    "leak_matches",
+    "near_pairs",
+    "protected_index",
+]
+
+NEAR_BITS = 6  # at most this many of 64 bits differ between near copies
+_BANDS, _BAND_BITS = 4, 16
+_CHUNK = 4096  # protected images read and hashed at a time
+
+
+_PAIRS_PER_JOIN = 1 << 24  # candidate pairs a join may make before verifying: bounds memory
+
+
+def _band(hashes: np.ndarray, band: int) -> np.ndarray:
+    return ((hashes >> np.uint64(_BAND_BITS * band)) & np.uint64(0xFFFF)).astype(np.int64)
+
+
+def near_pairs(
+    left: np.ndarray, right: np.ndarray | None = None, bits: int = NEAR_BITS
+) -> pl.DataFrame:
+    """Index pairs (i, j, distance) of uint64 hashes within `bits` bits: `left` against
+    `right`, or within `left` (i < j) when `right` is None. Exact for `bits` ≤ 7; within 3
+    bits a band agrees exactly, so no neighbour is probed (17× fewer candidates)."""
+    if not 0 <= bits <= 2 * _BANDS - 1:
+        raise ValueError(f"near copies are found within at most {2 * _BANDS - 1} bits, not {bits}")
+    other = left if right is None else right
+    flips = np.array([0] + ([1 << b for b in range(_BAND_BITS)] if bits >= _BANDS else []))
+    per_row = len(flips) * max(1, len(other) >> _BAND_BITS)  # expected candidates a row makes
+    step = max(1024, _PAIRS_PER_JOIN // per_row)
+    found = []
+    for band in range(_BANDS):
+        theirs = pl.DataFrame({"j": np.arange(len(other)), "k": _band(other, band)})
+        keys = _band(left, band)
+        for start in range(0, len(left), step):
+            chunk = keys[start : start + step]
+            probes = pl.DataFrame(
+                {
+                    "i": np.repeat(np.arange(start, start + len(chunk)), len(flips)),
+                    "k": (chunk[:, None] ^ flips[None, :]).ravel(),
+                }
+            )
+            pairs = probes.join(theirs, on="k").select("i", "j")
+            if right is None:
+                pairs = pairs.filter(pl.col("i") < pl.col("j"))
+            i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+            distance = hamming(left[i], other[j])
+            near = distance <= bits
+            found.append(pl.DataFrame({"i": i[near], "j": j[near], "distance": distance[near]}))
+    schema = {"i": pl.Int64, "j": pl.Int64, "distance": pl.Int64}
+    return pl.concat([pl.DataFrame(schema=schema), *found]).cast(schema).unique().sort("i", "j")
+
+
+def duplicate_groups(frame: pl.DataFrame, bits: int = NEAR_BITS) -> pl.DataFrame:
+    """Groups of near-duplicate images among a run's rows (locator, sha256, phash): one row
+    per member — group (1 = largest), the locator, sha256, `distance` (bits from the
+    group's first member) and `identical` (the same bytes as it). Images within `bits` of
+    each other are joined, and groups are their chains."""
+    rows = frame.filter(pl.col("phash").is_not_null()).sort("uri", "row")
+    distinct, inverse = np.unique(rows["phash"].to_numpy(), return_inverse=True)
+    pairs = near_pairs(distinct, bits=bits)
+    graph = coo_matrix(
+        (np.ones(len(pairs)), (pairs["i"].to_numpy(), pairs["j"].to_numpy())),
+        shape=(len(distinct), len(distinct)),
+    )
+    labels = connected_components(graph, directed=False)[1][inverse]
+    members = rows.select("uri", "row", "path", "sha256", "phash").with_columns(
+        component=pl.Series(labels, dtype=pl.Int64)
+    )
+    grouped = members.filter(pl.len().over("component") > 1)
+    first = pl.col("phash").first().over("component")
+    grouped = grouped.with_columns(
+        distance=pl.Series(
+            hamming(grouped["phash"].to_numpy(), grouped.select(first).to_series().to_numpy()),
+            dtype=pl.Int64,
+        ),
+        identical=pl.col("sha256") == pl.col("sha256").first().over("component"),
+        size=pl.len().over("component"),
+        start=pl.int_range(pl.len()).over("component") == 0,
+    )
+    order = (
+        grouped.filter("start")
+        .sort(["size", "uri", "row"], descending=[True, False, False])
+        .with_row_index("group", offset=1)
+        .select("component", pl.col("group").cast(pl.Int64))
+    )
+    return (
+        grouped.join(order, on="component")
+        .sort("group", "uri", "row")
+        .select("group", "uri", "row", "path", "sha256", "distance", "identical")
+    )
+
+
+class PhashStore:
+    """Perceptual hashes (and their mirror images') by content hash under `root`: segments of
+    (sha256, phash, mirror) rows, one per new batch, read whole (24 bytes an image)."""
+
+    def __init__(self, root: str) -> None:
+        self.folder = join(root, "phash")
+        self.known: dict[str, tuple[int, int]] = {}
+        for uri in find(self.folder):
+            table = read_parquet(uri)
+            rows = zip(
+                table["sha256"].to_pylist(),
+                table["phash"].to_pylist(),
+                table["mirror"].to_pylist(),
+                strict=True,
+            )
+            self.known |= {sha: (h, m) for sha, h, m in rows}
+
+    def put(self, fresh: dict[str, tuple[int, int]]) -> None:
+        """Store new hashes as one segment."""
+        if not fresh:
+            return
+        shas = list(fresh)
+        table = pa.table(
+            {
+                "sha256": pa.array(shas, pa.string()),
+                "phash": pa.array([fresh[s][0] for s in shas], pa.uint64()),
+                "mirror": pa.array([fresh[s][1] for s in shas], pa.uint64()),
+            }
+        )
+        write_parquet(table, join(self.folder, f"{uuid.uuid4().hex}.parquet"))
+        self.known |= fresh
+
+
+@dataclass(frozen=True)
+class ProtectedIndex:
+    """A protected set's images (locator, sha256, phash, mirror: the mirror image's hash)
+    and how many of the listed ones could not be read or decoded (left out)."""
+
+    images: pl.DataFrame
+    n_listed: int
+    sources: tuple[str, ...]
+
+    @property
+    def n_unreadable(self) -> int:
+        return self.n_listed - len(self.images)
+
+    def describe(self) -> dict[str, Any]:
+        """What a run's summary says of the check."""
+        return {
+            "sources": list(self.sources),
+            "n_protected": len(self.images),
+            "n_unreadable": self.n_unreadable,
+            "max_bits": NEAR_BITS,
+        }
+
+    def save(self, uri: str) -> str:
+        meta = {"n_listed": self.n_listed, "sources": list(self.sources)}
+        return write_parquet(self.images.to_arrow(), uri, meta)
+
+    @classmethod
+    def load(cls, uri: str) -> ProtectedIndex:
+        table = read_parquet(uri)
+        meta = json.loads(table.schema.metadata[b"diffpath"])
+        images = pl.from_arrow(table.replace_schema_metadata(None))
+        return cls(images, meta["n_listed"], tuple(meta["sources"]))
+
+
+def protected_index(
+    source: Sequence[str],
+    cache_root: str,
+    progress: Callable[[int], None] | None = None,
+) -> ProtectedIndex:
+    """Index a protected set: each image's perceptual hash and its mirror image's, decoding
+    only contents the store under `cache_root` has not seen (the bytes are read to know
+    their content, as for features)."""
+    refs = list_source(list(source))
+    store, fresh, rows = PhashStore(cache_root), {}, []
+    for start in range(0, len(refs), _CHUNK):
+        chunk = refs[start : start + _CHUNK]
+        readable = [
+            (ref, data, content_hash(data))
+            for ref, data in zip(chunk, read_refs(chunk), strict=True)
+            if isinstance(data, bytes)
+        ]
+        new = {sha: data for _, data, sha in readable if sha not in store.known | fresh}
+        hashes, decoded = perceptual_hashes(list(new.values()))
+        mirrors, _ = perceptual_hashes(list(new.values()), mirror=True)
+        fresh |= {
+            sha: (int(h), int(m))
+            for sha, h, m, ok in zip(new, hashes, mirrors, decoded, strict=True)
+            if ok
+        }
+        for ref, _, sha in readable:
+            if (value := store.known.get(sha) or fresh.get(sha)) is not None:
+                rows.append((ref.uri, ref.row, ref.path, sha, *value))
+        if progress:
+            progress(len(chunk))
+    store.put(fresh)
+    schema = {
+        "uri": pl.String,
+        "row": pl.Int64,
+        "path": pl.String,
+        "sha256": pl.String,
+        "phash": pl.UInt64,
+        "mirror": pl.UInt64,
+    }
+    images = pl.DataFrame(rows, schema=schema, orient="row")
+    return ProtectedIndex(images, len(refs), tuple(source))
+
+
+def leak_matches(frame: pl.DataFrame, index: ProtectedIndex, bits: int = NEAR_BITS) -> pl.DataFrame:
+    """The run's images that are near copies of a protected image (or of its mirror image):
+    one row each — its locator and sha256, the closest protected image (`protected_uri`,
+    `protected_row`, `protected_path`, `protected_sha256`), the `distance` in bits and
+    whether the match is `mirrored` — closest first."""
+    rows = frame.filter(pl.col("phash").is_not_null()).sort("uri", "row")
+    ours = rows["phash"].to_numpy()
+    protected = index.images
+    matches = pl.concat(
+        [
+            near_pairs(ours, protected[column].to_numpy(), bits).with_columns(
+                mirrored=pl.lit(column == "mirror")
+            )
+            for column in ("phash", "mirror")
+        ]
+    )
+    best = matches.sort("distance", "mirrored", "j").group_by("i", maintain_order=True).first()
+    theirs = protected.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("j"),
+        *(pl.col(c).alias(f"protected_{c}") for c in ("uri", "row", "path", "sha256")),
+    )
+    return (
+        rows.select("uri", "row", "path", "sha256")
+        .with_row_index("i")
+        .with_columns(pl.col("i").cast(pl.Int64))
+        .join(best, on="i")
+        .join(theirs, on="j")
+        .sort("distance", "uri", "row")
+        .select(
+            "uri",
+            "row",
+            "path",
+            "sha256",
+            "distance",
+            "mirrored",
+            "protected_uri",
+            "protected_row",
+            "protected_path",
+            "protected_sha256",
+        )
+    )
