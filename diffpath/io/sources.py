@@ -1,4 +1,5 @@
-"""Image sources: a folder/prefix of image files or Parquet files with an image column.
+"""Image sources: a folder/prefix of image files or Parquet files with an image column, a
+Parquet file, or one image file.
 
 A source is listed once into `ImageRef`s, sorted by locator so shards are deterministic.
 An image is located by (uri, row) — unique — and named for people by `path`, which may
@@ -94,15 +95,16 @@ def _read_keys(fs, path: str, schema: pa.Schema) -> list[str]:
 
 
 def check_source(uri: str) -> bool:
-    """Whether a source is one Parquet file (else a folder or prefix); a `StorageError`
-    saying what to do when it is neither, or storage cannot be reached."""
+    """Whether a source is one file, a Parquet file or an image (else a folder or prefix);
+    a `StorageError` saying what to do when it is neither, or storage cannot be reached."""
     if not exists(uri):
         raise StorageError(f"source {uri!r} does not exist: check the path or URI")
     fs, root = filesystem(uri)
     is_file = fs.isfile(root)
-    if is_file and not root.lower().endswith(".parquet"):
+    if is_file and not root.lower().endswith((".parquet", *IMAGE_EXTENSIONS)):
         raise StorageError(
-            f"source file {uri!r} is not a .parquet file: give its folder, or a Parquet file"
+            f"source file {uri!r} is neither a Parquet file nor an image "
+            f"({', '.join(IMAGE_EXTENSIONS)}): give its folder, or a Parquet file"
         )
     return is_file
 
@@ -114,7 +116,9 @@ def _list_one(uri: str) -> tuple[list[ImageRef], list[str]]:
     fs, root = filesystem(uri)
     prefix = protocol_prefix(uri)
     if check_source(uri):
-        return _parquet_refs(fs, prefix, root), []
+        if root.lower().endswith(".parquet"):
+            return _parquet_refs(fs, prefix, root), []
+        return [ImageRef(uri=prefix + root, row=None, path=root.rsplit("/", 1)[-1])], []
     for path in sorted(fs.find(root)):
         lower, key = path.lower(), path[len(root.rstrip("/")) + 1 :]
         if lower.endswith(".parquet"):

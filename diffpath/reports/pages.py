@@ -43,6 +43,10 @@ def _unreadable(out: str, max_rows: int = 1000) -> tuple[str, Markup] | None:
     return f"Unreadable images ({len(errors)})", table(rows) + fragment("notes", notes=more)
 
 
+def _more(n: int, where: str) -> Markup:
+    return fragment("notes", notes=[f"{n} more in {where}."] if n > 0 else [])
+
+
 def _near_copies(out: str, max_rows: int = 200) -> list[tuple[str, Markup]]:
     """Leaks (each image beside the protected image it copies) and near-duplicate groups
     (each member with its distance from the group's first), as thumbnails and locations."""

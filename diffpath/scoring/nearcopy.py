@@ -16,6 +16,7 @@ content under the feature cache (`PhashStore`), so tomorrow's check decodes only
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import pyarrow as pa
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from diffpath.errors import StorageError
 from diffpath.io.identity import content_hash
 from diffpath.io.phash import hamming, perceptual_hashes
 from diffpath.io.sources import list_source, read_refs
@@ -41,6 +43,8 @@ __all__ = [
     "near_pairs",
     "protected_index",
 ]
+
+log = logging.getLogger(__name__)
 
 NEAR_BITS = 6  # at most this many of 64 bits differ between near copies
 _BANDS, _BAND_BITS = 4, 16
@@ -136,15 +140,17 @@ class PhashStore:
     def __init__(self, root: str) -> None:
         self.folder = join(root, "phash")
         self.known: dict[str, tuple[int, int]] = {}
-        for uri in find(self.folder):
-            table = read_parquet(uri)
-            rows = zip(
-                table["sha256"].to_pylist(),
-                table["phash"].to_pylist(),
-                table["mirror"].to_pylist(),
-                strict=True,
-            )
-            self.known |= {sha: (h, m) for sha, h, m in rows}
+        for name in find(self.folder):
+            try:
+                table = read_parquet(join(self.folder, name))
+                rows = zip(
+                    *(table[c].to_pylist() for c in ("sha256", "phash", "mirror")), strict=True
+                )
+                self.known |= {sha: (h, m) for sha, h, m in rows}
+            except (StorageError, KeyError, pa.ArrowException) as err:  # recomputed, not fatal
+                log.warning(
+                    "perceptual hashes in %s/%s not read (recomputed): %s", self.folder, name, err
+                )
 
     def put(self, fresh: dict[str, tuple[int, int]]) -> None:
         """Store new hashes as one segment."""
