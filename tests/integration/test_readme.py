@@ -18,8 +18,11 @@ def test_the_readme_has_python_to_run() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_python_block_runs(block: str) -> None:
+def test_readme_python_block_runs(block: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where the example writes its outputs
     namespace: dict = {"__name__": "readme"}
     exec(compile(block, str(README), "exec"), namespace)
-    if "anomaly" in namespace:  # the API example: one finite score per incoming image
-        assert np.isfinite(namespace["anomaly"]).all() and len(namespace["anomaly"]) == 8
+    if "result" in namespace:  # the API example: every incoming image scored, files written
+        scores = namespace["result"].scores
+        assert len(scores) > 0 and np.isfinite(scores["score"].to_numpy()).all()
+        assert (Path("screen-out") / "flagged.txt").exists()
