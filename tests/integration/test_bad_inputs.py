@@ -114,7 +114,9 @@ def test_a_corpus_of_odd_and_bad_files(tmp_path, tiny_reference, monkeypatch) ->
     assert scores["score"].is_finite().all()
     hashes = dict(zip(scores["path"], scores["sha256"], strict=True))
     assert all(hashes[name] == content_hash(data) for name, data in SCORED.items())
-    assert pl.read_parquet(outputs["duplicates"]).is_empty()
+    duplicates = pl.read_parquet(outputs["duplicates"])  # one 40×30 picture in four modes
+    assert sorted(duplicates["path"]) == ["cmyk.jpg", "grey.png", "palette.gif", "rgba.png"]
+    assert duplicates["group"].n_unique() == 1 and not duplicates["identical"][1:].any()
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<img src=x onerror" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
