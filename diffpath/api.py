@@ -142,7 +142,7 @@ def _sources(source: Source, folder: str) -> list[str]:
     return [write_parquet(table, join(folder, "inputs", "images.parquet"))]
 
 
-def _bar(run: Run, total: int, what: str) -> tqdm:
+def _bar(run: Run, total: int | None, what: str) -> tqdm:
     return tqdm(
         total=total,
         desc=what,
@@ -222,7 +222,8 @@ class _Scored(_Result):
 
     @property
     def duplicates(self) -> pl.DataFrame:
-        """Near-duplicate groups: group, locator, sha256, distance (bits), identical."""
+        """Near-duplicate groups: group, locator, sha256, distance (bits from the group's
+        first member), identical (its bytes are another member's)."""
         return pl.read_parquet(self.outputs["duplicates"])
 
     def flagged_uris(self) -> list[str]:
@@ -317,7 +318,8 @@ class TrustedReference:
         cache = run.cache or join(folder.uri, "features")
         index = None
         if protected:
-            built = protected_index(protected, cache)
+            with _bar(run, None, "protected set") as bar:
+                built = protected_index(protected, cache, bar.update)
             index = built.save(join(folder.uri, "protected.parquet"))
         shards, counts = _featurize(sources, config, folder.uri, run, model, allow_empty=True)
         extra = {"reference_from": self.uri, **counts}

@@ -24,7 +24,7 @@ __all__ = ["HASH_BITS", "hamming", "perceptual_hashes"]
 
 HASH_BITS = 64
 _SIDE, _LOW = 32, 8  # the greyscale image's side, the low-frequency block's side
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_U = np.uint64
 
 
 def _thumbnail(data: bytes, mirror: bool) -> np.ndarray | None:
@@ -58,6 +58,10 @@ def perceptual_hashes(
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bits that differ between uint64 hashes `a` and `b` (elementwise, broadcast)."""
-    xor = np.ascontiguousarray(np.bitwise_xor(a, b), dtype=np.uint64)
-    return _POPCOUNT[xor.view(np.uint8)].reshape(*xor.shape, 8).sum(-1, dtype=np.int64)
+    """Bits that differ between uint64 hashes `a` and `b` (elementwise, broadcast): a
+    branch-free popcount in uint64 arithmetic, on any numpy."""
+    x = np.bitwise_xor(a, b).astype(np.uint64)
+    x = x - ((x >> _U(1)) & _U(0x5555555555555555))
+    x = (x & _U(0x3333333333333333)) + ((x >> _U(2)) & _U(0x3333333333333333))
+    x = (x + (x >> _U(4))) & _U(0x0F0F0F0F0F0F0F0F)
+    return ((x * _U(0x0101010101010101)) >> _U(56)).astype(np.int64)

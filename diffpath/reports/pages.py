@@ -88,7 +88,7 @@ def _near_copies(out: str, max_rows: int = 200) -> list[tuple[str, Markup]]:
                 "group": r["group"],
                 "image": thumbnail(pictures[i], 48, r["path"]),
                 "bits from the first": r["distance"],
-                "same bytes": "yes" if r["identical"] else "",
+                "same bytes as another": "yes" if r["identical"] else "",
                 "path": r["path"],
             }
             for i, r in enumerate(shown.iter_rows(named=True))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +51,34 @@ _BANDS, _BAND_BITS = 4, 16
 _CHUNK = 4096  # protected images read and hashed at a time
 
 
-_PAIRS_PER_JOIN = 1 << 24  # candidate pairs a join may make before verifying: bounds memory
+_BATCH = 1 << 23  # candidate pairs verified at a time: bounds a search's memory (~300 MB)
+_ROWS = 1 << 16  # hashes probed at a time
 
 
 def _band(hashes: np.ndarray, band: int) -> np.ndarray:
     return ((hashes >> np.uint64(_BAND_BITS * band)) & np.uint64(0xFFFF)).astype(np.int64)
+
+
+def _candidates(
+    keys: np.ndarray, theirs: np.ndarray, flips: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(i, j) index pairs whose band keys agree up to one of `flips`, in batches of about
+    `_BATCH`: `theirs` sorted by key, each probe's matches are the run of its key."""
+    order = np.argsort(theirs, kind="stable")
+    bounds = np.searchsorted(theirs[order], np.arange((1 << _BAND_BITS) + 1))  # each run
+    for start in range(0, len(keys), _ROWS):
+        probes = (keys[start : start + _ROWS, None] ^ flips[None, :]).ravel()
+        low = bounds[probes]
+        counts = bounds[probes + 1] - low
+        ends = np.cumsum(counts)
+        cuts = np.searchsorted(ends, np.arange(_BATCH, ends[-1], _BATCH), "right")
+        for a, b in zip([0, *cuts], [*cuts, len(probes)], strict=True):
+            n = counts[a:b]
+            if not n.sum():
+                continue
+            first = np.repeat(low[a:b] - (ends[a:b] - n - (ends[a - 1] if a else 0)), n)
+            rows = start + np.arange(a, b) // len(flips)
+            yield np.repeat(rows, n), order[first + np.arange(n.sum())]
 
 
 def near_pairs(
@@ -68,24 +91,11 @@ def near_pairs(
         raise ValueError(f"near copies are found within at most {2 * _BANDS - 1} bits, not {bits}")
     other = left if right is None else right
     flips = np.array([0] + ([1 << b for b in range(_BAND_BITS)] if bits >= _BANDS else []))
-    per_row = len(flips) * max(1, len(other) >> _BAND_BITS)  # expected candidates a row makes
-    step = max(1024, _PAIRS_PER_JOIN // per_row)
     found = []
     for band in range(_BANDS):
-        theirs = pl.DataFrame({"j": np.arange(len(other)), "k": _band(other, band)})
-        keys = _band(left, band)
-        for start in range(0, len(left), step):
-            chunk = keys[start : start + step]
-            probes = pl.DataFrame(
-                {
-                    "i": np.repeat(np.arange(start, start + len(chunk)), len(flips)),
-                    "k": (chunk[:, None] ^ flips[None, :]).ravel(),
-                }
-            )
-            pairs = probes.join(theirs, on="k").select("i", "j")
+        for i, j in _candidates(_band(left, band), _band(other, band), flips):
             if right is None:
-                pairs = pairs.filter(pl.col("i") < pl.col("j"))
-            i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+                i, j = i[i < j], j[i < j]
             distance = hamming(left[i], other[j])
             near = distance <= bits
             found.append(pl.DataFrame({"i": i[near], "j": j[near], "distance": distance[near]}))
@@ -96,7 +106,7 @@ def near_pairs(
 def duplicate_groups(frame: pl.DataFrame, bits: int = NEAR_BITS) -> pl.DataFrame:
     """Groups of near-duplicate images among a run's rows (locator, sha256, phash): one row
     per member — group (1 = largest), the locator, sha256, `distance` (bits from the
-    group's first member) and `identical` (the same bytes as it). Images within `bits` of
+    group's first member) and `identical` (its bytes are another member's). Images within `bits` of
     each other are joined, and groups are their chains."""
     rows = frame.filter(pl.col("phash").is_not_null()).sort("uri", "row")
     distinct, inverse = np.unique(rows["phash"].to_numpy(), return_inverse=True)
@@ -116,7 +126,7 @@ def duplicate_groups(frame: pl.DataFrame, bits: int = NEAR_BITS) -> pl.DataFrame
             hamming(grouped["phash"].to_numpy(), grouped.select(first).to_series().to_numpy()),
             dtype=pl.Int64,
         ),
-        identical=pl.col("sha256") == pl.col("sha256").first().over("component"),
+        identical=pl.col("sha256").is_duplicated().over("component"),
         size=pl.len().over("component"),
         start=pl.int_range(pl.len()).over("component") == 0,
     )

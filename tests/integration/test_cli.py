@@ -274,6 +274,31 @@ def test_a_dated_screen_that_alerts_exits_3_after_writing_outputs(dated_referenc
     assert "Nights screened (1 most recent)" in (out / "report.html").read_text()
 
 
+def test_a_leak_check_exits_3_naming_the_copies(dated_reference, tmp_path) -> None:
+    incoming = pq.read_table(SAMPLES / "incoming.parquet").slice(0, 8)
+    (tmp_path / "test-set").mkdir()
+    pq.write_table(incoming.slice(0, 3), tmp_path / "test-set" / "held-out.parquet")
+    pq.write_table(incoming, tmp_path / "dump.parquet")
+    screen_dump = ["screen", str(tmp_path / "dump.parquet"), "--reference", dated_reference[1]]
+    missing = runner.invoke(
+        app, [*screen_dump, "--out", str(tmp_path / "x"), "--leak-check", str(tmp_path / "no")]
+    )
+    assert missing.exit_code == 1 and "/no' does not exist" in missing.output.splitlines()[-1]
+    screen = runner.invoke(
+        app,
+        [*screen_dump, "--out", str(tmp_path / "s"), "--leak-check", str(tmp_path / "test-set")],
+    )
+    assert screen.exit_code == 3, screen.output
+    assert "leak check: 3 near copies of 3 protected images" in screen.output
+    assert screen.output.strip().splitlines()[-1].startswith("alert: 3 images are near copies")
+    leaks = pq.read_table(tmp_path / "s" / "leaks.parquet").to_pylist()
+    assert [(r["row"], r["protected_row"], r["distance"]) for r in leaks] == [
+        (0, 0, 0),
+        (1, 1, 0),
+        (2, 2, 0),
+    ]
+
+
 @pytest.mark.hostile(
     (
         "two `--ood` sets both `test.parquet`, one under `date=2026-12-01/`",

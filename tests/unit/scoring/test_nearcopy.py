@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from diffpath.io.phash import hamming
+from diffpath.scoring import nearcopy
 from diffpath.scoring.nearcopy import PhashStore, near_pairs, protected_index
 from tests.conftest import SAMPLES
 
@@ -24,8 +25,11 @@ def planted(seed: int = 0) -> np.ndarray:
     return np.concatenate([base, copies])
 
 
-@pytest.mark.parametrize("bits", [0, 3, 6, 7])
-def test_banded_search_finds_exactly_the_pairs_all_pairs_find(bits) -> None:
+@pytest.mark.parametrize(("bits", "batch"), [(0, None), (3, None), (6, None), (7, None), (6, 997)])
+def test_banded_search_finds_exactly_the_pairs_all_pairs_find(bits, batch, monkeypatch) -> None:
+    if batch:  # candidates verified a few hundred at a time, hashes probed 500 at a time
+        monkeypatch.setattr(nearcopy, "_BATCH", batch)
+        monkeypatch.setattr(nearcopy, "_ROWS", 500)
     hashes = planted()
     distance = hamming(hashes[:, None], hashes[None, :])
     i, j = np.nonzero(np.triu(distance <= bits, k=1))
