@@ -30,6 +30,7 @@ from scipy.stats import beta
 from diffpath.io.phash import hamming, perceptual_hashes
 from diffpath.scoring.nearcopy import NEAR_BITS, near_pairs
 
+BITS = (0, 2, 4, 6)  # the --near-bits settings reported
 SETS = {
     "cifar10": ["cifar10/test.parquet"],
     "celeba": ["celeba/test.parquet", "celeba/train.parquet"],
@@ -82,6 +83,14 @@ def upper(k: int, n: int) -> float:
     return float(beta.ppf(0.95, k + 1, n - k)) if n else 1.0
 
 
+def mirrored_distance(mirrored: pl.DataFrame) -> pl.DataFrame:
+    """The smallest distance of each unordered pair matched through a mirror image."""
+    pairs = mirrored.select(
+        i=pl.min_horizontal("i", "j"), j=pl.max_horizontal("i", "j"), distance="distance"
+    )
+    return pairs.group_by("i", "j").agg(pl.col("distance").min())
+
+
 def measure(name: str, distinct: list[bytes], n_copies: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
@@ -100,13 +109,17 @@ def measure(name: str, distinct: list[bytes], n_copies: int, seed: int) -> dict:
             "near duplicate": float((direct[ok] <= NEAR_BITS).mean()),
             "leak": float((either[ok] <= NEAR_BITS).mean()),
             "median bits": float(np.median(direct[ok])),
+            "leak by bits": {b: float((either[ok] <= b).mean()) for b in BITS},
         }
     pairs = len(distinct) * (len(distinct) - 1) // 2
     direct = near_pairs(hashes)
     mirrored = near_pairs(hashes, mirrors).filter(pl.col("i") != pl.col("j"))
-    unordered = mirrored.select(i=pl.min_horizontal("i", "j"), j=pl.max_horizontal("i", "j"))
+    unordered = mirrored_distance(mirrored).select("i", "j")
     within = len(direct)
-    leaks = len(pl.concat([direct.select("i", "j"), unordered]).unique())  # either way
+    either = pl.concat([direct, unordered.join(mirrored_distance(mirrored), on=["i", "j"])])
+    closest = either.group_by("i", "j").agg(pl.col("distance").min())  # either way
+    leaks = len(closest)
+    by_bits = {b: int((closest["distance"] <= b).sum()) for b in BITS}
     return {
         "set": name,
         "n_distinct": len(distinct),
@@ -120,6 +133,7 @@ def measure(name: str, distinct: list[bytes], n_copies: int, seed: int) -> dict:
                 "upper95": upper(within, pairs),
             },
             "leak": {"k": leaks, "rate": leaks / pairs, "upper95": upper(leaks, pairs)},
+            "leak by bits": {b: {"k": k, "upper95": upper(k, pairs)} for b, k in by_bits.items()},
         },
         "hash_us_per_image": 1e6 * hash_seconds,
     }
@@ -132,20 +146,22 @@ def search_cost(data: Path) -> dict:
     hashes, _ = perceptual_hashes(distinct)
     hashing = time.perf_counter() - started
     rows = []
-    for n in (len(hashes) // 4, len(hashes) // 2, len(hashes)):
+    sizes = [(n, NEAR_BITS) for n in (len(hashes) // 4, len(hashes) // 2, len(hashes))]
+    for n, bits in [*sizes, (len(hashes), 2), (len(hashes), 0)]:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
-        found = near_pairs(hashes[:n])
+        found = near_pairs(hashes[:n], bits=bits)
         rows.append(
             {
                 "n": n,
+                "bits": bits,
                 "seconds": time.perf_counter() - started,
                 "pairs_found": len(found),
                 "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
                 / 1024,
             }
         )
-    last = rows[-1]
+    last = rows[len(sizes) - 1]
     per_million = last["seconds"] * (1e6 / last["n"]) ** 2  # quadratic with a small constant
     return {
         "n_images": len(hashes),
@@ -174,7 +190,12 @@ def main() -> None:
                 f"  {transform:18s} recall {r['near duplicate']:.3f} (leak check {r['leak']:.3f}), "
                 f"median {r['median bits']:.0f} bits"
             )
+        for transform, r in result["recall"].items():
+            print(f"  {transform:18s} leak recall by bits {r['leak by bits']}")
+        print(f"  false leaks by bits: {result['false_matches']['leak by bits']}")
         for kind, f in result["false_matches"].items():
+            if kind == "leak by bits":
+                continue
             print(
                 f"  false matches ({kind}): {f['k']} of {result['pairs']:,} pairs = "
                 f"{f['rate']:.1e} (95% upper {f['upper95']:.1e})"
@@ -184,7 +205,8 @@ def main() -> None:
     print(f"hashing: {cost['hash_us_per_image']:.0f} us per image ({cost['n_images']:,} images)")
     for row in cost["search"]:
         print(
-            f"search {row['n']:,} hashes: {row['seconds']:.1f} s, {row['pairs_found']:,} pairs, "
+            f"search {row['n']:,} hashes within {row['bits']} bits: {row['seconds']:.2f} s, "
+            f"{row['pairs_found']:,} pairs, "
             f"+{row['peak_rss_growth_mb']:.0f} MB peak"
         )
     print(

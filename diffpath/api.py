@@ -41,7 +41,7 @@ from diffpath.reports import pages
 from diffpath.scoring import score
 from diffpath.scoring.alerts import ScreenPolicy, flag_rule
 from diffpath.scoring.grouping import Grouping
-from diffpath.scoring.nearcopy import protected_index
+from diffpath.scoring.nearcopy import NEAR_BITS, protected_index
 from diffpath.scoring.reference import (
     Reference,
     check_fit_options,
@@ -295,12 +295,14 @@ class TrustedReference:
         alert_p: float | None = None,
         fail_above: float | None = None,
         max_errors: float | None = None,
+        near_bits: int = NEAR_BITS,
         run: Run | None = None,
     ) -> ScreenResult:
         """Score `source` against this reference → `ScreenResult`. Flags above the
         reference's threshold, or at in-distribution rate `fpr`, or above `threshold`;
-        `leak_check` (a protected set's URIs) finds near copies of its images. Alerts are
-        in `result.alerts`, never raised."""
+        `leak_check` (a protected set's URIs) finds near copies of its images, within
+        `near_bits` of 64 perceptual-hash bits (as duplicates). Alerts are in
+        `result.alerts`, never raised."""
         run = run or Run()
         policy = ScreenPolicy(
             fpr=fpr,
@@ -308,6 +310,7 @@ class TrustedReference:
             alert_p=alert_p,
             fail_above=fail_above,
             max_errors=max_errors,
+            near_bits=near_bits,
         )
         flag_rule(self.reference, policy)  # refused here: nothing computed
         protected = [leak_check] if isinstance(leak_check, str) else list(leak_check or [])

@@ -315,6 +315,15 @@ def screen(
             "--max-errors", help="alert (exit 3) when more than this fraction is unreadable"
         ),
     ] = None,
+    near_bits: Annotated[
+        int | None,
+        typer.Option(
+            "--near-bits",
+            help="near copies (duplicates, leaks) differ in at most this many of 64 "
+            "perceptual-hash bits, 0-7 (default 2: re-encoded, resized, brightness-shifted "
+            "copies); 6: also more lightly cropped ones, 8x the search; 0: equal hashes only",
+        ),
+    ] = None,
     leak_check: Annotated[
         list[str] | None,
         typer.Option(
@@ -343,6 +352,7 @@ def screen(
             alert_per=alert_per,
             fail_above=fail_above,
             max_errors=max_errors,
+            **({} if near_bits is None else {"near_bits": near_bits}),
         )
     except ValidationError as err:
         exit_with_reason(err)

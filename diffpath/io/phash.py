@@ -64,4 +64,5 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = x - ((x >> _U(1)) & _U(0x5555555555555555))
     x = (x & _U(0x3333333333333333)) + ((x >> _U(2)) & _U(0x3333333333333333))
     x = (x + (x >> _U(4))) & _U(0x0F0F0F0F0F0F0F0F)
-    return ((x * _U(0x0101010101010101)) >> _U(56)).astype(np.int64)
+    with np.errstate(over="ignore"):  # the byte sums land in the top byte; the rest wraps
+        return ((x * _U(0x0101010101010101)) >> _U(56)).astype(np.int64)

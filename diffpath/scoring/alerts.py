@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from diffpath.scoring.conformal import FlagRule, calibrate_threshold, threshold_rule
+from diffpath.scoring.nearcopy import NEAR_BITS
 from diffpath.scoring.reference import Reference
 
 __all__ = ["ScreenPolicy", "alert_reasons", "flag_rule"]
@@ -45,6 +46,14 @@ class ScreenPolicy(BaseModel):
     )
     max_errors: float | None = Field(
         None, ge=0, le=1, description="alert when more than this fraction is unreadable"
+    )
+    near_bits: int = Field(
+        NEAR_BITS,
+        ge=0,
+        le=7,
+        description="near copies (duplicates, leaks) differ in at most this many of 64 "
+        "perceptual-hash bits: 2 finds re-encoded, resized, brightness-shifted copies, 6 also "
+        "more lightly cropped ones (8x the search), 0 only equal hashes (docs/nearcopy.md)",
     )
 
     @model_validator(mode="after")

@@ -46,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NEAR_BITS = 6  # at most this many of 64 bits differ between near copies
+NEAR_BITS = 2  # at most this many of 64 bits differ between near copies (docs/nearcopy.md)
 _BANDS, _BAND_BITS = 4, 16
 _CHUNK = 4096  # protected images read and hashed at a time
 
@@ -86,10 +86,16 @@ def near_pairs(
 ) -> pl.DataFrame:
     """Index pairs (i, j, distance) of uint64 hashes within `bits` bits: `left` against
     `right`, or within `left` (i < j) when `right` is None. Exact for `bits` ≤ 7; within 3
-    bits a band agrees exactly, so no neighbour is probed (17× fewer candidates)."""
+    bits a band agrees exactly, so no neighbour is probed (17× fewer candidates); at 0
+    equal hashes are joined in linear time."""
     if not 0 <= bits <= 2 * _BANDS - 1:
         raise ValueError(f"near copies are found within at most {2 * _BANDS - 1} bits, not {bits}")
     other = left if right is None else right
+    if bits == 0:  # equal hashes: one join, linear
+        ours = pl.DataFrame({"i": np.arange(len(left)), "h": left})
+        pairs = ours.join(pl.DataFrame({"j": np.arange(len(other)), "h": other}), on="h")
+        pairs = pairs.filter(pl.col("i") < pl.col("j")) if right is None else pairs
+        return pairs.select("i", "j", distance=pl.lit(0)).cast(pl.Int64).sort("i", "j")
     flips = np.array([0] + ([1 << b for b in range(_BAND_BITS)] if bits >= _BANDS else []))
     found = []
     for band in range(_BANDS):
@@ -197,7 +203,6 @@ class ProtectedIndex:
             "sources": list(self.sources),
             "n_protected": len(self.images),
             "n_unreadable": self.n_unreadable,
-            "max_bits": NEAR_BITS,
         }
 
     def save(self, uri: str) -> str:

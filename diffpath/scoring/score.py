@@ -211,11 +211,11 @@ def screen(
     features = pl.from_arrow(shards)
     rule = flag_rule(reference, policy)
     scores = screen_table(reference, shards, model_id, rule.threshold)
-    errors, duplicates = errors_table(features), duplicate_groups(features)
+    errors, duplicates = errors_table(features), duplicate_groups(features, policy.near_bits)
     leaks, protected = None, None
     if protected_uri is not None:
         protected = ProtectedIndex.load(protected_uri)
-        leaks = leak_matches(features, protected)
+        leaks = leak_matches(features, protected, policy.near_bits)
     summary = summarize(
         scores,
         errors,
@@ -232,6 +232,7 @@ def screen(
         expected_flagged_fraction=rule.rate,
         n_calibration=rule.n,
         calibration_split=reference.split,
+        near_bits=policy.near_bits,
         **extra,
     )
     summary["warnings"] = reference.warnings

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffpath.methods import METHODS
+from diffpath.scoring.nearcopy import NEAR_BITS
 from diffpath_flows.cli import app
 from diffpath_flows.options import RUN_OPTIONS
 from diffpath_flows.run import RunOptions
@@ -297,6 +298,15 @@ def test_a_leak_check_exits_3_naming_the_copies(dated_reference, tmp_path) -> No
         (1, 1, 0),
         (2, 2, 0),
     ]
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["near_bits"] == NEAR_BITS
+    protected = ["--leak-check", str(tmp_path / "test-set")]
+    exact = runner.invoke(
+        app, [*screen_dump, "--out", str(tmp_path / "e"), *protected, "--near-bits", "0"]
+    )
+    assert exact.exit_code == 3 and "leak check: 3 near copies" in exact.output
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["near_bits"] == 0
+    too_far = runner.invoke(app, [*screen_dump, "--out", str(tmp_path / "f"), "--near-bits", "9"])
+    assert too_far.exit_code == 2 and "near_bits" in too_far.output.splitlines()[-1]
 
 
 @pytest.mark.hostile(

@@ -18,6 +18,7 @@ from diffpath.io.identity import content_hash
 from diffpath.io.sources import list_source, read_refs
 from diffpath.scoring.grouping import Grouping
 from diffpath.scoring.metrics import auroc
+from diffpath.scoring.nearcopy import NEAR_BITS
 from tests.conftest import N_INCOMING, SAMPLES, save_tiny_model, utc_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -254,7 +255,7 @@ def test_near_duplicates_are_grouped_and_copies_scored_identically(tmp_path, fit
             ("a.jpg", face),
             ("copy/a.jpg", face),
             ("b.png", face),
-            ("small.jpg", reencode(face, scale=0.5, quality=70)),
+            ("large.jpg", reencode(face, scale=2.0, quality=70)),
             ("t.jpg", texture),
         ],
     )
@@ -262,9 +263,9 @@ def test_near_duplicates_are_grouped_and_copies_scored_identically(tmp_path, fit
     duplicates = pl.read_parquet(outputs["duplicates"])
     assert duplicates["group"].to_list() == [1, 1, 1, 1]
     names = sorted(Path(u).name for u in duplicates["uri"])
-    assert names == ["a.jpg", "a.jpg", "b.png", "small.jpg"]
-    resized = duplicates.filter(pl.col("uri").str.ends_with("small.jpg"))
-    assert not resized["identical"][0] and resized["distance"][0] <= 6
+    assert names == ["a.jpg", "a.jpg", "b.png", "large.jpg"]
+    resized = duplicates.filter(pl.col("uri").str.ends_with("large.jpg"))
+    assert not resized["identical"][0] and resized["distance"][0] <= NEAR_BITS
     summary = summary_of(outputs)
     assert (summary["n_duplicate_groups"], summary["n_duplicates"]) == (1, 3)
     assert summary["n_identical_duplicates"] == 2

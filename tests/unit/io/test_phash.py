@@ -38,3 +38,4 @@ def test_hamming_counts_differing_bits() -> None:
     b = np.array([0, 0, 0b0110], dtype=np.uint64)
     assert hamming(a, b).tolist() == [0, 64, 3]
     assert hamming(a[:, None], b[None, :]).shape == (3, 3)
+    assert hamming(a[1], b[1]) == 64  # scalars too, without an overflow warning
