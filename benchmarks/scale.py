@@ -321,6 +321,68 @@ def listing(rows: int, latency: float) -> dict[str, object]:
         }
 
 
+def paced_model(ms_per_image: float, config: FeatureConfig):
+    """A stand-in model that takes `ms_per_image` per image (the UNet's calls sleep, as a
+    GPU's wait for its kernels does, the GIL free) and predicts zero noise."""
+    import torch
+
+    from diffpath.model.diffusion import DiffusionModel
+
+    seconds_per_row = ms_per_image / 1000 / config.unet_evals
+
+    class Paced(torch.nn.Module):
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            time.sleep(seconds_per_row * len(x))
+            return torch.zeros_like(x)
+
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    return DiffusionModel(Paced(), torch.cumprod(1 - betas, 0), model_id=f"paced-{ms_per_image}")
+
+
+def overlap(files: int, shard_size: int, latency: float, ms_per_image: float) -> dict:
+    """Shards of image files on S3 featurized one after another on a stand-in model of a
+    set speed: reading alone, the model alone, and both without and with the next shard
+    read ahead (`featurize_shard(prefetch=True)`), each on a fresh cache."""
+    import tempfile
+
+    from diffpath.features.shards import compute_shard, featurize_shard
+    from diffpath.io.sources import read_listing, read_refs, store_listing
+
+    config = FeatureConfig(method="diffpathv2", timesteps=3, draws=1)
+    model = paced_model(ms_per_image, config)
+    rows: dict[str, object] = {}
+    with image_files(files, latency) as (endpoint, _), tempfile.TemporaryDirectory() as work:
+        listing = store_listing(["s3://scale/images/"], work, shard_size, None, 0)
+        shards = [read_listing(listing.uri, i) for i in range(listing.n_shards)]
+        requests_since(endpoint)
+        start = time.perf_counter()
+        contents = [read_refs(refs) for refs in shards]
+        rows["read alone"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for refs, data in zip(shards, contents, strict=True):
+            compute_shard(model, refs, config, f"{work}/model-alone", contents=data)
+        rows["model alone"] = time.perf_counter() - start
+        requests_since(endpoint)
+        for prefetch in (False, True):
+            start = time.perf_counter()
+            for i in range(listing.n_shards):
+                cache = f"{work}/cache-{prefetch}"
+                featurize_shard(model, listing, i, config, cache, work, prefetch=prefetch)
+            name = "read ahead" if prefetch else "one after another"
+            rows[name] = time.perf_counter() - start
+            rows[f"GETs per image, {name}"] = requests_since(endpoint)["GET images"] / files
+    seconds = {k: round(v, 2) for k, v in rows.items()}
+    return {
+        "files": files,
+        "shards": listing.n_shards,
+        "latency_s": latency,
+        "ms_per_image": ms_per_image,
+        "seconds": seconds,
+        "sum of read and model": round(rows["read alone"] + rows["model alone"], 2),
+        "max of read and model": round(max(rows["read alone"], rows["model alone"]), 2),
+    }
+
+
 PRICES = {"PUT": 0.005, "POST": 0.005, "LIST": 0.005, "GET": 0.0004, "HEAD": 0.0004}
 """S3 Standard list prices per 1,000 requests (us-east-1; DELETE is free)."""
 
@@ -368,7 +430,11 @@ def main() -> None:
     nightly.add_argument("--shard-size", type=int, default=2048)
     lister = commands.add_parser("listing", help="the listing step's time and memory")
     lister.add_argument("--rows", type=int, default=1_000_000)
-    for command in (reading, nightly, lister):
+    overlapping = commands.add_parser("overlap", help="reads overlapped with a paced model")
+    overlapping.add_argument("--files", type=int, default=2048)
+    overlapping.add_argument("--shard-size", type=int, default=512)
+    overlapping.add_argument("--ms-per-image", type=float, default=3.0)
+    for command in (reading, nightly, lister, overlapping):
         command.add_argument("--latency", type=float, default=0.02, help="seconds per request")
         command.add_argument("--json", type=Path)
     projection = commands.add_parser("extrapolate", help="a night's measurement scaled up")
@@ -386,6 +452,8 @@ def main() -> None:
         result = listing(args.rows, args.latency)
     elif args.command == "reads":
         result = reads(args.files, args.latency)
+    elif args.command == "overlap":
+        result = overlap(args.files, args.shard_size, args.latency, args.ms_per_image)
     else:
         result = night(args.rows, args.files, args.latency, args.shard_size)
     print(json.dumps(result, indent=1))

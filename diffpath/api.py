@@ -178,7 +178,7 @@ def _featurize(
     unet = _model(run, model, config)
     with _bar(run, listing.n_images, "features") as bar:
         shards = [
-            featurize_shard(unet, listing, i, config, cache, folder, bar.update)
+            featurize_shard(unet, listing, i, config, cache, folder, bar.update, prefetch=True)
             for i in range(listing.n_shards)
         ]
     counts = {

@@ -179,6 +179,7 @@ def submit_shards(
         unmapped(run.compile),
         unmapped(run.batches),
         unmapped(run.progress),
+        unmapped(run.runner == "threads" and run.dask_address is None),  # shards in order
     )
 
 

@@ -42,13 +42,17 @@ def featurize_shard_task(
     compile: bool = False,
     batches: Batches = (None, None),
     progress: bool = False,
+    prefetch: bool = False,
 ) -> ShardCounts:
     """Shard `index` on the weights at `model`: features of content not seen before are
-    computed, the rest come from the content-addressed cache under `cache_root`."""
+    computed, the rest come from the content-addressed cache under `cache_root`; with
+    `prefetch`, the next shard's bytes are read meanwhile (shards run in order here)."""
     unet = worker_model(model, config.dtype, device, compile, batches)
     n = min(listing.shard_size, listing.n_images - index * listing.shard_size)
     with tqdm(total=n, desc=f"shard {index}", unit="img", disable=not progress) as bar:
-        counts = featurize_shard(unet, listing, index, config, cache_root, out, bar.update)
+        counts = featurize_shard(
+            unet, listing, index, config, cache_root, out, bar.update, prefetch
+        )
     get_run_logger().info(
         "shard %d on %s: %d images, %d computed, %d from cache, %d unreadable -> %s",
         index,

@@ -156,7 +156,7 @@ def featurize_here(model: DiffusionModel, cache_root: str, out: str) -> Featuriz
         compact_caches(cache_root)
         return {
             job: [
-                featurize_shard(model, listing, i, config, cache_root, out)
+                featurize_shard(model, listing, i, config, cache_root, out, prefetch=True)
                 for i in range(listing.n_shards)
             ]
             for job, (config, listing) in jobs.items()

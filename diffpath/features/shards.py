@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version
 
@@ -112,6 +114,7 @@ def compute_shard(
     config: FeatureConfig,
     cache_root: str,
     progress: Callable[[int], None] | None = None,
+    contents: Sequence[bytes | str] | None = None,
 ) -> tuple[pa.Table, int, int]:
     """Features of `refs`, one row each in order (`error` set where it failed) → (frame,
     distinct contents computed, rows found in the cache).
@@ -120,8 +123,8 @@ def compute_shard(
     before (e.g. by a `diffpath6d` run) is read, only the missing parts are computed. New
     features go to the cache every `FLUSH_SECONDS` and at the end, one segment per part; a
     part whose cached features were scattered over many segments stores them all again,
-    together, so the next lookup reads one."""
-    contents = read_refs(refs)
+    together, so the next lookup reads one. `contents`: the refs' bytes when already read."""
+    contents = read_refs(refs) if contents is None else contents
     hashes = [content_hash(c) if isinstance(c, bytes) else None for c in contents]
     errors = {i: c for i, c in enumerate(contents) if isinstance(c, str)}
     phashes = _phashes(contents)
@@ -211,6 +214,36 @@ def empty_frame(config: FeatureConfig) -> pa.Table:
     return _frame([], [], names, np.empty((0, len(names))), pa.array([], pa.uint64()), {})
 
 
+class _Prefetch:
+    """The next shard's bytes, read on a thread while this shard is on the model: one slot
+    per process, taken by the shard it was read for (a failed read is read again there)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self._slot: tuple[tuple[str, int], Future] | None = None
+        self._lock = threading.Lock()
+
+    def start(self, listing: Listing, index: int) -> None:
+        if index >= listing.n_shards:
+            return
+        future = self._pool.submit(lambda: read_refs(read_listing(listing.uri, index)))
+        with self._lock:
+            self._slot = ((listing.uri, index), future)
+
+    def take(self, listing: Listing, index: int) -> list[bytes | str] | None:
+        with self._lock:
+            slot, self._slot = self._slot, None
+        if slot is None or slot[0] != (listing.uri, index):
+            return None
+        try:
+            return slot[1].result()
+        except StorageError:  # a transient failure of the early read: this shard reads again
+            return None
+
+
+_PREFETCH = _Prefetch()
+
+
 def featurize_shard(
     model: DiffusionModel,
     listing: Listing,
@@ -219,11 +252,18 @@ def featurize_shard(
     cache_root: str,
     out: str,
     progress: Callable[[int], None] | None = None,
+    prefetch: bool = False,
 ) -> ShardCounts:
-    """Shard `index` of a stored listing → its Parquet under `out`, features cached by content."""
+    """Shard `index` of a stored listing → its Parquet under `out`, features cached by
+    content. With `prefetch` the next shard's bytes are read while this one is on the
+    model (for shards run one after another in one process: the threads runner, plain
+    calls); wall time then approaches max(read, compute), not their sum."""
     started = time.perf_counter()
     refs = read_listing(listing.uri, index)
-    frame, n_computed, n_cached = compute_shard(model, refs, config, cache_root, progress)
+    contents = _PREFETCH.take(listing, index) or read_refs(refs)
+    if prefetch:
+        _PREFETCH.start(listing, index + 1)
+    frame, n_computed, n_cached = compute_shard(model, refs, config, cache_root, progress, contents)
     uri = write_shard(
         shard_uri(out, listing.listing_id, index, config), frame, config, model.model_id
     )

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from diffpath.config import FeatureConfig
+from diffpath.errors import StorageError
+from diffpath.features import shards
 from diffpath.features.cache import FeatureCache
-from diffpath.features.shards import compute_shard, shard_hint
+from diffpath.features.shards import compute_shard, featurize_shard, shard_hint
 from diffpath.io.identity import content_hash
-from diffpath.io.sources import list_source
+from diffpath.io.sources import list_source, store_listing
 
 
 def test_shard_rows_follow_locators_and_features_follow_bytes(
@@ -45,7 +47,7 @@ def test_shard_rows_follow_locators_and_features_follow_bytes(
         content_hash(images[1]),
         content_hash(images[0]),
     ]
-    features = frame.drop("uri", "row", "path", "sha256", "error").to_numpy()
+    features = frame.drop("uri", "row", "path", "sha256", "phash", "error").to_numpy()
     np.testing.assert_array_equal(features[0], features[2])  # same bytes, same features
     assert not np.array_equal(features[0], features[1])  # same name, other bytes
     assert frame["error"][3] is not None and np.isnan(features[3]).all()
@@ -127,3 +129,43 @@ def test_a_shard_that_fails_midway_keeps_the_batches_it_finished(
         compute_shard(flaky, refs, config, cache)
     _, computed, cached = compute_shard(tiny_model, refs, config, cache)
     assert (computed, cached) == (12 - 8, 8)  # two batches of 4 were stored before the failure
+
+
+def test_prefetching_reads_each_shard_once_and_changes_nothing(
+    tmp_path, tiny_model, tiny_config, monkeypatch
+) -> None:
+    from tests.conftest import SAMPLES
+
+    listing = store_listing([str(SAMPLES / "incoming.parquet")], str(tmp_path), 16, 48, 0)
+    real, reads = shards.read_refs, []
+
+    def counted(refs):
+        reads.append(len(refs))
+        return real(refs)
+
+    monkeypatch.setattr(shards, "read_refs", counted)
+
+    def run(name: str, prefetch: bool) -> list[pa.Table]:
+        cache, out = str(tmp_path / name / "cache"), str(tmp_path / name)
+        done = [
+            featurize_shard(tiny_model, listing, i, tiny_config, cache, out, prefetch=prefetch)
+            for i in range(listing.n_shards)
+        ]
+        return [pq.read_table(c.uri) for c in done]
+
+    plain = run("plain", prefetch=False)
+    assert reads == [16, 16, 16]
+    reads.clear()
+    assert run("ahead", prefetch=True) == plain
+    assert reads == [16, 16, 16]  # shards 1 and 2 were read ahead, once each
+
+    def flaky(refs):  # the early read of shard 1 fails as a dropped connection would
+        reads.append(len(refs))
+        if len(reads) == 2:
+            raise StorageError("cannot read …: connection reset (transient; retried)")
+        return real(refs)
+
+    reads.clear()
+    monkeypatch.setattr(shards, "read_refs", flaky)
+    assert run("flaky", prefetch=True) == plain
+    assert reads == [16, 16, 16, 16]  # shard 1 read again by itself
