@@ -106,7 +106,8 @@ def _encode(image: Any, i: int) -> bytes:
     if isinstance(image, np.ndarray):
         array = image
         if array.dtype != np.uint8:
-            if not np.issubdtype(array.dtype, np.floating) or array.min() < 0 or array.max() > 1:
+            floats = np.issubdtype(array.dtype, np.floating)
+            if not floats or not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
                 raise ConfigError(
                     f"image {i}: an array of {array.dtype} in [{array.min()}, {array.max()}]; "
                     "give uint8 pixels or floats in [0, 1]"

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse import csr_matrix
 
 from diffpath.errors import StorageError
 from diffpath.io.identity import content_hash
@@ -109,19 +108,33 @@ def near_pairs(
     return pl.concat([pl.DataFrame(schema=schema), *found]).cast(schema).unique().sort("i", "j")
 
 
+def _leaders(pairs: pl.DataFrame, first_seen: np.ndarray) -> np.ndarray:
+    """Each hash's group, led by a hash: in listing order, a hash not yet in a group leads
+    one and takes every near hash not yet in one. Every member is then within the bits of
+    its group's first member, and no chain of near pairs joins images far apart."""
+    n, i, j = len(first_seen), pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    graph = csr_matrix((np.ones(2 * len(i), bool), (np.r_[i, j], np.r_[j, i])), shape=(n, n))
+    labels, taken = np.arange(n), np.zeros(n, dtype=bool)
+    order = np.argsort(first_seen, kind="stable")
+    for leader in order[np.diff(graph.indptr)[order] > 0]:  # hashes with a near one
+        if taken[leader]:
+            continue
+        near = graph.indices[graph.indptr[leader] : graph.indptr[leader + 1]]
+        near = near[~taken[near]]
+        labels[near], taken[near], taken[leader] = leader, True, True
+    return labels
+
+
 def duplicate_groups(frame: pl.DataFrame, bits: int = NEAR_BITS) -> pl.DataFrame:
     """Groups of near-duplicate images among a run's rows (locator, sha256, phash): one row
     per member — group (1 = largest), the locator, sha256, `distance` (bits from the
-    group's first member) and `identical` (its bytes are another member's). Images within `bits` of
-    each other are joined, and groups are their chains."""
+    group's first member, at most `bits`) and `identical` (its bytes are another member's).
+    A group is its first image (in listing order) and the near copies of it (`_leaders`)."""
     rows = frame.filter(pl.col("phash").is_not_null()).sort("uri", "row")
-    distinct, inverse = np.unique(rows["phash"].to_numpy(), return_inverse=True)
-    pairs = near_pairs(distinct, bits=bits)
-    graph = coo_matrix(
-        (np.ones(len(pairs)), (pairs["i"].to_numpy(), pairs["j"].to_numpy())),
-        shape=(len(distinct), len(distinct)),
+    distinct, first_seen, inverse = np.unique(
+        rows["phash"].to_numpy(), return_index=True, return_inverse=True
     )
-    labels = connected_components(graph, directed=False)[1][inverse]
+    labels = _leaders(near_pairs(distinct, bits=bits), first_seen)[inverse]
     members = rows.select("uri", "row", "path", "sha256", "phash").with_columns(
         component=pl.Series(labels, dtype=pl.Int64)
     )

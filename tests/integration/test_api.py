@@ -92,8 +92,9 @@ def test_in_memory_images_and_a_bad_file_become_rows(tmp_path, tiny_reference, a
     assert "empty file" in result.errors["error"][0]
     with pytest.raises(ConfigError, match="not a mix"):
         ref.screen([str(folder / "0.jpg"), pictures[0]], run=api_run)
-    with pytest.raises(ConfigError, match="floats in"):
-        ref.screen([np.full((8, 8, 3), 2.0)], run=api_run)
+    for bad in (np.full((8, 8, 3), 2.0), np.full((8, 8, 3), np.nan)):
+        with pytest.raises(ConfigError, match="floats in"):
+            ref.screen([bad], run=api_run)
 
 
 def test_fit_save_audit_and_evaluate(tmp_path, api_run, tiny_model_dir) -> None:

@@ -1,16 +1,17 @@
-"""Near copies: every pair within the bits found (checked against all pairs), groups and
-leaks with their locators, the protected set's hashes cached by content."""
+"""Near copies: every pair within the bits found (checked against all pairs), groups led by
+their first image, the protected set's hashes cached by content."""
 
 from __future__ import annotations
 
 import logging
 
 import numpy as np
+import polars as pl
 import pytest
 
 from diffpath.io.phash import hamming
 from diffpath.scoring import nearcopy
-from diffpath.scoring.nearcopy import PhashStore, near_pairs, protected_index
+from diffpath.scoring.nearcopy import PhashStore, duplicate_groups, near_pairs, protected_index
 from tests.conftest import SAMPLES
 
 
@@ -68,3 +69,25 @@ def test_saved_index_reads_back(tmp_path) -> None:
     loaded = type(index).load(index.save(str(tmp_path / "protected.parquet")))
     assert loaded.images.equals(index.images)
     assert (loaded.n_listed, loaded.sources) == (index.n_listed, index.sources)
+
+
+def test_groups_hold_the_first_image_and_its_near_copies_never_chains() -> None:
+    # a ~ b ~ c two bits apart each, a and c four apart; d far from all; e the bytes of a
+    hashes = [0, 0b11, 0b1111, 2**40 - 1, 0]
+    frame = pl.DataFrame(
+        {
+            "uri": ["1", "2", "3", "4", "5"],
+            "row": [None] * 5,
+            "path": list("abcde"),
+            "sha256": list("xyzwx"),
+            "phash": hashes,
+        },
+        schema_overrides={"row": pl.Int64, "phash": pl.UInt64},
+    )
+    groups = duplicate_groups(frame, bits=2)
+    assert groups.select("group", "path", "distance", "identical").rows() == [
+        (1, "a", 0, True),
+        (1, "b", 2, False),
+        (1, "e", 0, True),
+    ]
+    assert duplicate_groups(frame, bits=4)["path"].to_list() == ["a", "b", "c", "e"]
