@@ -17,6 +17,7 @@ from diffpath.io.sources import (
     list_source,
     listing_id,
     read_refs,
+    refs_table,
     write_listing,
 )
 from diffpath.io.storage import (
@@ -83,7 +84,8 @@ def store_splits(
     """Split a dataset and store each role's listing under `out/listings/`."""
     listings = {}
     for role, refs in split_refs(spec, name, sizes).items():
-        lid = listing_id(refs)
-        uri = write_listing(refs, join(out, "listings", f"{lid}.parquet"), shard_size)
+        rows = refs_table(refs)
+        lid = listing_id(rows)
+        uri = write_listing(rows, join(out, "listings", f"{lid}.parquet"), shard_size)
         listings[role] = Listing(uri=uri, listing_id=lid, n_images=len(refs), shard_size=shard_size)
     return listings

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -39,6 +41,7 @@ __all__ = [
     "Listing",
     "check_source",
     "list_source",
+    "list_table",
     "listing_id",
     "load_images",
     "read_listing",
@@ -46,10 +49,13 @@ __all__ = [
     "refs_table",
     "store_listing",
     "subsample",
+    "table_refs",
     "write_listing",
 ]
 
 log = logging.getLogger(__name__)
+
+Listed = TypeVar("Listed", pa.Table, list)  # a listing as Arrow rows, or as refs
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +73,9 @@ class ImageRef:
         return self.uri if self.row is None else f"{self.uri}#{self.row}"
 
 
-def _parquet_refs(fs, prefix: str, path: str) -> list[ImageRef]:
-    """The rows of a Parquet file of images; a `StorageError` naming a file that is not one."""
+def _parquet_block(fs, prefix: str, path: str) -> tuple[str, pa.Array, pa.Array]:
+    """A Parquet file of images as (its uri, rows, image names); a `StorageError` naming a
+    file that is not one."""
     try:
         schema = pq.read_schema(fs.open(path, "rb"))
         if "image" not in schema.names:
@@ -77,21 +84,27 @@ def _parquet_refs(fs, prefix: str, path: str) -> list[ImageRef]:
     except pa.ArrowException as err:
         reason = str(err).splitlines()[0]
         raise StorageError(f"{prefix}{path} is not a readable Parquet file: {reason}") from err
-    uri = prefix + path  # one string for all its rows: a listing holds millions
-    return [ImageRef(uri=uri, row=i, path=k) for i, k in enumerate(keys)]
+    return prefix + path, pa.array(np.arange(len(keys)), pa.int64()), keys
 
 
-def _read_keys(fs, path: str, schema: pa.Schema) -> list[str]:
-    """Image names of a Parquet file: `path`, `image.path` (HF datasets), else `file#row`."""
+def _read_keys(fs, path: str, schema: pa.Schema) -> pa.Array:
+    """Image names of a Parquet file, as Arrow strings (no Python object per row): `path`,
+    `image.path` (HF datasets), else `file#row`."""
     name = path.rsplit("/", 1)[-1]
-    keys: list[object] = [None] * pq.read_metadata(fs.open(path, "rb")).num_rows
+    n = pq.read_metadata(fs.open(path, "rb")).num_rows
+    keys = pa.nulls(n, pa.string())
     image_type = schema.field("image").type
     if "path" in schema.names:
-        keys = pq.read_table(fs.open(path, "rb"), columns=["path"]).column("path").to_pylist()
+        keys = pq.read_table(fs.open(path, "rb"), columns=["path"]).column("path")
     elif pa.types.is_struct(image_type) and image_type.get_field_index("path") >= 0:
-        table = pq.read_table(fs.open(path, "rb"), columns=["image.path"])  # no bytes read
-        keys = table.column(0).to_pylist()
-    return [f"{name}#{i}" if k is None else str(k) for i, k in enumerate(keys)]
+        keys = pq.read_table(fs.open(path, "rb"), columns=["image.path"]).column(0)  # no bytes
+    keys = pc.cast(
+        keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys, pa.string()
+    )
+    if keys.null_count:
+        numbered = pa.array([f"{name}#{i}" for i in range(n)], pa.string())
+        keys = pc.if_else(pc.is_null(keys), numbered, keys)
+    return keys
 
 
 def check_source(uri: str) -> bool:
@@ -109,49 +122,59 @@ def check_source(uri: str) -> bool:
     return is_file
 
 
-def _list_one(uri: str) -> tuple[list[ImageRef], list[str]]:
-    """(the images of one source, the files it holds that are neither images nor Parquet)."""
-    refs: list[ImageRef] = []
+Block = tuple[str, pa.Array, pa.Array]  # a Parquet file's uri, rows and image names
+
+
+def _list_one(uri: str) -> tuple[list[tuple[str, str]], list[Block], list[str]]:
+    """(the image files of one source as (uri, name), its Parquet files' blocks, the files it
+    holds that are neither images nor Parquet)."""
+    files: list[tuple[str, str]] = []
+    blocks: list[Block] = []
     skipped: list[str] = []
     fs, root = filesystem(uri)
     prefix = protocol_prefix(uri)
     if check_source(uri):
         if root.lower().endswith(".parquet"):
-            return _parquet_refs(fs, prefix, root), []
-        return [ImageRef(uri=prefix + root, row=None, path=root.rsplit("/", 1)[-1])], []
-    for path in sorted(fs.find(root)):
+            return [], [_parquet_block(fs, prefix, root)], []
+        return [(prefix + root, root.rsplit("/", 1)[-1])], [], []
+    for path in fs.find(root):
         lower, key = path.lower(), path[len(root.rstrip("/")) + 1 :]
         if lower.endswith(".parquet"):
             try:
-                refs += _parquet_refs(fs, prefix, path)
+                blocks.append(_parquet_block(fs, prefix, path))
             except StorageError as err:  # reading it gives its error row
                 log.warning("%s is not a Parquet file of images: %s", prefix + path, err)
-                refs.append(ImageRef(uri=prefix + path, row=None, path=key))
+                files.append((prefix + path, key))
         elif lower.endswith(IMAGE_EXTENSIONS):
-            refs.append(ImageRef(uri=prefix + path, row=None, path=key))
+            files.append((prefix + path, key))
         else:
             skipped.append(prefix + path)
-    return refs, skipped
+    return files, blocks, skipped
 
 
-def list_source(uris: str | Sequence[str], allow_empty: bool = False) -> list[ImageRef]:
-    """List every image of one or more sources, sorted by (uri, row); a URI listed twice
-    (or inside two sources) is kept once. Repeated `path` names are logged, never merged.
-    Sources that hold no image are refused unless `allow_empty` (a night with no images).
+def list_table(uris: str | Sequence[str], allow_empty: bool = False) -> pa.Table:
+    """Every image of one or more sources as Arrow columns (uri: dictionary-encoded, row,
+    path), sorted by (uri, row): ~30 bytes an image plus its name, no Python object per
+    image. A file listed twice (or inside two sources) is kept once; repeated `path` names
+    are logged, never merged. Sources that hold no image are refused unless `allow_empty`
+    (a night with no images).
 
-    A URI ending in ``.parquet`` is a Parquet file; anything else is a folder/prefix
-    searched recursively for image files (case-insensitive extensions) and Parquet files.
+    A URI ending in ``.parquet`` is a Parquet file, one with an image extension an image
+    file; anything else is a folder/prefix searched recursively for image files
+    (case-insensitive extensions) and Parquet files.
     """
-    refs: list[ImageRef] = []
+    files: dict[str, str] = {}
+    blocks: dict[str, Block] = {}
     skipped: list[str] = []
     for uri in [uris] if isinstance(uris, str) else uris:
         try:
-            found, unlisted = _list_one(uri)
+            found, parquet, unlisted = _list_one(uri)
         except StorageError:
             raise
         except OSError as err:  # access denied, no credentials, …: name the source
             raise StorageError(f"cannot list {uri!r}: {err}") from err
-        refs += found
+        files |= {u: key for u, key in found if u not in files}
+        blocks |= {block[0]: block for block in parquet if block[0] not in blocks}
         skipped += unlisted
     if skipped:
         log.warning(
@@ -161,18 +184,44 @@ def list_source(uris: str | Sequence[str], allow_empty: bool = False) -> list[Im
             " ".join(IMAGE_EXTENSIONS),
             skipped[0],
         )
-    if not refs and not allow_empty:
+    names = sorted(files.keys() | blocks.keys())
+    position = {name: i for i, name in enumerate(names)}
+    file_uris = list(files)
+    indices = [np.array([position[u] for u in file_uris], np.int32)]
+    indices += [np.full(len(r), position[u], np.int32) for u, r, _ in blocks.values()]
+    rows = pa.concat_arrays([pa.nulls(len(files), pa.int64()), *(r for _, r, _ in blocks.values())])
+    paths = pa.concat_arrays(
+        [pa.array(list(files.values()), pa.string()), *(k for _, _, k in blocks.values())]
+    )
+    files.clear()  # the columns hold them now
+    blocks.clear()
+    index = np.concatenate(indices)
+    order = np.lexsort((rows.fill_null(-1).to_numpy(), index))
+    uri = pa.DictionaryArray.from_arrays(pa.array(index[order]), pa.array(names, pa.string()))
+    table = pa.table({"uri": uri, "row": rows.take(order), "path": paths.take(order)})
+    del rows, paths, index, order  # unsorted copies: the listing's peak is the table, twice
+    if not len(table) and not allow_empty:
         raise StorageError(f"source {uris!r} holds no images")
-    unique = {ref.locator: ref for ref in refs}.values()
-    repeated = sum(n - 1 for n in Counter(ref.path for ref in unique).values() if n > 1)
-    if repeated:
+    ranked = table["path"].combine_chunks()
+    ranked = ranked.take(pc.sort_indices(ranked))  # sorted: a repeat sits beside its first
+    if repeated := pc.sum(pc.equal(ranked[1:], ranked[:-1])).as_py() or 0:
         log.warning(
             "%d listed images share a path name with another image of %s; each is kept and "
             "scored on its own: join outputs on (uri, row), not on path",
             repeated,
             uris,
         )
-    return sorted(unique, key=lambda r: (r.uri, -1 if r.row is None else r.row))
+    return table
+
+
+def list_source(uris: str | Sequence[str], allow_empty: bool = False) -> list[ImageRef]:
+    """`list_table` as refs: for the small listings a caller walks image by image."""
+    return table_refs(list_table(uris, allow_empty))
+
+
+def table_refs(table: pa.Table) -> list[ImageRef]:
+    """The refs of a listing's rows (uri, row, path)."""
+    return [ImageRef(**r) for r in table.select(["uri", "row", "path"]).to_pylist()]
 
 
 DEFAULT_MAX_IMAGE_BYTES = 256 * 2**20
@@ -193,7 +242,7 @@ def _read_file(fs, path: str, uri: str, limit: int) -> bytes | str:
     item (it could not be listed) gives the reason it cannot be read."""
     if path.lower().endswith(".parquet"):
         try:
-            _parquet_refs(fs, "", path)
+            _parquet_block(fs, "", path)
             return f"{uri}: Parquet file changed since it was listed; rerun"
         except StorageError as err:
             return f"{err}: fix it or move it out of the source"
@@ -293,19 +342,24 @@ def load_images(
     return images, [content_hash(readable[i][1]) for i in decoded], errors
 
 
-def subsample(refs: Sequence[ImageRef], n: int | None, seed: int = 0) -> list[ImageRef]:
-    """A deterministic random subset of `n` refs, kept in listing order (all if n is None)."""
-    if n is None or n >= len(refs):
-        return list(refs)
-    chosen = np.sort(np.random.default_rng(seed).choice(len(refs), size=n, replace=False))
-    return [refs[i] for i in chosen]
+def subsample(items: Listed, n: int | None, seed: int = 0) -> Listed:
+    """A deterministic random subset of `n` refs or listing rows, kept in listing order
+    (all if n is None)."""
+    if n is None or n >= len(items):
+        return items if isinstance(items, pa.Table) else list(items)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
+    return items.take(chosen) if isinstance(items, pa.Table) else [items[i] for i in chosen]
 
 
-def listing_id(refs: Sequence[ImageRef]) -> str:
-    """Id (16 hex) of a listing's locators, naming a run's files — never a cache key."""
+def listing_id(rows: pa.Table) -> str:
+    """Id (16 hex) of a listing's locators (`uri`, or `uri#row`), naming a run's files —
+    never a cache key. Hashed in batches: no string per image is kept."""
     digest = hashlib.sha256()
-    for ref in refs:
-        digest.update(f"{ref.locator}\n".encode())
+    for batch in rows.select(["uri", "row"]).to_batches(max_chunksize=65536):
+        uri = pc.cast(batch.column(0), pa.string())
+        numbered = pc.binary_join_element_wise(uri, pc.cast(batch.column(1), pa.string()), "#")
+        locators = pc.if_else(pc.is_null(batch.column(1)), uri, numbered)
+        digest.update("".join(f"{loc}\n" for loc in locators.to_pylist()).encode())
     return digest.hexdigest()[:16]
 
 
@@ -320,9 +374,9 @@ def refs_table(refs: Sequence[ImageRef]) -> pa.Table:
     )
 
 
-def write_listing(refs: Sequence[ImageRef], uri: str, shard_size: int | None = None) -> str:
+def write_listing(rows: pa.Table, uri: str, shard_size: int | None = None) -> str:
     """Save a listing as Parquet (uri, row, path), one row group per shard of `shard_size`."""
-    return write_parquet(refs_table(refs), uri, row_group_size=shard_size)
+    return write_parquet(rows, uri, row_group_size=shard_size)
 
 
 def read_listing(uri: str, shard: int | None = None) -> list[ImageRef]:
@@ -331,7 +385,7 @@ def read_listing(uri: str, shard: int | None = None) -> list[ImageRef]:
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         table = parquet.read() if shard is None else parquet.read_row_group(shard)
-    return [ImageRef(**r) for r in table.to_pylist()]
+    return table_refs(table)
 
 
 @dataclass(frozen=True)
@@ -356,8 +410,9 @@ def store_listing(
     seed: int,
     allow_empty: bool = False,
 ) -> Listing:
-    """List `sources`, optionally subsample, store the listing under `out/listings/`."""
-    refs = subsample(list_source(sources, allow_empty), max_images, seed)
-    lid = listing_id(refs)
-    uri = write_listing(refs, join(out, "listings", f"{lid}.parquet"), shard_size)
-    return Listing(uri=uri, listing_id=lid, n_images=len(refs), shard_size=shard_size)
+    """List `sources`, optionally subsample, store the listing under `out/listings/`: in
+    Arrow columns throughout, never a Python object per image."""
+    rows = subsample(list_table(sources, allow_empty), max_images, seed)
+    lid = listing_id(rows)
+    uri = write_listing(rows, join(out, "listings", f"{lid}.parquet"), shard_size)
+    return Listing(uri=uri, listing_id=lid, n_images=len(rows), shard_size=shard_size)
