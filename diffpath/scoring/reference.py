@@ -18,8 +18,7 @@ from diffpath.config import FeatureConfig
 from diffpath.errors import ConfigError, ConfigMismatchError
 from diffpath.features.shards import feature_matrix, read_shards
 from diffpath.io.identity import feature_key
-from diffpath.io.sources import read_listing, refs_table
-from diffpath.io.storage import join, read_bytes, write_bytes
+from diffpath.io.storage import join, read_bytes, read_parquet, write_bytes
 from diffpath.model.diffusion import PREVIOUS_DEFAULTS, model_fingerprint
 from diffpath.model.location import model_location
 from diffpath.scoring.conformal import calibrate_threshold, conformal_rank
@@ -174,9 +173,9 @@ def check_split(
     """(calibration images, groups or None for a random split) of a stored listing, checked
     before any feature is computed: every image has a group, and enough are held back to
     flag at `target_fpr`."""
-    refs = refs_table(read_listing(listing_uri))
-    labels = None if grouping is None else grouping.labels(refs)
-    _, cal_rows = split_holdout(len(refs), holdout, seed, labels)
+    rows = read_parquet(listing_uri)  # the listing's columns, no ref per image
+    labels = None if grouping is None else grouping.labels(rows)
+    _, cal_rows = split_holdout(len(rows), holdout, seed, labels)
     conformal_rank(len(cal_rows), target_fpr)
     return len(cal_rows), None if labels is None else len(set(labels))
 
