@@ -247,7 +247,9 @@ def protected_index(
             for ref, data in zip(chunk, read_refs(chunk), strict=True)
             if isinstance(data, bytes)
         ]
-        new = {sha: data for _, data, sha in readable if sha not in store.known | fresh}
+        new = {
+            sha: data for _, data, sha in readable if sha not in store.known and sha not in fresh
+        }
         hashes, decoded = perceptual_hashes(list(new.values()))
         mirrors, _ = perceptual_hashes(list(new.values()), mirror=True)
         fresh |= {
