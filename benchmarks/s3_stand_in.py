@@ -1,5 +1,6 @@
-"""A local S3 for benchmarks: moto in its own process behind a WSGI middleware that adds a
-per-request latency and counts requests by method and top-level folder.
+"""Local S3s for benchmarks: moto in its own process behind a WSGI middleware that adds a
+per-request latency and counts requests by method and top-level folder; and `Nginx`, a
+GET-only stand-in fast enough that a client's own read rate shows.
 
     python benchmarks/s3_stand_in.py --port 9000 --latency 0.02
 """
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -56,51 +60,87 @@ def serve(port: int, latency: float) -> None:
     make_server("127.0.0.1", port, app, threaded=True).serve_forever()
 
 
-def object_bytes(i: int, size: int = 1500) -> bytes:
-    """The body of `images/NNNNNN.jpg` in the GET-only stand-in: distinct, `size` bytes."""
-    return i.to_bytes(8, "little") * (size // 8)
+NGINX_CONF = """
+load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
+master_process off; daemon off; worker_processes 1;
+pid {folder}/nginx.pid; error_log {folder}/error.log;
+events {{ worker_connections 8192; }}
+http {{
+  log_format kind '$request_method $uri';
+  access_log {folder}/access.log kind buffer=64k flush=1s;
+  client_body_temp_path {folder}; proxy_temp_path {folder}; fastcgi_temp_path {folder};
+  uwsgi_temp_path {folder}; scgi_temp_path {folder};
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ echo_sleep {latency}; echo_exec @object; }}
+    location @object {{ root {folder}/root; }}
+  }}
+}}
+"""
 
 
-def serve_gets(port: int, latency: float) -> None:
-    """A GET-only S3 on asyncio (aiohttp): `GET /<bucket>/images/NNNNNN.jpg` answers
-    `object_bytes(N)` (ranges honoured) after `latency` seconds, thousands in flight; far
-    faster than moto, so a client's own read rate shows. Counts as `serve`."""
-    import asyncio
+class Nginx:
+    """A GET-only S3 that is not the bottleneck: nginx (one process, C) serving the files
+    under `<folder>/root/<bucket>/<key>` after `latency` seconds (the echo module's
+    non-blocking sleep), ranges honoured, every request logged by method and key. Needs
+    Debian's `nginx` and `libnginx-mod-http-echo`. Its own CPU per request is measured, so
+    its ceiling is printed beside the client's rate."""
 
-    from aiohttp import web
+    def __init__(self, folder: str, latency: float) -> None:
+        import shutil
 
-    counts: Counter[str] = Counter()
+        if shutil.which("nginx") is None:
+            raise SystemExit("the nginx stand-in needs: apt install nginx libnginx-mod-http-echo")
+        self.folder = folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        conf = f"{folder}/nginx.conf"
+        with open(conf, "w") as handle:
+            handle.write(NGINX_CONF.format(folder=folder, port=port, latency=latency))
+        self.process = subprocess.Popen(["nginx", "-c", conf], stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/")
+            except urllib.error.HTTPError:  # up: it answered (404)
+                self.requests_since()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("the nginx stand-in did not start")
 
-    async def handle(request: web.Request) -> web.Response:
-        if request.path == "/_counts":
-            body = json.dumps(dict(counts))
-            counts.clear()
-            return web.Response(text=body, content_type="application/json")
-        counts[f"{request.method} {request.path.strip('/').split('/')[1]}"] += 1
-        await asyncio.sleep(latency)
-        name = request.path.rsplit("/", 1)[-1]
-        if not name.endswith(".jpg") or not name[:-4].isdigit():
-            return web.Response(status=404)
-        data = object_bytes(int(name[:-4]))
-        headers = {"ETag": f'"{hash(data)}"', "Last-Modified": "Tue, 01 Dec 2026 00:00:00 GMT"}
-        if request.http_range.start is not None or request.http_range.stop is not None:
-            part = data[request.http_range]
-            end = (request.http_range.start or 0) + len(part) - 1
-            headers["Content-Range"] = f"bytes {request.http_range.start or 0}-{end}/{len(data)}"
-            return web.Response(body=part, status=206, headers=headers)
-        return web.Response(body=data, headers=headers)
+    def cpu_seconds(self) -> float:
+        """The CPU time nginx has used so far (user + system)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    def requests_since(self) -> Counter[str]:
+        """Requests since the last call, as `<METHOD> <first folder of the key>`."""
+        self.process.send_signal(signal.SIGUSR1)  # reopen the log: flushes what it buffered
+        time.sleep(0.2)
+        log = f"{self.folder}/access.log"
+        with open(log) as handle:
+            lines = handle.read().splitlines()
+        os.truncate(log, 0)
+        counts: Counter[str] = Counter()
+        for line in lines:
+            method, uri = line.split(maxsplit=1)
+            parts = uri.strip("/").split("/")
+            counts[f"{method} {parts[1] if len(parts) > 1 else 'bucket'}"] += 1
+        return counts
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
 
 
-def start_server(latency: float, gets_only: bool = False) -> tuple[subprocess.Popen, str]:
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     args = [sys.executable, __file__, "--port", str(port), "--latency", str(latency)]
-    args += ["--gets-only"] if gets_only else []
     server = subprocess.Popen(args, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -120,6 +160,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency", type=float, required=True)
-    parser.add_argument("--gets-only", action="store_true", help="the fast GET-only server")
     args = parser.parse_args()
-    (serve_gets if args.gets_only else serve)(args.port, args.latency)
+    serve(args.port, args.latency)

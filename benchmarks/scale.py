@@ -6,10 +6,11 @@ counts requests by method and top-level folder).
 
     python benchmarks/scale.py night --rows 100000 --files 10000 --latency 0.02
 
-`reads`: a shard of image files read through `read_refs` — concurrently (one ranged GET per
-file, `storage.IN_FLIGHT` at a time) and, for comparison, one file after another — reporting
-images/s and requests by kind per 1,000 images. On a 2-core machine the S3 stand-in itself
-(moto, one process) bounds the rate; the table says so.
+`reads`: a shard of image files read through `read_refs` by each S3 client — s3fs and the
+native one (`diffpath.io.native`, obstore) — from moto (real S3 behaviour, its own rate the
+ceiling) and from nginx (`s3_stand_in.Nginx`: its CPU per request is measured and its
+ceiling printed, far above the clients'), reporting images/s, the client's CPU per image
+and requests by kind per 1,000 images.
 
 `night`: three nights through the screen flow's own feature steps on Prefect (listing,
 cache compaction, one shard task per 2,048 images) with a tiny random UNet standing in for
@@ -28,12 +29,12 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow
-from s3_stand_in import requests_since, start_server
+from s3_stand_in import Nginx, requests_since, start_server
 
 from diffpath.config import FeatureConfig
 from diffpath_flows.pipeline import RUNNER, RunOptions, submit_shards
@@ -42,23 +43,28 @@ from diffpath_tasks.sources import list_images
 SAMPLES = Path(__file__).resolve().parents[1] / "diffpath" / "assets" / "samples"
 
 
-@contextmanager
-def stand_in(latency: float, gets_only: bool = False) -> Iterator[str]:
-    """An S3 stand-in set as this process's S3 (moto with an empty bucket `scale`, or the
-    GET-only server): its endpoint."""
+def s3_environment(endpoint: str) -> None:
+    """Point this process's S3 clients (s3fs and the native one) at a stand-in."""
     from s3fs import S3FileSystem
 
-    server, endpoint = start_server(latency, gets_only)
     S3FileSystem.clear_instance_cache()
+    os.environ |= {
+        "AWS_ACCESS_KEY_ID": "scale",
+        "AWS_SECRET_ACCESS_KEY": "scale",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+
+
+@contextmanager
+def stand_in(latency: float) -> Iterator[str]:
+    """moto with an empty bucket `scale`, set as this process's S3: its endpoint."""
+    from s3fs import S3FileSystem
+
+    server, endpoint = start_server(latency)
     try:
-        os.environ |= {
-            "AWS_ACCESS_KEY_ID": "scale",
-            "AWS_SECRET_ACCESS_KEY": "scale",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }
-        if not gets_only:
-            S3FileSystem(skip_instance_cache=True).mkdir("scale")
+        s3_environment(endpoint)
+        S3FileSystem(skip_instance_cache=True).mkdir("scale")
         yield endpoint
     finally:
         server.terminate()
@@ -66,20 +72,13 @@ def stand_in(latency: float, gets_only: bool = False) -> Iterator[str]:
 
 @contextmanager
 def image_files(files: int, latency: float) -> Iterator[tuple[str, list[str]]]:
-    """The S3 stand-in holding `files` distinct JPEG files under s3://scale/images/:
-    (its endpoint, their paths)."""
-    import pyarrow.parquet as pq
+    """moto holding `files` distinct JPEG files under s3://scale/images/: (its endpoint,
+    their paths)."""
     from s3fs import S3FileSystem
 
     with stand_in(latency) as endpoint:
-        fs = S3FileSystem(skip_instance_cache=True)
-        blobs = pq.read_table(SAMPLES / "incoming.parquet")["image"].to_pylist()
-        # distinct bytes per file (a trailing counter after the JPEG's end), as in a real dump
-        objects = {
-            f"scale/images/{i:06d}.jpg": blobs[i % len(blobs)] + i.to_bytes(4, "little")
-            for i in range(files)
-        }
-        fs.pipe(objects)
+        objects = image_blobs(files)
+        S3FileSystem(skip_instance_cache=True).pipe(objects)
         requests_since(endpoint)
         yield endpoint, list(objects)
 
@@ -88,41 +87,84 @@ def per_1000(counts: Counter[str], images: int) -> dict[str, float]:
     return {kind: round(1000 * n / images, 2) for kind, n in sorted(counts.items())}
 
 
-def read_rate(refs: list, endpoint: str, in_flight: int) -> dict[str, object]:
-    """Read `refs` through `read_refs` with `in_flight` requests at a time: images/s, this
-    process's CPU per image, and requests by kind per 1,000 images."""
-    from diffpath.io import storage
+def image_blobs(files: int) -> dict[str, bytes]:
+    """`files` distinct JPEG files, {`scale/images/NNNNNN.jpg`: bytes}: the samples with a
+    counter after the JPEG's end, as in a real dump."""
+    import pyarrow.parquet as pq
+
+    blobs = pq.read_table(SAMPLES / "incoming.parquet")["image"].to_pylist()
+    return {
+        f"scale/images/{i:06d}.jpg": blobs[i % len(blobs)] + i.to_bytes(4, "little")
+        for i in range(files)
+    }
+
+
+def read_rate(
+    refs: list, requests: Callable[[], Counter[str]], client: str, in_flight: int, server=None
+) -> dict[str, object]:
+    """Read `refs` through `read_refs` with one client (`native` or `s3fs`), `in_flight`
+    requests at a time: images/s, this process's CPU per image (all its threads), requests
+    by kind per 1,000 images, and the stand-in's own CPU per request where it is measured."""
+    from diffpath.io import native, storage
     from diffpath.io.sources import read_refs
 
-    storage.IN_FLIGHT = in_flight
+    os.environ[native.CLIENT_ENV] = client
+    native.IN_FLIGHT = storage.IN_FLIGHT = in_flight
+    server_cpu = server.cpu_seconds() if server else 0.0
     start, cpu = time.perf_counter(), time.process_time()
     data = read_refs(refs)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert all(isinstance(d, bytes) for d in data)
-    return {
-        "in_flight": in_flight,
+    row = {
         "images_per_s": round(len(refs) / seconds),
         "client_cpu_us_per_image": round(1e6 * cpu / len(refs)),
-        "requests_per_1000_images": per_1000(requests_since(endpoint), len(refs)),
+        "requests_per_1000_images": per_1000(requests(), len(refs)),
     }
+    if server:
+        per_request = (server.cpu_seconds() - server_cpu) / len(refs)
+        row["stand_in_cpu_us_per_request"] = round(1e6 * per_request)
+        row["stand_in_ceiling_per_s"] = round(1 / per_request) if per_request else None
+    return row
 
 
 def reads(files: int, latency: float) -> dict[str, object]:
-    """Image files read from moto (real S3 behaviour, its own rate the ceiling) and from the
-    GET-only stand-in (thousands of requests in flight: the client's rate shows)."""
-    from diffpath.io import storage
+    """Image files read by both clients from moto (real S3 behaviour; its own rate is the
+    ceiling) and from nginx (the client's rate shows; its ceiling is printed)."""
+    import tempfile
+    from pathlib import Path
+
+    from diffpath.io import native, storage
     from diffpath.io.sources import ImageRef
 
-    default, rows = storage.IN_FLIGHT, {}
+    defaults, rows = (native.IN_FLIGHT, storage.IN_FLIGHT), {}
     with image_files(files, latency) as (endpoint, paths):
         refs = [ImageRef(f"s3://{path}", None, path) for path in paths]
-        rows["moto, concurrent"] = read_rate(refs, endpoint, default)
-        rows["moto, one by one"] = read_rate(refs, endpoint, 1)
-    with stand_in(latency, gets_only=True) as endpoint:
-        refs = [ImageRef(f"s3://scale/images/{i:06d}.jpg", None, "") for i in range(files)]
-        for in_flight in (default, 2 * default, 4 * default):
-            rows[f"GET-only stand-in, {in_flight} in flight"] = read_rate(refs, endpoint, in_flight)
-    storage.IN_FLIGHT = default
+        for client, in_flight in (("s3fs", storage.IN_FLIGHT), ("native", native.IN_FLIGHT)):
+            rows[f"moto, {client}, {in_flight} in flight"] = read_rate(
+                refs, lambda: requests_since(endpoint), client, in_flight
+            )
+    with tempfile.TemporaryDirectory() as folder:
+        objects = image_blobs(files)
+        for path, data in objects.items():
+            (Path(folder) / "root" / path).parent.mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "root" / path).write_bytes(data)
+        server = Nginx(folder, latency)
+        try:
+            s3_environment(server.endpoint)
+            refs = [ImageRef(f"s3://{path}", None, path) for path in objects]
+            for client, in_flight in (
+                ("s3fs", 64),
+                ("native", 64),
+                ("native", 128),
+                ("native", 256),
+            ):
+                rows[f"nginx, {client}, {in_flight} in flight"] = read_rate(
+                    refs, server.requests_since, client, in_flight, server
+                )
+        finally:
+            server.stop()
+    native.IN_FLIGHT, storage.IN_FLIGHT = defaults
+    os.environ.pop(native.CLIENT_ENV)
     return {"files": files, "latency_s": latency, "cpus": os.cpu_count(), "reads": rows}
 
 

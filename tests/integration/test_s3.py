@@ -77,28 +77,90 @@ def test_a_mistyped_output_bucket_fails_at_once_and_is_not_created(
     assert "nobucket" not in S3FileSystem().ls("")
 
 
-def test_objects_and_image_files_are_read_with_one_get_each(s3_endpoint) -> None:
-    """A cache lookup and a shard's image files cost one GET per object, no HEAD first."""
+@pytest.fixture
+def counted_s3(s3_endpoint, monkeypatch):
+    """The session's moto S3 behind a second port of this process that counts requests by
+    method, and answers 503 SlowDown under `flaky/` and 403 AccessDenied under `denied/`."""
+    import threading
     from collections import Counter
 
-    from diffpath.io.sources import ImageRef, read_refs
-    from diffpath.io.storage import filesystem, read_many, write_many
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from s3fs import S3FileSystem
+    from werkzeug.serving import make_server
 
+    moto = DomainDispatcherApplication(create_backend_app)  # the same in-process buckets
+    counts: Counter[str] = Counter()
+    refusals = {
+        "/flaky/": ("503 Slow Down", "SlowDown"),
+        "/denied/": ("403 Forbidden", "AccessDenied"),
+    }
+
+    def app(environ, start_response):
+        counts[environ["REQUEST_METHOD"]] += 1
+        for folder, (status, code) in refusals.items():
+            if folder in environ["PATH_INFO"]:
+                body = f"<Error><Code>{code}</Code><Message>{code}</Message></Error>".encode()
+                body = b"" if environ["REQUEST_METHOD"] == "HEAD" else body
+                headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
+                start_response(status, headers)
+                return [body]
+        return moto(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_port}")
+    S3FileSystem.clear_instance_cache()
+    yield counts
+    server.shutdown()
+    S3FileSystem.clear_instance_cache()
+
+
+@pytest.mark.parametrize("client", ["native", "s3fs"])
+def test_objects_and_image_files_are_read_with_one_get_each(counted_s3, client, monkeypatch):
+    """A cache lookup and a shard's image files cost one GET per object, no HEAD, through
+    either client (counted at the server)."""
+    from diffpath.io.sources import ImageRef, read_refs
+    from diffpath.io.storage import read_many, write_many
+
+    monkeypatch.setenv("DIFFPATH_S3_CLIENT", client)
     uris = [f"s3://diffpath-test/one-get/{i}.jpg" for i in range(10)]
     write_many({uri: f"image {i}".encode() for i, uri in enumerate(uris)} | {uris[-1]: b""})
-    fs = filesystem(uris[0])[0]
-    fs.connect()
-    calls: Counter[str] = Counter()
-    for operation in ("HeadObject", "GetObject"):
-        fs.s3.meta.events.register(
-            f"before-call.s3.{operation}", lambda op=operation, **_: calls.update([op])
-        )
+    counted_s3.clear()
     assert read_many(uris[:9])[uris[0]] == b"image 0"
-    assert calls == {"GetObject": 9}
-    calls.clear()
+    assert counted_s3 == {"GET": 9}
+    counted_s3.clear()
     data = read_refs([ImageRef(uri, None, uri) for uri in uris])
     assert data[:9] == [f"image {i}".encode() for i in range(9)] and data[9] == b""
-    assert calls["GetObject"] <= 11 and calls["HeadObject"] <= 1  # only the empty file twice
+    assert counted_s3["GET"] <= 11 and counted_s3["HEAD"] <= 1  # only the empty file twice
+    assert client == "s3fs" or counted_s3["HEAD"] == 0
+
+
+def test_native_reads_give_what_s3fs_gives(counted_s3, monkeypatch) -> None:
+    """Image files through the native client and through s3fs: the same bytes, the same
+    one-line error rows (missing, refused, over the size limit), and a throttled object
+    raises as transient (the shard is retried) through both."""
+    from diffpath.errors import StorageError
+    from diffpath.io import storage
+    from diffpath.io.sources import ImageRef, read_refs
+
+    monkeypatch.setenv("DIFFPATH_MAX_IMAGE_BYTES", "1000")
+    base = "s3://diffpath-test/native"
+    storage.write_many(
+        {f"{base}/{i}.jpg": bytes([i]) * (100 * i) for i in range(12)} | {f"{base}/empty.jpg": b""}
+    )
+    names = [*(f"{i}.jpg" for i in range(12)), "empty.jpg", "missing.jpg", "denied/a.jpg"]
+    refs = [ImageRef(f"{base}/{name}", None, name) for name in names]
+    read = {}
+    for client in ("native", "s3fs"):
+        monkeypatch.setenv("DIFFPATH_S3_CLIENT", client)
+        read[client] = read_refs(refs)
+        with pytest.raises(StorageError, match="transient"):
+            read_refs([*refs[:3], ImageRef(f"{base}/flaky/b.jpg", None, "b")])
+    assert read["native"] == read["s3fs"]
+    assert read["native"][5] == bytes([5]) * 500 and read["native"][12] == b""
+    assert "over the 1,000-byte limit" in read["native"][11]
+    assert "missing.jpg" in read["native"][13] and "denied/a.jpg" in read["native"][14]
+    assert all("\n" not in read["native"][i] for i in (11, 13, 14))
 
 
 def test_the_cache_costs_requests_per_segment_not_per_image(s3_endpoint) -> None:
