@@ -28,14 +28,17 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     spec = load_spec(args.spec, args.data_root)
-    model = cached_model(spec.model, "float32", args.device)  # the configs' dtype
+
+    def model(dtype: str = "float32"):
+        return cached_model(spec.model, dtype, args.device)
+
     steps = Steps(
         featurize=featurize_here(model, join(args.out, "features"), args.out),
-        report=lambda out: benchmark_report(out, model),
+        report=lambda out: benchmark_report(out, model()),
     )
     outputs = run_benchmark(spec, args.out, steps, full=args.full, shard_size=args.shard_size)
     print(read_bytes(join(args.out, "results.md")).decode())
-    print(f"{time.perf_counter() - started:.0f} s in all on {model.device}; {outputs}")
+    print(f"{time.perf_counter() - started:.0f} s in all on {model().device}; {outputs}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,21 @@ def image_files(files: int, latency: float) -> Iterator[tuple[str, list[str]]]:
         yield endpoint, list(objects)
 
 
+@contextmanager
+def nginx_files(objects: dict[str, bytes], latency: float, folder: str) -> Iterator[Nginx]:
+    """nginx serving `objects` ({`bucket/key`: bytes}) from `folder`, set as this
+    process's S3."""
+    for path, data in objects.items():
+        (Path(folder) / "root" / path).parent.mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "root" / path).write_bytes(data)
+    server = Nginx(folder, latency)
+    try:
+        s3_environment(server.endpoint)
+        yield server
+    finally:
+        server.stop()
+
+
 def per_1000(counts: Counter[str], images: int) -> dict[str, float]:
     return {kind: round(1000 * n / images, 2) for kind, n in sorted(counts.items())}
 
@@ -131,7 +146,6 @@ def reads(files: int, latency: float) -> dict[str, object]:
     """Image files read by both clients from moto (real S3 behaviour; its own rate is the
     ceiling) and from nginx (the client's rate shows; its ceiling is printed)."""
     import tempfile
-    from pathlib import Path
 
     from diffpath.io import native, storage
     from diffpath.io.sources import ImageRef
@@ -143,26 +157,13 @@ def reads(files: int, latency: float) -> dict[str, object]:
             rows[f"moto, {client}, {in_flight} in flight"] = read_rate(
                 refs, lambda: requests_since(endpoint), client, in_flight
             )
-    with tempfile.TemporaryDirectory() as folder:
-        objects = image_blobs(files)
-        for path, data in objects.items():
-            (Path(folder) / "root" / path).parent.mkdir(parents=True, exist_ok=True)
-            (Path(folder) / "root" / path).write_bytes(data)
-        server = Nginx(folder, latency)
-        try:
-            s3_environment(server.endpoint)
-            refs = [ImageRef(f"s3://{path}", None, path) for path in objects]
-            for client, in_flight in (
-                ("s3fs", 64),
-                ("native", 64),
-                ("native", 128),
-                ("native", 256),
-            ):
-                rows[f"nginx, {client}, {in_flight} in flight"] = read_rate(
-                    refs, server.requests_since, client, in_flight, server
-                )
-        finally:
-            server.stop()
+    objects = image_blobs(files)
+    refs = [ImageRef(f"s3://{path}", None, path) for path in objects]
+    with tempfile.TemporaryDirectory() as folder, nginx_files(objects, latency, folder) as server:
+        for client, in_flight in (("s3fs", 64), ("native", 64), ("native", 128), ("native", 256)):
+            rows[f"nginx, {client}, {in_flight} in flight"] = read_rate(
+                refs, server.requests_since, client, in_flight, server
+            )
     native.IN_FLIGHT, storage.IN_FLIGHT = defaults
     os.environ.pop(native.CLIENT_ENV)
     return {"files": files, "latency_s": latency, "cpus": os.cpu_count(), "reads": rows}
@@ -326,15 +327,18 @@ def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, o
         }
 
 
-def listing(rows: int, latency: float) -> dict[str, object]:
-    """The listing step alone (`store_listing`) over `rows` Parquet rows, in parts of
-    100,000: its time, and this process's memory above what it held before."""
+def listing(rows: int, files: int, client: str, latency: float) -> dict[str, object]:
+    """The listing step alone (`store_listing`) over `rows` Parquet rows (in parts of
+    100,000) and `files` image files, listed by `client` (native or s3fs): its time, and
+    this process's memory above what it held before, at the peak and once it has
+    returned (what stays held)."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
     from s3fs import S3FileSystem
 
+    from diffpath.io.native import CLIENT_ENV
     from diffpath.io.sources import store_listing
 
     with stand_in(latency) as endpoint:
@@ -347,18 +351,31 @@ def listing(rows: int, latency: float) -> dict[str, object]:
             buffer = io.BytesIO()
             pq.write_table(table, buffer)
             fs.pipe_file(f"scale/listing/part-{start // 100_000:04d}.parquet", buffer.getvalue())
+        for start in range(0, files, 10_000):
+            names = range(start, min(files, start + 10_000))
+            fs.pipe({f"scale/listing/files/{i // 1000:05d}/{i:09d}.jpg": b"x" for i in names})
         requests_since(endpoint)
+        os.environ[CLIENT_ENV] = client
         with Memory() as memory:
             time.sleep(1)
             before = memory.samples[-1]
             start = time.perf_counter()
             stored = store_listing(["s3://scale/listing/"], "s3://scale/out", 2048, None, 0)
             seconds = time.perf_counter() - start
+            time.sleep(1)
+            held = memory.samples[-1] - before
+        peak = max(memory.samples) - before
         return {
-            "rows": stored.n_images,
+            "rows": rows,
+            "files": files,
+            "client": client,
+            "listed": stored.n_images,
             "seconds": round(seconds, 1),
-            "memory_mb_above_baseline": round(max(memory.samples) - before),
-            "bytes_per_image": round((max(memory.samples) - before) * 2**20 / rows),
+            "memory_mb_above_baseline": {"peak": round(peak), "held after": round(held)},
+            "bytes_per_image": {
+                "peak": round(peak * 2**20 / stored.n_images),
+                "held after": round(held * 2**20 / stored.n_images),
+            },
             "requests": dict(requests_since(endpoint)),
         }
 
@@ -382,10 +399,13 @@ def paced_model(ms_per_image: float, config: FeatureConfig):
 
 
 def overlap(files: int, shard_size: int, latency: float, ms_per_image: float) -> dict:
-    """Shards of image files on S3 featurized one after another on a stand-in model of a
-    set speed: reading alone, the model alone, and both without and with the next shard
-    read ahead (`featurize_shard(prefetch=True)`), each on a fresh cache."""
+    """Shards of image files on S3 (listed on moto, read from nginx with the shipped
+    client) featurized one after another on a stand-in model of a set speed: reading
+    alone, the model alone, and both without and with the next shard read ahead
+    (`featurize_shard(prefetch=True)`), each on a fresh cache."""
     import tempfile
+
+    from s3fs import S3FileSystem
 
     from diffpath.features.shards import compute_shard, featurize_shard
     from diffpath.io.sources import read_listing, read_refs, store_listing
@@ -393,26 +413,31 @@ def overlap(files: int, shard_size: int, latency: float, ms_per_image: float) ->
     config = FeatureConfig(method="diffpathv2", timesteps=3, draws=1)
     model = paced_model(ms_per_image, config)
     rows: dict[str, object] = {}
-    with image_files(files, latency) as (endpoint, _), tempfile.TemporaryDirectory() as work:
-        listing = store_listing(["s3://scale/images/"], work, shard_size, None, 0)
-        shards = [read_listing(listing.uri, i) for i in range(listing.n_shards)]
-        requests_since(endpoint)
-        start = time.perf_counter()
-        contents = [read_refs(refs) for refs in shards]
-        rows["read alone"] = time.perf_counter() - start
-        start = time.perf_counter()
-        for refs, data in zip(shards, contents, strict=True):
-            compute_shard(model, refs, config, f"{work}/model-alone", contents=data)
-        rows["model alone"] = time.perf_counter() - start
-        requests_since(endpoint)
-        for prefetch in (False, True):
+    objects = image_blobs(files)
+    with tempfile.TemporaryDirectory() as work:
+        with stand_in(0.0):  # moto lists them (nginx cannot)
+            S3FileSystem(skip_instance_cache=True).pipe(objects)
+            listing = store_listing(["s3://scale/images/"], work, shard_size, None, 0)
+        with nginx_files(objects, latency, work) as server:
+            shards = [read_listing(listing.uri, i) for i in range(listing.n_shards)]
             start = time.perf_counter()
-            for i in range(listing.n_shards):
-                cache = f"{work}/cache-{prefetch}"
-                featurize_shard(model, listing, i, config, cache, work, prefetch=prefetch)
-            name = "read ahead" if prefetch else "one after another"
-            rows[name] = time.perf_counter() - start
-            rows[f"GETs per image, {name}"] = requests_since(endpoint)["GET images"] / files
+            contents = [read_refs(refs) for refs in shards]
+            rows["read alone"] = time.perf_counter() - start
+            start = time.perf_counter()
+            for refs, data in zip(shards, contents, strict=True):
+                compute_shard(model, refs, config, f"{work}/model-alone", contents=data)
+            rows["model alone"] = time.perf_counter() - start
+            server.requests_since()
+            for prefetch in (False, True):
+                start = time.perf_counter()
+                for i in range(listing.n_shards):
+                    cache = f"{work}/cache-{prefetch}"
+                    featurize_shard(model, listing, i, config, cache, work, prefetch=prefetch)
+                name = "read ahead" if prefetch else "one after another"
+                rows[name] = time.perf_counter() - start
+                counts = server.requests_since()
+                rows[f"GETs per image, {name}"] = counts["GET images"] / files
+                rows[f"HEADs per image, {name}"] = counts["HEAD images"] / files
     seconds = {k: round(v, 2) for k, v in rows.items()}
     return {
         "files": files,
@@ -471,7 +496,9 @@ def main() -> None:
     nightly.add_argument("--files", type=int, default=10_000, help="images as files")
     nightly.add_argument("--shard-size", type=int, default=2048)
     lister = commands.add_parser("listing", help="the listing step's time and memory")
-    lister.add_argument("--rows", type=int, default=1_000_000)
+    lister.add_argument("--rows", type=int, default=1_000_000, help="images in Parquet")
+    lister.add_argument("--files", type=int, default=0, help="images as files")
+    lister.add_argument("--client", choices=["native", "s3fs"], default="native")
     overlapping = commands.add_parser("overlap", help="reads overlapped with a paced model")
     overlapping.add_argument("--files", type=int, default=2048)
     overlapping.add_argument("--shard-size", type=int, default=512)
@@ -491,7 +518,7 @@ def main() -> None:
         print(extrapolate(measured, args.images, args.gpus, args.gpu_rate, args.gpu_price))
         return
     if args.command == "listing":
-        result = listing(args.rows, args.latency)
+        result = listing(args.rows, args.files, args.client, args.latency)
     elif args.command == "reads":
         result = reads(args.files, args.latency)
     elif args.command == "overlap":

@@ -149,14 +149,17 @@ class Steps:
     measure: Callable[..., dict[str, str]] = write_benchmark
 
 
-def featurize_here(model: DiffusionModel, cache_root: str, out: str) -> Featurize:
-    """Feature jobs in this process, shard after shard on `model` (no Prefect)."""
+def featurize_here(model: Callable[[str], DiffusionModel], cache_root: str, out: str) -> Featurize:
+    """Feature jobs in this process, shard after shard on `model(dtype)`, the model in
+    each job's dtype (no Prefect)."""
 
     def featurize(jobs: Mapping[Job, tuple[FeatureConfig, Listing]]) -> dict[Job, list]:
         compact_caches(cache_root)
         return {
             job: [
-                featurize_shard(model, listing, i, config, cache_root, out, prefetch=True)
+                featurize_shard(
+                    model(config.dtype), listing, i, config, cache_root, out, prefetch=True
+                )
                 for i in range(listing.n_shards)
             ]
             for job, (config, listing) in jobs.items()

@@ -5,7 +5,9 @@ second; obstore spends about 0.2 ms, so the same process reads thousands
 (`benchmarks/scale.py reads`, docs/performance.md). It serves `storage.read_each` only, and
 only where it reads exactly what s3fs would: the same endpoint, region and credentials
 (botocore's chain: the environment, a profile, SSO, an instance role) and no s3fs option it
-cannot honour. Listings, writes and Parquet row groups stay with fsspec.
+cannot honour. It also lists a source's folders page by page into Arrow strings
+(`list_paths`), where s3fs's `find` would hold an info dict per object (~1 KB each, kept in
+its listings cache). Writes, small listings and Parquet row groups stay with fsspec.
 `DIFFPATH_S3_CLIENT=s3fs` turns it off.
 """
 
@@ -22,8 +24,10 @@ from functools import lru_cache
 from typing import Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["CLIENT_ENV", "IN_FLIGHT", "read_each"]
+__all__ = ["CLIENT_ENV", "IN_FLIGHT", "list_paths", "read_each"]
 
 CLIENT_ENV = "DIFFPATH_S3_CLIENT"  # "s3fs": every read through s3fs
 IN_FLIGHT = 128  # concurrent GETs per process: at 20 ms each, ~5,000 objects/s
@@ -208,23 +212,49 @@ async def _gather(jobs: list[tuple[Any, str, str]], max_bytes: int | None) -> li
     return await asyncio.gather(*(one(*job) for job in jobs))
 
 
-def read_each(
-    fs: fsspec.AbstractFileSystem, uris: Sequence[str], max_bytes: int | None
-) -> dict[str, bytes | OSError] | None:
-    """`storage.read_each` on S3 through obstore: each object's bytes (at most its first
-    `max_bytes`) or the `OSError` s3fs would have raised for it, `IN_FLIGHT` GETs at a time;
-    None where s3fs must read them (not S3, or settings only s3fs honours)."""
+def _bucket_store(fs: fsspec.AbstractFileSystem, bucket: str) -> Any | None:
+    """The store for `bucket` under s3fs `fs`; None where s3fs must serve it (not S3,
+    obstore not installed, settings only s3fs honours)."""
     if "s3" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         return None
     try:
         import obstore  # noqa: F401
     except ImportError:
         return None
+    target = _target(fs, bucket)
+    return _store(target) if target is not None else None
+
+
+def list_paths(fs: fsspec.AbstractFileSystem, folder: str) -> pa.Array | None:
+    """Every object under an S3 folder as `bucket/key` Arrow strings, a page of 1,000 at a
+    time (one LIST each), unsorted; None where s3fs must list it."""
+    import obstore
+
+    bucket, _, prefix = fs._strip_protocol(folder).partition("/")
+    store = _bucket_store(fs, bucket)
+    if store is None:
+        return None
+    try:
+        pages = [
+            pa.array([meta["path"] for meta in page], pa.string())
+            for page in obstore.list(store, prefix.strip("/") or None, chunk_size=1000)
+        ]
+    except Exception as err:
+        raise _as_oserror(err, folder) from err
+    keys = pa.concat_arrays(pages) if pages else pa.array([], pa.string())
+    return pc.binary_join_element_wise(bucket, keys, "/")
+
+
+def read_each(
+    fs: fsspec.AbstractFileSystem, uris: Sequence[str], max_bytes: int | None
+) -> dict[str, bytes | OSError] | None:
+    """`storage.read_each` on S3 through obstore: each object's bytes (at most its first
+    `max_bytes`) or the `OSError` s3fs would have raised for it, `IN_FLIGHT` GETs at a time;
+    None where s3fs must read them."""
     jobs = []
     for uri in uris:
         bucket, _, key = fs._strip_protocol(uri).partition("/")
-        target = _target(fs, bucket)
-        store = _store(target) if target is not None else None
+        store = _bucket_store(fs, bucket)
         if store is None:
             return None
         jobs.append((store, key, uri))

@@ -9,6 +9,7 @@ a Parquet file is read only in the row groups that hold the rows asked for.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -31,6 +32,7 @@ from diffpath.io.storage import (
     filesystem,
     is_transient,
     join,
+    list_objects,
     protocol_prefix,
     read_each,
     write_parquet,
@@ -123,33 +125,44 @@ def check_source(uri: str) -> bool:
 
 
 Block = tuple[str, pa.Array, pa.Array]  # a Parquet file's uri, rows and image names
+Files = tuple[pa.Array, pa.Array]  # image files: their uris and names
 
 
-def _list_one(uri: str) -> tuple[list[tuple[str, str]], list[Block], list[str]]:
-    """(the image files of one source as (uri, name), its Parquet files' blocks, the files it
-    holds that are neither images nor Parquet)."""
-    files: list[tuple[str, str]] = []
-    blocks: list[Block] = []
-    skipped: list[str] = []
+def _list_one(uri: str) -> tuple[Files, list[Block], pa.Array]:
+    """(the image files of one source, its Parquet files' blocks, the files it holds that
+    are neither images nor Parquet), as Arrow strings."""
     fs, root = filesystem(uri)
     prefix = protocol_prefix(uri)
+    none = pa.array([], pa.string())
     if check_source(uri):
         if root.lower().endswith(".parquet"):
-            return [], [_parquet_block(fs, prefix, root)], []
-        return [(prefix + root, root.rsplit("/", 1)[-1])], [], []
-    for path in fs.find(root):
-        lower, key = path.lower(), path[len(root.rstrip("/")) + 1 :]
-        if lower.endswith(".parquet"):
-            try:
-                blocks.append(_parquet_block(fs, prefix, path))
-            except StorageError as err:  # reading it gives its error row
-                log.warning("%s is not a Parquet file of images: %s", prefix + path, err)
-                files.append((prefix + path, key))
-        elif lower.endswith(IMAGE_EXTENSIONS):
-            files.append((prefix + path, key))
-        else:
-            skipped.append(prefix + path)
-    return files, blocks, skipped
+            return (none, none), [_parquet_block(fs, prefix, root)], none
+        return (pa.array([prefix + root]), pa.array([root.rsplit("/", 1)[-1]])), [], none
+    paths = list_objects(uri)
+    lower = pc.utf8_lower(paths)
+    parquet = pc.ends_with(lower, ".parquet")
+    image = functools.reduce(pc.or_, [pc.ends_with(lower, ext) for ext in IMAGE_EXTENSIONS])
+    blocks, unreadable = [], []
+    for path in paths.filter(parquet).to_pylist():
+        try:
+            blocks.append(_parquet_block(fs, prefix, path))
+        except StorageError as err:  # reading it gives its error row
+            log.warning("%s is not a Parquet file of images: %s", prefix + path, err)
+            unreadable.append(path)
+    files = pa.concat_arrays([paths.filter(image), pa.array(unreadable, pa.string())])
+    names = pc.utf8_slice_codeunits(files, len(root.rstrip("/")) + 1)
+    uris = pc.binary_join_element_wise(prefix, files, "") if prefix else files
+    return (uris, names), blocks, paths.filter(pc.invert(pc.or_(parquet, image)))
+
+
+def _once_each(uris: pa.Array, names: pa.Array) -> Files:
+    """Image files sorted by uri, a file listed twice (or in two sources) kept once, with
+    the name its first listing gave it."""
+    order = pc.sort_indices(uris)  # stable: a file's first listing comes first
+    uris, names = uris.take(order), names.take(order)
+    first = np.ones(len(uris), bool)
+    first[1:] = pc.not_equal(uris[1:], uris[:-1]).to_numpy(zero_copy_only=False)
+    return uris.filter(first), names.filter(first)
 
 
 def list_table(uris: str | Sequence[str], allow_empty: bool = False) -> pa.Table:
@@ -163,41 +176,44 @@ def list_table(uris: str | Sequence[str], allow_empty: bool = False) -> pa.Table
     file; anything else is a folder/prefix searched recursively for image files
     (case-insensitive extensions) and Parquet files.
     """
-    files: dict[str, str] = {}
+    found: list[Files] = []
     blocks: dict[str, Block] = {}
-    skipped: list[str] = []
+    skipped: list[pa.Array] = []
     for uri in [uris] if isinstance(uris, str) else uris:
         try:
-            found, parquet, unlisted = _list_one(uri)
+            files, parquet, unlisted = _list_one(uri)
         except StorageError:
             raise
         except OSError as err:  # access denied, no credentials, …: name the source
             raise StorageError(f"cannot list {uri!r}: {err}") from err
-        files |= {u: key for u, key in found if u not in files}
+        found.append(files)
         blocks |= {block[0]: block for block in parquet if block[0] not in blocks}
-        skipped += unlisted
-    if skipped:
+        skipped.append(unlisted)
+    if n_skipped := sum(len(unlisted) for unlisted in skipped):
         log.warning(
             "%d files of %s are neither images (%s) nor Parquet and were not listed, e.g. %s",
-            len(skipped),
+            n_skipped,
             uris,
             " ".join(IMAGE_EXTENSIONS),
-            skipped[0],
+            next(unlisted for unlisted in skipped if len(unlisted))[0].as_py(),
         )
-    names = sorted(files.keys() | blocks.keys())
-    position = {name: i for i, name in enumerate(names)}
-    file_uris = list(files)
-    indices = [np.array([position[u] for u in file_uris], np.int32)]
-    indices += [np.full(len(r), position[u], np.int32) for u, r, _ in blocks.values()]
-    rows = pa.concat_arrays([pa.nulls(len(files), pa.int64()), *(r for _, r, _ in blocks.values())])
-    paths = pa.concat_arrays(
-        [pa.array(list(files.values()), pa.string()), *(k for _, _, k in blocks.values())]
-    )
-    files.clear()  # the columns hold them now
-    blocks.clear()
+    files, keys = _once_each(*(pa.concat_arrays(column) for column in zip(*found, strict=True)))
+    listed = sorted(blocks)
+    names = pa.concat_arrays([files, pa.array(listed, pa.string())])
+    ranked = pc.sort_indices(names).to_numpy()
+    position = np.empty(len(names), np.int32)
+    position[ranked] = np.arange(len(names), dtype=np.int32)
+    indices = [position[: len(files)]]
+    indices += [
+        np.full(len(blocks[u][1]), position[len(files) + j], np.int32) for j, u in enumerate(listed)
+    ]
+    rows = pa.concat_arrays([pa.nulls(len(files), pa.int64()), *(blocks[u][1] for u in listed)])
+    paths = pa.concat_arrays([keys, *(blocks[u][2] for u in listed)])
+    blocks.clear()  # the columns hold them now
+    del files, keys, found
     index = np.concatenate(indices)
     order = np.lexsort((rows.fill_null(-1).to_numpy(), index))
-    uri = pa.DictionaryArray.from_arrays(pa.array(index[order]), pa.array(names, pa.string()))
+    uri = pa.DictionaryArray.from_arrays(pa.array(index[order]), names.take(pa.array(ranked)))
     table = pa.table({"uri": uri, "row": rows.take(order), "path": paths.take(order)})
     del rows, paths, index, order  # unsorted copies: the listing's peak is the table, twice
     if not len(table) and not allow_empty:

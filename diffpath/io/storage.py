@@ -37,6 +37,7 @@ __all__ = [
     "guard_writes",
     "is_transient",
     "join",
+    "list_objects",
     "listdir",
     "numbered",
     "parquet_bytes",
@@ -182,6 +183,21 @@ def find(folder: str) -> list[str]:
         raise StorageError(f"cannot list {folder!r}: {err}") from err
     root = path.rstrip("/") + "/"
     return sorted(p[len(root) :] for p in found if p.startswith(root))
+
+
+def list_objects(folder: str) -> pa.Array:
+    """Every object under `folder` as Arrow strings, paths as `find` gives them (no
+    protocol), unsorted; no Python object per object where it can: S3 through the native
+    client a page at a time (`native.list_paths`), else fsspec's `find` with its listings
+    cache dropped after (s3fs keeps an info dict per object there)."""
+    fs, path = filesystem(folder)
+    found = native.list_paths(fs, folder)
+    if found is None:
+        try:
+            found = pa.array(fs.find(path), pa.string())
+        finally:
+            fs.invalidate_cache()  # every folder under it, not only `path`
+    return found
 
 
 @_explained

@@ -164,7 +164,8 @@ def test_the_prefect_free_path_is_the_flows_own(spec, tmp_path) -> None:
     bench = load_spec(spec)
     model = cached_model(bench.model, "float32", "cpu")
     here = str(tmp_path / "here")
-    steps = Steps(featurize_here(model, f"{here}/features", here), lambda out: out)
+    loaded = lambda dtype: cached_model(bench.model, dtype, "cpu")  # noqa: E731
+    steps = Steps(featurize_here(loaded, f"{here}/features", here), lambda out: out)
     outputs = run_benchmark(bench, here, steps)
     assert outputs["report"] == here  # the step it was given, not a fixed one
     benchmark_report(here, model)

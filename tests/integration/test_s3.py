@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pyarrow.compute as pc
 import pytest
 
-from tests.conftest import N_INCOMING
+from tests.conftest import N_INCOMING, SAMPLES
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.usefixtures("prefect_harness")]
 
@@ -189,3 +190,29 @@ def test_the_cache_costs_requests_per_segment_not_per_image(s3_endpoint) -> None
     found = cache.get([h for night in nights for h in night], "shard-9")
     assert len(found.features) == 600 and found.segments == 3
     assert sum(calls.values()) <= 8, calls  # 2 listings, the index, 3 segments (+ a HEAD)
+
+
+def test_a_folder_on_s3_lists_the_same_through_either_client(s3_endpoint, monkeypatch) -> None:
+    """Image files, Parquet rows and files of neither kind in nested folders, a folder
+    listed twice: the native listing's table is s3fs's, and s3fs's listings cache keeps no
+    info dict per object after it."""
+    from diffpath.io.sources import list_table
+    from diffpath.io.storage import filesystem, write_many
+
+    base = "s3://diffpath-test/listing"
+    incoming = (SAMPLES / "incoming.parquet").read_bytes()
+    write_many(
+        {f"{base}/a/{i}.JPG": b"x" for i in range(3)}
+        | {f"{base}/b/c.png": b"y", f"{base}/notes.txt": b"z", f"{base}/é/d.jpg": b"w"}
+        | {f"{base}/rows.parquet": incoming}
+    )
+    tables = {}
+    for client in ("native", "s3fs"):
+        monkeypatch.setenv("DIFFPATH_S3_CLIENT", client)
+        tables[client] = list_table([base, f"{base}/a/"])
+    assert tables["native"].equals(tables["s3fs"])
+    files = tables["native"].filter(pc.is_null(tables["native"]["row"]))
+    assert files["path"].to_pylist() == ["a/0.JPG", "a/1.JPG", "a/2.JPG", "b/c.png", "é/d.jpg"]
+    assert len(tables["native"]) == len(files) + N_INCOMING
+    fs = filesystem(base)[0]
+    assert not [key for key in fs.dircache if key.startswith("diffpath-test/listing")]
