@@ -216,6 +216,7 @@ def list_table(uris: str | Sequence[str], allow_empty: bool = False) -> pa.Table
     uri = pa.DictionaryArray.from_arrays(pa.array(index[order]), names.take(pa.array(ranked)))
     table = pa.table({"uri": uri, "row": rows.take(order), "path": paths.take(order)})
     del rows, paths, index, order  # unsorted copies: the listing's peak is the table, twice
+    _release_unused()
     if not len(table) and not allow_empty:
         raise StorageError(f"source {uris!r} holds no images")
     ranked = table["path"].combine_chunks()
@@ -227,7 +228,15 @@ def list_table(uris: str | Sequence[str], allow_empty: bool = False) -> pa.Table
             repeated,
             uris,
         )
+    del ranked
+    _release_unused()
     return table
+
+
+def _release_unused() -> None:
+    """Give the pages Arrow's allocator keeps after frees back to the system: a listing's
+    transient copies would otherwise stay resident (~5× the listing at 1M images)."""
+    pa.default_memory_pool().release_unused()
 
 
 def list_source(uris: str | Sequence[str], allow_empty: bool = False) -> list[ImageRef]:
@@ -431,4 +440,7 @@ def store_listing(
     rows = subsample(list_table(sources, allow_empty), max_images, seed)
     lid = listing_id(rows)
     uri = write_listing(rows, join(out, "listings", f"{lid}.parquet"), shard_size)
-    return Listing(uri=uri, listing_id=lid, n_images=len(rows), shard_size=shard_size)
+    n_images = len(rows)
+    del rows
+    _release_unused()
+    return Listing(uri=uri, listing_id=lid, n_images=n_images, shard_size=shard_size)
