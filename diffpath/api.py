@@ -35,7 +35,7 @@ from diffpath.features.shards import featurize_shard
 from diffpath.io.lock import output_lock
 from diffpath.io.sources import store_listing
 from diffpath.io.storage import join, read_bytes, read_json, write_bytes, write_parquet
-from diffpath.model.diffusion import DiffusionModel
+from diffpath.model.diffusion import DiffusionModel, resolve_dtype
 from diffpath.model.workers import cached_model
 from diffpath.reports import pages
 from diffpath.scoring import score
@@ -380,14 +380,17 @@ def fit_reference(
     """Fit a reference on trusted in-distribution images → `TrustedReference`.
 
     `settings` are `FeatureConfig` fields (method, timesteps, seed, dtype, crop, …; or give
-    `config`); the density is fitted on all but `holdout` of the images, the rest calibrate
-    the threshold at `target_fpr`. `grouping` ("parent", a regular expression on paths, or a
-    `Grouping` of a Parquet column) holds back whole groups, so the threshold holds for
-    groups never seen."""
+    `config`; dtype defaults to auto: bfloat16 where `run.device` computes it natively,
+    recorded in the reference); the density is fitted on all but `holdout` of the images,
+    the rest calibrate the threshold at `target_fpr`. `grouping` ("parent", a regular
+    expression on paths, or a `Grouping` of a Parquet column) holds back whole groups, so
+    the threshold holds for groups never seen."""
     run = run or Run()
     if config is not None and settings:
         raise ConfigError(f"give config or settings, not both: {', '.join(sorted(settings))}")
-    config = config or FeatureConfig(**settings)
+    config = resolve_dtype(
+        config or FeatureConfig.parse(**{"dtype": "auto", **settings}), run.device
+    )
     check_fit_options(density, config.method, target_fpr, holdout)
     groups = Grouping(by=grouping) if isinstance(grouping, str) else grouping
     folder = _Folder.of(run)

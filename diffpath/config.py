@@ -127,7 +127,11 @@ class FeatureConfig(BaseModel):
     ssim_window: int = Field(5, ge=3, le=31)
     ssim_weighting: bool = True
     draws: int = Field(1, ge=1, le=64, description="noise draws averaged per V2 feature")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="auto: bfloat16 where the hardware computes it natively, else float32; "
+        "resolved when a fit starts (`model.diffusion.resolve_dtype`) and recorded",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -225,7 +229,15 @@ class FeatureConfig(BaseModel):
         """The torch dtype the model runs in for this config."""
         import torch
 
+        self._check_resolved()
         return getattr(torch, self.dtype)
+
+    def _check_resolved(self) -> None:
+        if self.dtype == "auto":
+            raise ConfigError(
+                "dtype auto is resolved for a device before features are computed "
+                "(model.diffusion.resolve_dtype)"
+            )
 
     def canonical_json(self) -> str:
         """The fields as sorted, compact JSON (those added later only when set)."""
@@ -238,6 +250,7 @@ class FeatureConfig(BaseModel):
 
     def config_hash(self) -> str:
         """sha256 of `canonical_json`, first 16 hex digits: goes into every output."""
+        self._check_resolved()
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
 

@@ -110,15 +110,16 @@ def _sizes(text: str | None):
 
 
 def _feature_config(settings: dict[str, Any]) -> FeatureConfig:
-    """The feature config a fit starts from (--config keys and feature flags): a crop in
-    pixels is refused, since it keeps another region of each image at each resolution."""
+    """The feature config a fit starts from (--config keys and feature flags; dtype auto
+    unless given, resolved by the flow): a crop in pixels is refused, since it keeps
+    another region of each image at each resolution."""
     if settings.get("center_crop") is not None:
         raise ConfigError(
             f"center_crop {settings['center_crop']} keeps {settings['center_crop']} px "
             "whatever an image's size: give crop, the same region at every resolution "
             "(celeba-face: CelebA's face; 0.8: the central 80% of the short side)"
         )
-    return FeatureConfig.parse(**settings)
+    return FeatureConfig.parse(**{"dtype": "auto", **settings})
 
 
 def _check_first(

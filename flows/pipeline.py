@@ -24,7 +24,7 @@ from diffpath.io.lock import output_lock
 from diffpath.io.runs import dated
 from diffpath.io.sources import Listing
 from diffpath.io.storage import join
-from diffpath.model.diffusion import gpu_count
+from diffpath.model.diffusion import gpu_count, resolve_dtype
 from diffpath.scoring.alerts import ScreenPolicy
 from diffpath.scoring.grouping import Grouping
 from diffpath.scoring.reference import check_fit_options
@@ -117,7 +117,7 @@ def task_runner(
     return DaskTaskRunner(cluster_kwargs=cluster)
 
 
-DEFAULT_CONFIG = FeatureConfig()
+DEFAULT_CONFIG = FeatureConfig(dtype="auto")  # resolved for the run's device by a fit
 DEFAULT_RUN = RunOptions()
 DEFAULT_POLICY = ScreenPolicy()
 
@@ -200,7 +200,9 @@ def fit_reference_flow(
     whole groups for calibrating the threshold, so it holds for groups never seen; it is
     checked on the listing before any feature is computed. The weights are `run.model`
     (default: the bundled model). Sources and `out` may hold `{date}`/`{datetime}`
-    (`run_time`); a dated `out` gets a `latest.json` beside it."""
+    (`run_time`); a dated `out` gets a `latest.json` beside it. `dtype: auto` is resolved
+    for `run.device` here (`resolve_dtype`) and recorded in the reference."""
+    config = resolve_dtype(config, run.device)
     check_fit_options(density, config.method, target_fpr, holdout)
     model = run.model or "default"
     target = Dated.at_run_time(out)
@@ -288,6 +290,8 @@ def audit_flow(
         if reference is not None:
             extra["reference_from"], reference = reference, pin_reference_task(reference, out)
             config, model = reference_setup_task(reference, run.model)
+        else:
+            config = resolve_dtype(config, run.device)
         features = featurize(source, config, out, run, model)
         extra |= features.counts()
         outputs = audit_task(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffpath.config import FeatureConfig
 from diffpath.errors import ModelError
 from diffpath.model.convert import PATCH_FILE, apply_patch
 
@@ -207,6 +208,27 @@ def check_device(device: str | torch.device | None) -> torch.device:
             "use --device cpu or another index"
         )
     return device
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, a CPU with
+    AVX-512 BF16 or AMX (1.9–2.3× float32 on such a CPU, docs/performance.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def resolve_dtype(config: FeatureConfig, device: str | torch.device | None) -> FeatureConfig:
+    """`config` with `dtype: auto` made concrete for `device`: bfloat16 where it is native
+    (`native_bfloat16`), float32 elsewhere. New fits start from auto; a reference records
+    what it resolved to, and screening uses that, whatever the machine."""
+    if config.dtype != "auto":
+        return config
+    dtype = "bfloat16" if native_bfloat16(check_device(device)) else "float32"
+    return config.model_copy(update={"dtype": dtype})
 
 
 def load_model(

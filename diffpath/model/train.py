@@ -27,7 +27,7 @@ from diffpath.errors import ConfigError
 from diffpath.io.sources import list_source, load_images
 from diffpath.io.storage import join, write_bytes
 from diffpath.model.checkpoint import load_checkpoint, save_checkpoint, save_model
-from diffpath.model.diffusion import load_model
+from diffpath.model.diffusion import load_model, native_bfloat16
 from diffpath.model.sampling import sample_grid
 
 __all__ = [
@@ -120,9 +120,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`, or None for plain fp32."""
     if precision == "float32":
         return None
-    has_bf16 = device.type == "cuda" or (
-        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    )
+    has_bf16 = native_bfloat16(device)
     if precision == "bfloat16" and not has_bf16:
         raise ConfigError(f"precision bfloat16 asked for, but {device} has no bf16 support")
     return torch.bfloat16 if has_bf16 else None

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from diffpath.methods import METHODS
+from diffpath.model.diffusion import native_bfloat16
 from diffpath.scoring.nearcopy import NEAR_BITS
 from diffpath_flows.cli import app
 from diffpath_flows.options import RUN_OPTIONS
@@ -73,6 +75,8 @@ def test_fit_from_a_config_file_then_screen_and_other_weights(tmp_path, tiny_mod
     assert "calibration: 20 held-back images (random split); p-values down to 1/21" in fit.output
     fitted = json.loads((ref / "reference.json").read_text())
     assert (fitted["model"], fitted["config"]["timesteps"]) == (str(tiny_model_dir), 4)
+    native = native_bfloat16(torch.device("cpu"))  # dtype auto, resolved and recorded
+    assert fitted["config"]["dtype"] == ("bfloat16" if native else "float32")
     screen = runner.invoke(
         app,
         [

@@ -92,3 +92,19 @@ def test_fingerprint_is_the_model_not_the_files(tmp_path: Path) -> None:
     tensors[name] = tensors[name] + 1e-3
     save_file(tensors, weights)
     assert model_fingerprint(str(copy)) != model_fingerprint()
+
+
+def test_dtype_auto_is_bfloat16_only_where_the_hardware_has_it(monkeypatch) -> None:
+    from diffpath.config import FeatureConfig
+    from diffpath.errors import ConfigError
+    from diffpath.model import diffusion
+
+    auto = FeatureConfig(dtype="auto")
+    with pytest.raises(ConfigError, match="resolved"):
+        auto.config_hash()  # an unresolved config keys nothing
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(diffusion, "native_bfloat16", lambda device, n=native: n)
+        resolved = diffusion.resolve_dtype(auto, "cpu")
+        assert resolved.dtype == expected and resolved.method == auto.method
+        assert resolved.config_hash() == FeatureConfig(dtype=expected).config_hash()
+    assert diffusion.resolve_dtype(FeatureConfig(dtype="float32"), "cpu").dtype == "float32"

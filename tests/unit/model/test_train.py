@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffpath.errors import ConfigError
-from diffpath.model.diffusion import DEFAULT_MODEL_DIR, load_model
+from diffpath.model.diffusion import DEFAULT_MODEL_DIR, load_model, native_bfloat16
 from diffpath.model.train import TrainConfig, TrainSource, autocast_dtype, train
 from tests.conftest import SAMPLES
 
@@ -54,6 +54,7 @@ def test_precision_is_bf16_only_where_the_device_has_it() -> None:
     assert autocast_dtype("float32", cpu) is None
     has_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert autocast_dtype("auto", cpu) == (torch.bfloat16 if has_bf16 else None)
+    assert native_bfloat16(cpu) is has_bf16
     if not has_bf16:
         with pytest.raises(ConfigError, match="no bf16"):
             autocast_dtype("bfloat16", cpu)
