@@ -716,7 +716,7 @@ def demo(
         reference = fit_reference_flow(
             [str(SAMPLES / "reference.parquet")],
             f"{out}/reference",
-            FeatureConfig(),
+            FeatureConfig(dtype="auto"),  # as every new fit: bfloat16 where it is native
             holdout=0.5,
             run=run,
             grouping=by_identity,
