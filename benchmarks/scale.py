@@ -215,17 +215,18 @@ def put_night(fs, prefix: str, rows: int, files: int, changed: float, blobs: lis
 
 
 class Memory:
-    """This process's resident memory, sampled every 0.5 s while it runs."""
+    """This process's resident memory, sampled every `interval` seconds while it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 0.5) -> None:
         import threading
 
         self.samples: list[float] = []
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(self.interval):
             with open("/proc/self/status") as status:
                 line = next(line for line in status if line.startswith("VmRSS"))
             self.samples.append(int(line.split()[1]) / 1024)
@@ -356,7 +357,7 @@ def listing(rows: int, files: int, client: str, latency: float) -> dict[str, obj
             fs.pipe({f"scale/listing/files/{i // 1000:05d}/{i:09d}.jpg": b"x" for i in names})
         requests_since(endpoint)
         os.environ[CLIENT_ENV] = client
-        with Memory() as memory:
+        with Memory(interval=0.005) as memory:  # a listing's peaks last milliseconds
             time.sleep(1)
             before = memory.samples[-1]
             start = time.perf_counter()

@@ -309,21 +309,31 @@ def write_parquet(
     uri: str,
     metadata: Mapping[str, Any] | None = None,
     row_group_size: int | None = None,
+    use_dictionary: bool | Sequence[str] = True,
 ) -> str:
     """Atomically write a table as zstd Parquet; `metadata` goes into the schema as JSON."""
-    return write_bytes(uri, parquet_bytes(table, metadata, row_group_size))
+    return write_bytes(uri, parquet_bytes(table, metadata, row_group_size, use_dictionary))
 
 
 def parquet_bytes(
     table: pa.Table,
     metadata: Mapping[str, Any] | None = None,
     row_group_size: int | None = None,
+    use_dictionary: bool | Sequence[str] = True,
 ) -> bytes:
-    """A table as zstd Parquet bytes, `metadata` in the schema under `diffpath` as JSON."""
+    """A table as zstd Parquet bytes, `metadata` in the schema under `diffpath` as JSON;
+    `use_dictionary` as pyarrow's (columns of mostly distinct strings write smaller, and
+    with less memory, without one)."""
     if metadata is not None:
         table = table.replace_schema_metadata({b"diffpath": json.dumps(metadata).encode()})
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_size)
+    pq.write_table(
+        table,
+        buffer,
+        compression="zstd",
+        row_group_size=row_group_size,
+        use_dictionary=use_dictionary,
+    )
     return buffer.getvalue()
 
 
