@@ -249,12 +249,14 @@ class Memory:
 
 
 @flow(name="scale-night", task_runner=RUNNER)
-def features_night(source: list[str], out: str, config: FeatureConfig, shard_size: int) -> dict:
+def features_night(
+    source: list[str], out: str, config: FeatureConfig, model: str, shard_size: int
+) -> dict:
     """One night's features as the screen flow computes them, timed step by step."""
     start = time.perf_counter()
     listing = list_images(source, out, shard_size, None, config.seed)
     listed = time.perf_counter()
-    run = RunOptions(shard_size=shard_size, features_root="s3://scale/cache")
+    run = RunOptions(model=model, shard_size=shard_size, features_root="s3://scale/cache")
     shards = [future.result() for future in submit_shards(listing, config, out, run)]
     end = time.perf_counter()
     inside = sum(s.seconds for s in shards)
@@ -284,7 +286,8 @@ def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, o
         put_night(fs, "night-1", rows, files, 0.0, blobs)
         put_night(fs, "night-2", rows, files, 0.1, blobs)
         requests_since(endpoint)
-        config = FeatureConfig(model=stand_in_model(Path(folder)), method="diffpathv2", timesteps=2)
+        model = stand_in_model(Path(folder))
+        config = FeatureConfig(method="diffpathv2", timesteps=2)
         results = {}
         for name, night_prefix in (
             ("new", "night-1"),
@@ -294,7 +297,8 @@ def night(rows: int, files: int, latency: float, shard_size: int) -> dict[str, o
             source = [f"s3://scale/{night_prefix}/rows/", f"s3://scale/{night_prefix}/files/"]
             with Memory() as memory:
                 start = time.perf_counter()
-                row = features_night(source, f"s3://scale/out/{len(results)}", config, shard_size)
+                out = f"s3://scale/out/{len(results)}"
+                row = features_night(source, out, config, model, shard_size)
                 wall = time.perf_counter() - start
             counts = requests_since(endpoint)
             results[name] = {
