@@ -32,7 +32,11 @@ __all__ = ["CLIENT_ENV", "IN_FLIGHT", "list_paths", "read_each"]
 CLIENT_ENV = "DIFFPATH_S3_CLIENT"  # "s3fs": every read through s3fs
 IN_FLIGHT = 128  # concurrent GETs per process: at 20 ms each, ~5,000 objects/s
 ATTEMPTS = 3  # as botocore's adaptive mode; a shard that still fails is retried whole
-# s3fs settings the native client reproduces; any other keeps the read on s3fs
+# s3fs options (as the filesystem was made with them) whose meaning the native client
+# reproduces; any other — requester_pays, version_aware, session, use_ssl, … — keeps s3fs
+_OPTIONS = frozenset(
+    {"key", "secret", "token", "anon", "endpoint_url", "client_kwargs", "config_kwargs", "profile"}
+)
 _CLIENT_KWARGS = frozenset({"endpoint_url", "region_name"})
 _CONFIG_KWARGS = frozenset({"retries", "connect_timeout"})
 _ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
@@ -59,10 +63,8 @@ def _target(fs: Any, bucket: str) -> _Target | None:
     """The bucket's settings under s3fs `fs`, or None where they need s3fs itself."""
     if os.environ.get(CLIENT_ENV, "auto") == "s3fs":
         return None
-    if fs.requester_pays or fs.version_aware or fs.s3_additional_kwargs or not fs.use_ssl:
-        return None
-    # a session s3fs made itself (from the profile), not one a caller handed it
-    if not getattr(fs, "_session_is_owned", False) or set(fs.kwargs) - {"profile"}:
+    options = fs.storage_options
+    if set(options) - _OPTIONS:
         return None
     if set(fs.client_kwargs) - _CLIENT_KWARGS or set(fs.config_kwargs) - _CONFIG_KWARGS:
         return None

@@ -162,7 +162,7 @@ def _once_each(uris: pa.Array, names: pa.Array) -> Files:
     uris, names = uris.take(order), names.take(order)
     first = np.ones(len(uris), bool)
     first[1:] = pc.not_equal(uris[1:], uris[:-1]).to_numpy(zero_copy_only=False)
-    return uris.filter(first), names.filter(first)
+    return uris.filter(pa.array(first)), names.filter(pa.array(first))
 
 
 def list_table(uris: str | Sequence[str], allow_empty: bool = False) -> pa.Table:
@@ -217,7 +217,7 @@ def list_table(uris: str | Sequence[str], allow_empty: bool = False) -> pa.Table
     uri = pa.DictionaryArray.from_arrays(pa.array(index), names.take(pa.array(ranked)))
     table = pa.table({"uri": uri, "row": rows, "path": paths})
     if mixed:  # only files, or only blocks: in (uri, row) order already
-        table = table.take(np.lexsort((rows.fill_null(-1).to_numpy(), index)))
+        table = table.take(pa.array(np.lexsort((rows.fill_null(-1).to_numpy(), index))))
     del rows, paths, index, uri
     _release_unused()
     if not len(table) and not allow_empty:
